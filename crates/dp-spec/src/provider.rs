@@ -1,0 +1,204 @@
+//! The provider contract: what every runtime (candle, ONNX Runtime, Triton) implements so
+//! the manager can load and run a model without knowing which runtime serves it.
+//!
+//! It lives here, in the lowest crate that both the providers and the manager depend on,
+//! so that a provider crate never depends on the manager and the manager never depends on
+//! a provider it was compiled without. Providers move named tensors only: tokenization,
+//! pooling and normalization are the manager's shared presets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use crate::error::{ErrorCode, ModelError};
+use crate::model_spec::{ModelSpec, Precision, TensorDType};
+
+/// The device a model is actually placed on, once its [`crate::DevicePolicy`] is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResolvedDevice {
+    /// The host CPU.
+    Cpu,
+    /// A CUDA device, by index.
+    Cuda(u16),
+}
+
+impl fmt::Display for ResolvedDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Everything a provider needs to load one model.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRequest<'a> {
+    /// The validated spec.
+    pub spec: &'a ModelSpec,
+    /// `${DP_MODELS_ROOT}`: artifact paths are relative to it.
+    pub models_root: &'a Path,
+    /// Where to place the model.
+    pub device: ResolvedDevice,
+    /// The precision to run at.
+    pub precision: Precision,
+}
+
+/// A runtime that can load models (candle, ONNX Runtime, a Triton client…).
+pub trait ModelProvider: Send + Sync {
+    /// Short name for logs and `status()` (`candle`, `onnx`, `triton`).
+    fn name(&self) -> &'static str;
+
+    /// Whether this provider can serve the spec (runtime and engine).
+    fn supports(&self, spec: &ModelSpec) -> bool;
+
+    /// Checks, without loading, that the artifacts the spec names are present and
+    /// well-formed for this runtime (`weights_missing`, `invalid_spec`…).
+    ///
+    /// # Errors
+    /// The first problem found.
+    fn validate_local_artifacts(&self, spec: &ModelSpec, models_root: &Path)
+    -> Result<(), ModelError>;
+
+    /// Loads the model, ready to run.
+    ///
+    /// # Errors
+    /// Missing or corrupt artifacts, an unavailable device or runtime, a schema mismatch.
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError>;
+}
+
+/// A model loaded by a provider.
+pub trait LoadedModel: Send + Sync {
+    /// Runs the model on named input tensors and returns its named outputs.
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model (`invalid_input`) or a runtime failure.
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError>;
+}
+
+/// Tensors by name.
+pub type NamedTensors = BTreeMap<String, Tensor>;
+
+/// The elements of a tensor, in row-major order. Half-precision values are kept as their
+/// IEEE / bfloat16 bit patterns so this crate needs no float16 dependency.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// 32-bit floats.
+    Fp32(Vec<f32>),
+    /// IEEE half-precision bit patterns.
+    Fp16(Vec<u16>),
+    /// bfloat16 bit patterns.
+    Bf16(Vec<u16>),
+    /// 64-bit signed integers.
+    Int64(Vec<i64>),
+    /// 32-bit signed integers.
+    Int32(Vec<i32>),
+    /// 8-bit signed integers.
+    Int8(Vec<i8>),
+    /// 8-bit unsigned integers.
+    Uint8(Vec<u8>),
+    /// Booleans.
+    Bool(Vec<bool>),
+    /// Variable-length byte strings.
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl TensorData {
+    /// The element type.
+    #[must_use]
+    pub const fn dtype(&self) -> TensorDType {
+        match self {
+            Self::Fp32(_) => TensorDType::Fp32,
+            Self::Fp16(_) => TensorDType::Fp16,
+            Self::Bf16(_) => TensorDType::Bf16,
+            Self::Int64(_) => TensorDType::Int64,
+            Self::Int32(_) => TensorDType::Int32,
+            Self::Int8(_) => TensorDType::Int8,
+            Self::Uint8(_) => TensorDType::Uint8,
+            Self::Bool(_) => TensorDType::Bool,
+            Self::Bytes(_) => TensorDType::Bytes,
+        }
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Fp32(v) => v.len(),
+            Self::Fp16(v) | Self::Bf16(v) => v.len(),
+            Self::Int64(v) => v.len(),
+            Self::Int32(v) => v.len(),
+            Self::Int8(v) => v.len(),
+            Self::Uint8(v) => v.len(),
+            Self::Bool(v) => v.len(),
+            Self::Bytes(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A dense tensor: a shape and as many elements as the shape holds.
+///
+/// ```
+/// use dp_spec::{Tensor, TensorData};
+///
+/// let t = Tensor::new(vec![2, 3], TensorData::Int64(vec![0; 6]))?;
+/// assert_eq!(t.shape(), &[2, 3]);
+/// assert!(Tensor::new(vec![2, 3], TensorData::Int64(vec![0; 5])).is_err());
+/// # Ok::<(), dp_spec::ModelError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor, if `data` holds exactly the number of elements `shape` implies.
+    ///
+    /// # Errors
+    /// `invalid_input` when the counts differ or the shape overflows.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, ModelError> {
+        let expected = shape.iter().try_fold(1_usize, |acc, &d| acc.checked_mul(d));
+        match expected {
+            Some(n) if n == data.len() => Ok(Self { shape, data }),
+            _ => Err(ModelError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "tensor of shape {shape:?} needs {} elements but {} were given",
+                    expected.map_or_else(|| "more than usize::MAX".to_owned(), |n| n.to_string()),
+                    data.len()
+                ),
+            )),
+        }
+    }
+
+    /// The dimensions.
+    #[must_use]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The elements.
+    #[must_use]
+    pub const fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// The element type.
+    #[must_use]
+    pub const fn dtype(&self) -> TensorDType {
+        self.data.dtype()
+    }
+
+    /// Takes the elements out without copying.
+    #[must_use]
+    pub fn into_parts(self) -> (Vec<usize>, TensorData) {
+        (self.shape, self.data)
+    }
+}
