@@ -6,7 +6,7 @@
 //! features, from every workspace member, dev and build dependencies included, and names
 //! the path that brings each offending crate in.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 
@@ -233,7 +233,8 @@ impl<'m> Graph<'m> {
 pub(crate) fn check(metadata: &Metadata) -> Result<Vec<Violation>> {
     let graph = Graph::new(metadata)?;
     let owned = |path: Vec<&str>| path.into_iter().map(str::to_owned).collect::<Vec<_>>();
-    let mut violations = HashSet::new();
+    // A set: the same path can break a rule from several members' walks.
+    let mut violations = BTreeSet::new();
     for member in &metadata.workspace_members {
         // Downloads are forbidden everywhere, dp-provider-triton included.
         for (id, path) in graph.walk(member, None) {
@@ -269,9 +270,7 @@ pub(crate) fn check(metadata: &Metadata) -> Result<Vec<Violation>> {
             }
         }
     }
-    let mut violations: Vec<Violation> = violations.into_iter().collect();
-    violations.sort();
-    Ok(violations)
+    Ok(violations.into_iter().collect())
 }
 
 /// Runs `cargo metadata` with all features at `root`, with extra cargo options.
@@ -295,25 +294,31 @@ pub(crate) fn metadata(root: &Path, extra: &[&str]) -> Result<Metadata> {
 pub(crate) fn run(root: &Path) -> Result<()> {
     let metadata = metadata(root, &[])?;
     let violations = check(&metadata)?;
-    if !violations.is_empty() {
-        let lines: Vec<String> = violations
-            .iter()
-            .map(|v| format!("  {v}\n      {}", v.explanation()))
-            .collect();
-        bail!(
-            "deps: {} forbidden dependency path(s), resolved with all features:\n{}\n\
-             fix: change the Cargo.toml of the first crates on each path; \
-             `cargo tree -e all --all-features -i <crate>` shows every path to a crate",
-            violations.len(),
-            lines.join("\n")
-        );
-    }
     let checked = metadata.resolve.as_ref().map_or(0, |r| r.nodes.len());
-    println!("deps: ok ({checked} packages checked)");
+    println!("{}", verdict(&violations, checked)?);
     Ok(())
 }
 
+/// The success line, or an error listing each violation with its explanation and the fix.
+fn verdict(violations: &[Violation], checked: usize) -> Result<String> {
+    if violations.is_empty() {
+        return Ok(format!("deps: ok ({checked} packages checked)"));
+    }
+    let lines: Vec<String> = violations
+        .iter()
+        .map(|v| format!("  {v}\n      {}", v.explanation()))
+        .collect();
+    bail!(
+        "deps: {} forbidden dependency path(s), resolved with all features:\n{}\n\
+         fix: change the Cargo.toml of the crates on each path; \
+         `cargo tree -e all --all-features -i <crate>` shows every path to a crate",
+        violations.len(),
+        lines.join("\n")
+    )
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use std::fmt::Write as _;
 
@@ -452,7 +457,8 @@ mod tests {
             ],
         );
         let violations = check(&ws.metadata()).unwrap();
-        let features = |f: &[&str]| Rule::ForbiddenFeatures(f.iter().map(|s| s.to_string()).collect());
+        let features =
+            |f: &[&str]| Rule::ForbiddenFeatures(f.iter().map(|s| s.to_string()).collect());
         assert_eq!(
             described(&violations),
             [
@@ -511,6 +517,29 @@ mod tests {
             ],
         );
         assert_eq!(check(&ws.metadata()).unwrap(), []);
+    }
+
+    #[test]
+    fn the_verdict_lists_each_path_with_its_fix() {
+        assert_eq!(verdict(&[], 12).unwrap(), "deps: ok (12 packages checked)");
+        let violation = Violation {
+            path: vec![
+                "dp-manager".into(),
+                "dp-provider-candle".into(),
+                "tokenizers".into(),
+            ],
+            rule: Rule::ForbiddenFeatures(vec!["http".into()]),
+        };
+        let message = verdict(&[violation], 12).unwrap_err().to_string();
+        assert!(
+            message.contains("dp-manager -> dp-provider-candle -> tokenizers [features: http]"),
+            "{message}"
+        );
+        assert!(
+            message.contains("feature(s) `http` of `tokenizers`"),
+            "{message}"
+        );
+        assert!(message.contains("fix: "), "{message}");
     }
 
     #[test]

@@ -15,9 +15,13 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent folder", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".xtask-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".xtask-").suffix(".tmp");
+    // Temporary files are private (0600) by default; the result must be an ordinary file
+    // (0666 less the umask, as `std::fs::write` makes), readable by other tools and users.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(contents)
@@ -40,6 +44,7 @@ pub(crate) fn sha256_file(path: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use super::*;
 
@@ -63,5 +68,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["a.json"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_makes_files_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        // The mode `std::fs::write` gives a new file (0666 less the umask), not the 0600
+        // of a temporary file.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"{}").unwrap();
+        let expected = std::fs::metadata(&plain).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, expected & 0o777);
     }
 }

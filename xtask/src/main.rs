@@ -69,8 +69,12 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // `{:?}` prints the message, then each cause on its own line.
-            eprintln!("error: {err:?}");
+            // The message, then each cause: these are expected failures with their fix, so
+            // no backtrace, even under RUST_BACKTRACE.
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -66,7 +66,8 @@ mod tests {
 
     #[test]
     fn run_names_the_command_and_the_hint() {
-        let err = run(&mut Command::new("false"), "do something else").unwrap_err();
+        let err = run(&mut Command::new("false"), "do something else")
+            .expect_err("`false` exits with status 1");
         let msg = err.to_string();
         assert!(msg.starts_with("`false` failed"), "{msg}");
         assert!(msg.ends_with("do something else"), "{msg}");

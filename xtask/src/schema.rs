@@ -133,8 +133,7 @@ pub(crate) fn sync(expected: &Rendered, dir: &Path) -> Result<Drift> {
     }
     for name in &drift.extra {
         let path = dir.join(name);
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove {}", path.display()))?;
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
     Ok(drift)
 }
@@ -167,6 +166,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use serde_json::json;
 

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::diagnostic::{Diagnostic, sort_diagnostics, validate_document};
 use crate::document::{LocationIndex, ParseLimits, SourceDocument, SourceFormat};
 use crate::error::ErrorCode;
@@ -47,7 +49,7 @@ impl Catalog {
     /// Every problem found, in every file, sorted by file and position.
     pub fn load_with(root: &Path, limits: ParseLimits) -> Result<Self, Vec<Diagnostic>> {
         let mut diagnostics = Vec::new();
-        let mut documents = Vec::new();
+        let mut files = Vec::new();
         if !root.is_dir() {
             return Err(vec![Diagnostic {
                 file: root.to_owned(),
@@ -100,29 +102,33 @@ impl Catalog {
                     continue;
                 }
             };
-            match SourceDocument::read(path, limits) {
-                Ok(doc) => documents.push((doc, role_dir)),
-                Err(err) => diagnostics.push(err.into()),
-            }
+            files.push((path.to_owned(), role_dir));
         }
+        // Files are independent until names are indexed: parse and validate them in
+        // parallel; `collect` keeps the walk's order, which the catalog order relies on.
+        let checked: Vec<Result<CatalogEntry, Vec<Diagnostic>>> = files
+            .into_par_iter()
+            .map(|(path, role_dir)| {
+                let doc = SourceDocument::read(&path, limits).map_err(|e| vec![e.into()])?;
+                let spec = validate_document(&doc)?;
+                let placement = check_placement(&doc, &spec, &role_dir);
+                if !placement.is_empty() {
+                    return Err(placement);
+                }
+                Ok(CatalogEntry {
+                    spec,
+                    document: doc,
+                    role_dir,
+                })
+            })
+            .collect();
         let mut catalog = Self {
             root: root.to_owned(),
             ..Self::default()
         };
-        for (doc, role_dir) in documents {
-            match validate_document(&doc) {
-                Ok(spec) => {
-                    let placement = check_placement(&doc, &spec, &role_dir);
-                    if placement.is_empty() {
-                        catalog.entries.push(CatalogEntry {
-                            spec,
-                            document: doc,
-                            role_dir,
-                        });
-                    } else {
-                        diagnostics.extend(placement);
-                    }
-                }
+        for result in checked {
+            match result {
+                Ok(entry) => catalog.entries.push(entry),
                 Err(found) => diagnostics.extend(found),
             }
         }

