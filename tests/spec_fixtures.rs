@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use dp_spec::{
-    Catalog, ErrorCode, Layer, ParseLimits, SourceDocument, resolve, validate_document,
-};
+use dp_spec::{Catalog, ErrorCode, Layer, ParseLimits, SourceDocument, resolve, validate_document};
 use dp_tests::{data_dir, sample_catalog, workspace_root};
 use serde::Deserialize;
 
@@ -41,7 +39,10 @@ fn sample_catalog_is_valid_and_covers_the_inventory() {
         "source_separation",
         "audio_embedding",
     ] {
-        assert!(catalog.with_role(role).next().is_some(), "no model for role {role}");
+        assert!(
+            catalog.with_role(role).next().is_some(),
+            "no model for role {role}"
+        );
     }
     let minilm = catalog.get("minilm").expect("alias resolves");
     assert_eq!(minilm.spec.model_name, "all-minilm-l6-v2");
@@ -84,21 +85,32 @@ fn every_invalid_fixture_yields_its_expected_diagnostic() {
             .collect();
         assert_eq!(got, expected[&name], "{name}: {diagnostics:#?}");
         for d in &diagnostics {
-            assert!(d.message.len() > 20, "{name}: message too terse: {}", d.message);
+            assert!(
+                d.message.len() > 20,
+                "{name}: message too terse: {}",
+                d.message
+            );
             assert!(d.file.ends_with(&name));
         }
     }
 }
 
+/// File name, a phrase its message contains, and its (line, column).
+type UnreadableCase = (&'static str, &'static str, Option<(usize, usize)>);
+
 #[test]
 fn unreadable_files_fail_at_parse_level_with_position() {
     let dir = data_dir().join("unreadable-specs");
-    let cases: &[(&str, &str, Option<(usize, usize)>)] = &[
+    let cases: &[UnreadableCase] = &[
         ("alias-bomb.yaml", "alias bomb", Some((6, 10))),
         ("custom-tag.yaml", "unsupported YAML tag", Some((9, 12))),
         ("deep-nesting.json", "recursion limit", Some((1, 159))),
         ("deep-nesting.yaml", "deeper than 64", Some((23, 68))),
-        ("duplicate-key.yaml", "duplicate key \"precision\"", Some((10, 1))),
+        (
+            "duplicate-key.yaml",
+            "duplicate key \"precision\"",
+            Some((10, 1)),
+        ),
         ("infinite-number.yaml", "not a finite number", Some((22, 7))),
         ("invalid-yaml.yaml", "invalid YAML", Some((10, 14))),
         ("not-utf8.yaml", "not valid UTF-8", None),
@@ -114,7 +126,11 @@ fn unreadable_files_fail_at_parse_level_with_position() {
     for (name, needle, position) in cases {
         let started = std::time::Instant::now();
         let diagnostics = validate_file(&dir.join(name)).expect_err(name);
-        assert!(started.elapsed().as_secs() < 2, "{name} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed().as_secs() < 2,
+            "{name} took {:?}",
+            started.elapsed()
+        );
         assert_eq!(diagnostics.len(), 1, "{name}: {diagnostics:#?}");
         let d = &diagnostics[0];
         assert_eq!(d.error_code, ErrorCode::InvalidSpec, "{name}");
@@ -156,7 +172,12 @@ fn catalog_rejects_duplicate_names_alias_clashes_and_misplaced_files() {
     let summary: Vec<(String, String, Option<usize>)> = diagnostics
         .iter()
         .map(|d| {
-            let file = d.file.strip_prefix(dir.path()).expect("inside").display().to_string();
+            let file = d
+                .file
+                .strip_prefix(dir.path())
+                .expect("inside")
+                .display()
+                .to_string();
             (file, d.pointer.clone(), d.line)
         })
         .collect();
@@ -173,8 +194,16 @@ fn catalog_rejects_duplicate_names_alias_clashes_and_misplaced_files() {
         ],
         "{diagnostics:#?}"
     );
-    assert!(diagnostics.iter().all(|d| d.error_code == ErrorCode::InvalidSpec));
-    assert!(diagnostics[0].message.contains("clashes with model \"two\""));
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| d.error_code == ErrorCode::InvalidSpec)
+    );
+    assert!(
+        diagnostics[0]
+            .message
+            .contains("clashes with model \"two\"")
+    );
 }
 
 #[test]
@@ -195,8 +224,16 @@ fn layers_apply_in_order_and_blame_the_layer_that_broke_a_spec() {
     let resolved = resolve(&catalog, &[profile.clone(), overrides]).expect("valid layers");
     let one = &resolved.catalog.get("one").expect("one").spec;
     assert_eq!(one.tier, 0, "explicit override beats the profile");
-    assert_eq!(one.precision, dp_spec::Precision::Fp16, "profile beats the catalog");
-    assert_eq!(resolved.catalog.get("two").expect("two").spec.tier, 0, "alias keys apply");
+    assert_eq!(
+        one.precision,
+        dp_spec::Precision::Fp16,
+        "profile beats the catalog"
+    );
+    assert_eq!(
+        resolved.catalog.get("two").expect("two").spec.tier,
+        0,
+        "alias keys apply"
+    );
     assert_eq!(
         resolved.provenance["one"],
         vec!["profile test".to_owned(), "overrides".to_owned()]
@@ -218,15 +255,22 @@ fn layers_apply_in_order_and_blame_the_layer_that_broke_a_spec() {
         got,
         vec![
             (ErrorCode::UnsupportedEngine, "/engine".to_owned(), Some(4)),
-            (ErrorCode::ModelNotFound, "/models/ghost".to_owned(), Some(5)),
+            (
+                ErrorCode::ModelNotFound,
+                "/models/ghost".to_owned(),
+                Some(5)
+            ),
         ],
         "{diagnostics:#?}"
     );
     assert!(diagnostics.iter().all(|d| d.file == profile_path));
 
     // A profile may not rename a model, nor name a field specs do not have.
-    fs::write(&profile_path, "profile: bad\nmodels:\n  one:\n    model_name: x\n    colour: red\n")
-        .expect("write");
+    fs::write(
+        &profile_path,
+        "profile: bad\nmodels:\n  one:\n    model_name: x\n    colour: red\n",
+    )
+    .expect("write");
     let diagnostics = Layer::read_profile(&profile_path).expect_err("invalid profile");
     assert_eq!(diagnostics.len(), 2, "{diagnostics:#?}");
     assert!(diagnostics.iter().all(|d| d.line.is_some()));
@@ -241,6 +285,14 @@ fn sample_profiles_layer_cleanly() {
         layers.push(Layer::read_profile(&profiles.join(name)).unwrap_or_else(|d| panic!("{d:#?}")));
     }
     let resolved = resolve(&catalog, &layers).unwrap_or_else(|d| panic!("{d:#?}"));
-    let minilm = &resolved.catalog.get("all-minilm-l6-v2").expect("present").spec;
-    assert_eq!(minilm.device_policy, dp_spec::DevicePolicy::Cpu, "cpu-only is applied last");
+    let minilm = &resolved
+        .catalog
+        .get("all-minilm-l6-v2")
+        .expect("present")
+        .spec;
+    assert_eq!(
+        minilm.device_policy,
+        dp_spec::DevicePolicy::Cpu,
+        "cpu-only is applied last"
+    );
 }

@@ -47,7 +47,12 @@ pub(crate) fn run(cli: &Cli, args: &ListArgs) -> anyhow::Result<ExitCode> {
         .entries()
         .iter()
         .filter(|e| args.role.as_deref().is_none_or(|r| e.spec.has_role(r)))
-        .map(|e| listed(e, resolved.provenance.get(&e.spec.model_name).unwrap_or(&none)))
+        .map(|e| {
+            listed(
+                e,
+                resolved.provenance.get(&e.spec.model_name).unwrap_or(&none),
+            )
+        })
         .collect();
     if cli.json {
         println!(
@@ -86,7 +91,16 @@ fn listed<'a>(entry: &'a CatalogEntry, layers: &'a [String]) -> ListedModel<'a> 
 }
 
 fn print_table(rows: &[ListedModel<'_>]) {
-    let header = ["MODEL", "VERSION", "ROLES", "RUNTIME/ENGINE", "DEVICE", "PRECISION", "TIER", "NOTES"];
+    let header = [
+        "MODEL",
+        "VERSION",
+        "ROLES",
+        "RUNTIME/ENGINE",
+        "DEVICE",
+        "PRECISION",
+        "TIER",
+        "NOTES",
+    ];
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
@@ -127,5 +141,9 @@ fn print_table(rows: &[ListedModel<'_>]) {
     for row in &cells {
         println!("{}", line(row));
     }
-    println!("{} model{}", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    println!(
+        "{} model{}",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
 }

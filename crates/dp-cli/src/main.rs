@@ -21,7 +21,12 @@ const EXIT_INVALID: u8 = 2;
 #[command(name = "dp", version, about, long_about = None)]
 struct Cli {
     /// Catalog directory (`<catalog>/<role>/<model_name>.yaml`).
-    #[arg(long, global = true, env = "DP_CATALOG", default_value = "specs/catalog")]
+    #[arg(
+        long,
+        global = true,
+        env = "DP_CATALOG",
+        default_value = "specs/catalog"
+    )]
     catalog: PathBuf,
     /// Root of the local model artifacts that specs name.
     #[arg(long, global = true, env = "DP_MODELS_ROOT")]

@@ -28,9 +28,19 @@ fn json(output: &Output) -> serde_json::Value {
 #[test]
 fn validate_accepts_the_sample_catalog() {
     let out = dp(&["validate"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
-    let out = dp(&["validate", "--json", "specs/catalog", "specs/profiles/gpu.yaml"]);
+    let out = dp(&[
+        "validate",
+        "--json",
+        "specs/catalog",
+        "specs/profiles/gpu.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
     assert_eq!(report["errors"], serde_json::json!([]));
@@ -47,24 +57,37 @@ fn validate_reports_each_problem_with_location_and_exits_2() {
         "tests/data/invalid-specs/triton-with-candle.yaml",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let errors = json(&out)["errors"].as_array().cloned().expect("errors array");
+    let errors = json(&out)["errors"]
+        .as_array()
+        .cloned()
+        .expect("errors array");
     assert_eq!(errors.len(), 2);
     let first = &errors[0];
     assert_eq!(first["error_code"], "network_forbidden");
     assert_eq!(first["pointer"], "/local_artifacts/0");
-    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(12), Some(5)));
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(12), Some(5))
+    );
     assert_eq!(
         first["file"],
         "tests/data/invalid-specs/artifact-http-url.yaml"
     );
-    assert!(first["message"].as_str().is_some_and(|m| m.contains("never downloads")));
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("never downloads"))
+    );
     assert_eq!(errors[1]["error_code"], "unsupported_engine");
     for key in ["file", "pointer", "line", "column", "error_code", "message"] {
         assert!(first.get(key).is_some(), "missing {key}");
     }
 
     // Human output: one line per problem on stderr, `file:line:column: code at pointer: …`.
-    let out = dp(&["validate", "tests/data/invalid-specs/artifact-http-url.yaml"]);
+    let out = dp(&[
+        "validate",
+        "tests/data/invalid-specs/artifact-http-url.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -80,10 +103,17 @@ fn list_filters_by_role_and_applies_layers() {
     let out = dp(&["list", "--json", "--role", "speech_recognition"]);
     assert_eq!(out.status.code(), Some(0));
     let models = json(&out)["models"].as_array().cloned().expect("models");
-    let names: Vec<&str> = models.iter().filter_map(|m| m["model_name"].as_str()).collect();
+    let names: Vec<&str> = models
+        .iter()
+        .filter_map(|m| m["model_name"].as_str())
+        .collect();
     assert_eq!(
         names,
-        ["whisper-large-v3-triton", "whisper-medium-triton", "whisper-small-triton"]
+        [
+            "whisper-large-v3-triton",
+            "whisper-medium-triton",
+            "whisper-small-triton"
+        ]
     );
     let out = dp(&[
         "list",
@@ -95,7 +125,12 @@ fn list_filters_by_role_and_applies_layers() {
         "--set",
         "all-minilm-l6-v2.device_policy=cuda:1",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let models = json(&out)["models"].as_array().cloned().expect("models");
     let minilm = models
         .iter()
@@ -103,7 +138,10 @@ fn list_filters_by_role_and_applies_layers() {
         .expect("listed");
     assert_eq!(minilm["device_policy"], "cuda:1");
     assert_eq!(minilm["precision"], "fp16");
-    assert_eq!(minilm["layers"], serde_json::json!(["profile gpu", "overrides"]));
+    assert_eq!(
+        minilm["layers"],
+        serde_json::json!(["profile gpu", "overrides"])
+    );
 
     let out = dp(&["list"]);
     assert_eq!(out.status.code(), Some(0));

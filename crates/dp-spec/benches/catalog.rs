@@ -25,7 +25,7 @@ fn spec_text(i: usize, role: &str) -> String {
          \x20   shape: [-1, -1]\noutput_schema:\n  - name: last_hidden_state\n    dtype: fp32\n    shape: [-1, -1, 384]\n\
          resource_requirements:\n  ram_bytes: 120000000\n  max_batch_size: 64\ntier: 2\naliases:\n  - alias-{i:04}\n\
          license: Apache-2.0\nmetadata:\n  generated: true\n",
-        engine = if i % 2 == 0 { "candle" } else { "onnx" },
+        engine = if i.is_multiple_of(2) { "candle" } else { "onnx" },
         digest = i,
     );
     text
@@ -37,8 +37,11 @@ fn catalog_load(c: &mut Criterion) {
         let role = format!("role_{}", i % ROLES);
         let role_dir = dir.path().join(&role);
         std::fs::create_dir_all(&role_dir).expect("mkdir");
-        std::fs::write(role_dir.join(format!("model-{i:04}.yaml")), spec_text(i, &role))
-            .expect("write");
+        std::fs::write(
+            role_dir.join(format!("model-{i:04}.yaml")),
+            spec_text(i, &role),
+        )
+        .expect("write");
     }
     // Sanity: the generated catalog is valid, so the benchmark measures the success path.
     let loaded = Catalog::load(dir.path()).unwrap_or_else(|d| panic!("{d:#?}"));

@@ -277,12 +277,19 @@ fn check_placement(doc: &SourceDocument, spec: &ModelSpec, role_dir: &str) -> Ve
                 stem.unwrap_or_default(),
                 spec.model_name,
                 spec.model_name,
-                doc.path.extension().map(|e| e.to_string_lossy()).unwrap_or_default()
+                doc.path
+                    .extension()
+                    .map(|e| e.to_string_lossy())
+                    .unwrap_or_default()
             ),
         ));
     }
     if !spec.has_role(role_dir) {
-        let pointer = if spec.role.is_some() { "/role" } else { "/roles" };
+        let pointer = if spec.role.is_some() {
+            "/role"
+        } else {
+            "/roles"
+        };
         out.push(Diagnostic::located(
             &doc.path,
             &doc.locations,

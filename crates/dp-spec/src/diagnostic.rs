@@ -63,7 +63,11 @@ impl fmt::Display for Diagnostic {
         if let (Some(line), Some(column)) = (self.line, self.column) {
             write!(f, ":{line}:{column}")?;
         }
-        let pointer = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
         write!(f, ": {} at {pointer}: {}", self.error_code, self.message)
     }
 }
@@ -143,7 +147,7 @@ pub fn validate_value(
                         && s.pointer.starts_with(&v.pointer)
                         && s.pointer.as_bytes().get(v.pointer.len()) == Some(&b'/'))
             });
-            !(any_semantic && *from_rule_block) && !covered
+            !(covered || any_semantic && *from_rule_block)
         })
         .unzip();
     // A rule-block failure at a pointer that a plain schema failure already explains
@@ -161,10 +165,8 @@ pub fn validate_value(
         .map(|(v, _)| v)
         .collect();
     violations.extend(semantic);
-    if violations.is_empty() {
-        if let Some(spec) = spec {
-            return Ok(spec);
-        }
+    if let (true, Some(spec)) = (violations.is_empty(), spec) {
+        return Ok(spec);
     }
     let mut diagnostics: Vec<Diagnostic> = violations
         .into_iter()
@@ -253,13 +255,16 @@ pub(crate) fn schema_violations(
                 RuleViolation {
                     pointer,
                     error_code: ErrorCode::InvalidSpec,
-                    message: "the document is empty or not a mapping; a spec is a mapping of fields \
+                    message:
+                        "the document is empty or not a mapping; a spec is a mapping of fields \
                               (see specs/schema/model-spec.schema.json)"
-                        .into(),
+                            .into(),
                 },
                 from_rule_block,
             )),
-            ValidationErrorKind::Pattern { .. } if explain_text(&pointer, error.instance()).is_some() => {
+            ValidationErrorKind::Pattern { .. }
+                if explain_text(&pointer, error.instance()).is_some() =>
+            {
                 out.push((
                     RuleViolation {
                         message: explain_text(&pointer, error.instance()).unwrap_or_default(),
@@ -281,7 +286,11 @@ pub(crate) fn schema_violations(
                     .unwrap_or_default();
                 out.push((
                     RuleViolation {
-                        message: format!("{} is not one of {}", error.instance(), allowed.join(", ")),
+                        message: format!(
+                            "{} is not one of {}",
+                            error.instance(),
+                            allowed.join(", ")
+                        ),
                         pointer,
                         error_code,
                     },

@@ -172,8 +172,12 @@ impl SourceDocument {
             )));
         }
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| fail(format!("file is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "file is not valid UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         Self::parse_str_with(path, &text, format, limits)
     }
 
@@ -360,9 +364,8 @@ impl<'p> YamlBuilder<'p> {
     fn build(mut self, text: &str) -> Result<(Value, LocationIndex), DocumentError> {
         let mut parser = Parser::new_from_str(text);
         while let Some(next) = parser.next_event() {
-            let (event, span) = next.map_err(|e| {
-                self.error(Some(e.marker()), format!("invalid YAML: {}", e.info()))
-            })?;
+            let (event, span) = next
+                .map_err(|e| self.error(Some(e.marker()), format!("invalid YAML: {}", e.info())))?;
             let start = span.start;
             match event {
                 Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => {}
@@ -431,10 +434,7 @@ impl<'p> YamlBuilder<'p> {
                 },
                 Event::MappingEnd => match self.stack.pop() {
                     Some(Frame::Mapping {
-                        map,
-                        anchor,
-                        nodes,
-                        ..
+                        map, anchor, nodes, ..
                     }) => self.attach(Value::Object(map), nodes, anchor, &start)?,
                     _ => return Err(self.error(Some(&start), "unbalanced mapping end")),
                 },
@@ -684,7 +684,9 @@ fn core_float(text: &str) -> Option<Result<Value, ()>> {
     };
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let mantissa_ok = match mantissa.split_once('.') {
-        Some((int, frac)) => (!int.is_empty() || !frac.is_empty()) && all_digits(int) && all_digits(frac),
+        Some((int, frac)) => {
+            (!int.is_empty() || !frac.is_empty()) && all_digits(int) && all_digits(frac)
+        }
         None => !mantissa.is_empty() && all_digits(mantissa),
     };
     let exponent_ok = exponent.is_none_or(|e| {
@@ -698,7 +700,9 @@ fn core_float(text: &str) -> Option<Result<Value, ()>> {
     if !value.is_finite() {
         return Some(Err(()));
     }
-    Some(Ok(Number::from_f64(value).map_or(Value::Null, Value::Number)))
+    Some(Ok(
+        Number::from_f64(value).map_or(Value::Null, Value::Number)
+    ))
 }
 
 #[cfg(test)]
@@ -725,12 +729,16 @@ mod tests {
     #[test]
     fn yaml_1_1_words_stay_strings() {
         let doc = yaml("a: yes\nb: off\nc: 1.2.3\nd: 0755x\n").expect("parses");
-        assert_eq!(doc.value, json!({"a":"yes","b":"off","c":"1.2.3","d":"0755x"}));
+        assert_eq!(
+            doc.value,
+            json!({"a":"yes","b":"off","c":"1.2.3","d":"0755x"})
+        );
     }
 
     #[test]
     fn records_positions_of_keys_and_items() {
-        let doc = yaml("model_name: x\nnested:\n  inner: 1\nlist:\n  - a\n  - b\n").expect("parses");
+        let doc =
+            yaml("model_name: x\nnested:\n  inner: 1\nlist:\n  - a\n  - b\n").expect("parses");
         let at = |p: &str| doc.locations.locate(p).map(|p| (p.line, p.column));
         assert_eq!(at("/model_name"), Some((1, 1)));
         assert_eq!(at("/nested/inner"), Some((3, 3)));
@@ -751,7 +759,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let prev = format!("*a{}", i - 1);
-            let items = vec![prev.as_str(); 10].join(", ");
+            let items = [prev.as_str(); 10].join(", ");
             text.push_str(&format!("a{i}: &a{i} [{items}]\n"));
         }
         let started = std::time::Instant::now();
@@ -771,10 +779,20 @@ mod tests {
 
     #[test]
     fn rejects_multiple_documents_tags_and_non_finite() {
-        assert!(yaml("a: 1\n---\nb: 2\n").unwrap_err().message.contains("one document"));
+        assert!(
+            yaml("a: 1\n---\nb: 2\n")
+                .unwrap_err()
+                .message
+                .contains("one document")
+        );
         assert!(yaml("a: !custom 1\n").unwrap_err().message.contains("tag"));
         assert!(yaml("a: .inf\n").unwrap_err().message.contains("finite"));
-        assert!(yaml("a: 99999999999999999999\n").unwrap_err().message.contains("out of range"));
+        assert!(
+            yaml("a: 99999999999999999999\n")
+                .unwrap_err()
+                .message
+                .contains("out of range")
+        );
     }
 
     #[test]

@@ -72,7 +72,13 @@ impl Layer {
             let mut out: Vec<Diagnostic> = violations
                 .into_iter()
                 .map(|(v, _)| {
-                    Diagnostic::located(&doc.path, &doc.locations, v.pointer, v.error_code, v.message)
+                    Diagnostic::located(
+                        &doc.path,
+                        &doc.locations,
+                        v.pointer,
+                        v.error_code,
+                        v.message,
+                    )
                 })
                 .collect();
             sort_diagnostics(&mut out);
@@ -123,15 +129,25 @@ impl Layer {
                     "override {assignment:?} {why}; write MODEL.FIELD[.SUBFIELD…]=VALUE, e.g. all-minilm-l6-v2.device_policy=cpu"
                 ),
             };
-            let (path, raw) = assignment.split_once('=').ok_or_else(|| bad("has no '='"))?;
+            let (path, raw) = assignment
+                .split_once('=')
+                .ok_or_else(|| bad("has no '='"))?;
             let mut parts = path.split('.');
-            let model = parts.next().filter(|m| !m.is_empty()).ok_or_else(|| bad("names no model"))?;
+            let model = parts
+                .next()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| bad("names no model"))?;
             let fields: Vec<&str> = parts.collect();
             if fields.is_empty() || fields.iter().any(|f| f.is_empty()) {
                 return Err(bad("names no field"));
             }
             let value = SourceDocument::parse_str("<override>", raw, SourceFormat::Yaml)
-                .map_err(|e| bad(&format!("has a value that is not valid YAML ({})", e.message)))?
+                .map_err(|e| {
+                    bad(&format!(
+                        "has a value that is not valid YAML ({})",
+                        e.message
+                    ))
+                })?
                 .value;
             let patch = patches.entry(model.to_owned()).or_default();
             set_path(patch, &fields, value);
@@ -194,7 +210,8 @@ fn patch_leaves(patch: &Map<String, Value>, base: &str, out: &mut Vec<String>) {
 /// Whether `a` is `b`, or one is an ancestor of the other, segment-wise.
 fn pointers_overlap(a: &str, b: &str) -> bool {
     let related = |long: &str, short: &str| {
-        long.starts_with(short) && (long.len() == short.len() || long.as_bytes()[short.len()] == b'/')
+        long.starts_with(short)
+            && (long.len() == short.len() || long.as_bytes()[short.len()] == b'/')
     };
     related(a, b) || related(b, a)
 }
@@ -271,7 +288,10 @@ pub fn resolve(catalog: &Catalog, layers: &[Layer]) -> Result<ResolvedCatalog, V
         }
         provenance.insert(
             name.clone(),
-            applied.iter().map(|(layer, _)| layer.name.clone()).collect(),
+            applied
+                .iter()
+                .map(|(layer, _)| layer.name.clone())
+                .collect(),
         );
         match validate_value(&entry.document.path, &value, &entry.document.locations) {
             Ok(spec) => {
@@ -297,7 +317,8 @@ pub fn resolve(catalog: &Catalog, layers: &[Layer]) -> Result<ResolvedCatalog, V
                             .find(|k| catalog.get(k).is_some_and(|e| &e.spec.model_name == name))
                             .map_or(name.as_str(), String::as_str);
                         let pos = layer.locate(key, &d.pointer);
-                        d.message = format!("{} (set by {} for model {name:?})", d.message, layer.name);
+                        d.message =
+                            format!("{} (set by {} for model {name:?})", d.message, layer.name);
                         d.file = layer.file.clone();
                         d.line = pos.map(|p| p.line);
                         d.column = pos.map(|p| p.column);
@@ -333,8 +354,12 @@ mod tests {
 
     #[test]
     fn overrides_parse_nested_fields_and_yaml_values() {
-        let layer = Layer::from_overrides(&["m.tier=0", "m.aliases=[x, y]", "m.triton.endpoint=http://127.0.0.1:1"])
-            .expect("valid");
+        let layer = Layer::from_overrides(&[
+            "m.tier=0",
+            "m.aliases=[x, y]",
+            "m.triton.endpoint=http://127.0.0.1:1",
+        ])
+        .expect("valid");
         let patch = &layer.patches["m"];
         assert_eq!(patch["tier"], 0);
         assert_eq!(patch["aliases"], serde_json::json!(["x", "y"]));

@@ -436,8 +436,20 @@ mod tests {
             let policy: DevicePolicy = text.parse().expect(text);
             assert_eq!(policy.to_string(), text);
         }
-        for bad in ["", "gpu", "cuda:", "cuda:-1", "cuda:01", "cuda:10000", "CUDA", "cuda:1a"] {
-            assert!(bad.parse::<DevicePolicy>().is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "",
+            "gpu",
+            "cuda:",
+            "cuda:-1",
+            "cuda:01",
+            "cuda:10000",
+            "CUDA",
+            "cuda:1a",
+        ] {
+            assert!(
+                bad.parse::<DevicePolicy>().is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 

@@ -57,8 +57,11 @@ pub trait ModelProvider: Send + Sync {
     ///
     /// # Errors
     /// The first problem found.
-    fn validate_local_artifacts(&self, spec: &ModelSpec, models_root: &Path)
-    -> Result<(), ModelError>;
+    fn validate_local_artifacts(
+        &self,
+        spec: &ModelSpec,
+        models_root: &Path,
+    ) -> Result<(), ModelError>;
 
     /// Loads the model, ready to run.
     ///

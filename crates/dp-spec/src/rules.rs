@@ -210,7 +210,14 @@ mod tests {
         assert_eq!(code("a/b.safetensors"), None);
         assert_eq!(code("a/..b/c"), None);
         assert_eq!(code("./a"), None);
-        for url in ["http://x/y", "https://x", "file:///etc", "s3://b/k", "hf:org/model", "gs://b"] {
+        for url in [
+            "http://x/y",
+            "https://x",
+            "file:///etc",
+            "s3://b/k",
+            "hf:org/model",
+            "gs://b",
+        ] {
             assert_eq!(code(url), Some(ErrorCode::NetworkForbidden), "{url}");
         }
         for bad in ["", "/abs", "..", "a/../b", "a/..", "a\\b", "a\u{0}b"] {

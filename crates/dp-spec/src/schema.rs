@@ -42,14 +42,15 @@ fn generator() -> SchemaGenerator {
 /// schemars lets an `Option<T>` field be `null`. In a spec an absent field is simply left
 /// out, so `null` is refused, and the field's own schema gives the error message.
 fn drop_null_alternative(schema: &mut Schema) {
-    let is_null = |v: &Value| v.get("type") == Some(&json!("null")) && v.as_object().is_some_and(|o| o.len() == 1);
-    if let Some(Value::Array(types)) = schema.get("type") {
-        if types.len() == 2 && types.contains(&json!("null")) {
-            let other = types.iter().find(|t| *t != &json!("null")).cloned();
-            if let Some(other) = other {
-                schema.insert("type".into(), other);
-            }
-        }
+    let is_null = |v: &Value| {
+        v.get("type") == Some(&json!("null")) && v.as_object().is_some_and(|o| o.len() == 1)
+    };
+    if let Some(Value::Array(types)) = schema.get("type")
+        && types.len() == 2
+        && types.contains(&json!("null"))
+        && let Some(other) = types.iter().find(|t| *t != &json!("null")).cloned()
+    {
+        schema.insert("type".into(), other);
     }
     let Some(Value::Array(alternatives)) = schema.get("anyOf") else {
         return;
@@ -81,9 +82,11 @@ fn unit_enums_as_enum(schema: &mut Schema) {
         let Some(value) = variant.get("const") else {
             return;
         };
-        let extra_keys = variant
-            .as_object()
-            .map_or(0, |o| o.keys().filter(|k| !matches!(k.as_str(), "const" | "description" | "type")).count());
+        let extra_keys = variant.as_object().map_or(0, |o| {
+            o.keys()
+                .filter(|k| !matches!(k.as_str(), "const" | "description" | "type"))
+                .count()
+        });
         if extra_keys > 0 {
             return;
         }
@@ -101,7 +104,10 @@ fn unit_enums_as_enum(schema: &mut Schema) {
             .and_then(Value::as_str)
             .map(|d| format!("{d}\n\n"))
             .unwrap_or_default();
-        schema.insert("description".into(), json!(format!("{head}{}", lines.join("\n"))));
+        schema.insert(
+            "description".into(),
+            json!(format!("{head}{}", lines.join("\n"))),
+        );
     }
 }
 
@@ -196,22 +202,23 @@ pub(crate) fn add_model_spec_rules(schema: &mut Schema) {
     {
         aliases.insert("uniqueItems".into(), Value::Bool(true));
     }
-    if let Some(items) = schema.pointer_mut("/properties/local_artifacts/items") {
-        if let Some(items) = items.as_object_mut() {
-            items.insert(
-                "allOf".into(),
-                json!([
-                    { "not": { "pattern": URL_SCHEME_PATTERN } },
-                    { "not": { "pattern": "^[/\\\\]" } },
-                    { "not": { "pattern": PARENT_SEGMENT_PATTERN } },
-                    { "not": { "pattern": "\\\\" } }
-                ]),
-            );
-            items.insert(
-                "description".into(),
-                json!("A path relative to ${DP_MODELS_ROOT}, with `/` separators."),
-            );
-        }
+    if let Some(items) = schema
+        .pointer_mut("/properties/local_artifacts/items")
+        .and_then(Value::as_object_mut)
+    {
+        items.insert(
+            "allOf".into(),
+            json!([
+                { "not": { "pattern": URL_SCHEME_PATTERN } },
+                { "not": { "pattern": "^[/\\\\]" } },
+                { "not": { "pattern": PARENT_SEGMENT_PATTERN } },
+                { "not": { "pattern": "\\\\" } }
+            ]),
+        );
+        items.insert(
+            "description".into(),
+            json!("A path relative to ${DP_MODELS_ROOT}, with `/` separators."),
+        );
     }
 }
 
@@ -230,21 +237,22 @@ pub(crate) fn add_profile_rules(schema: &mut Schema) {
         })
         .unwrap_or_default();
     fields.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
-    if let Some(models) = schema.pointer_mut("/properties/models") {
-        if let Some(models) = models.as_object_mut() {
-            models.insert(
-                "additionalProperties".into(),
-                json!({
-                    "type": "object",
-                    "propertyNames": { "enum": fields },
-                    "description": "A JSON merge patch (RFC 7386) applied to the model's spec."
-                }),
-            );
-            models.insert(
-                "propertyNames".into(),
-                json!({ "pattern": crate::model_spec::MODEL_NAME_PATTERN }),
-            );
-        }
+    if let Some(models) = schema
+        .pointer_mut("/properties/models")
+        .and_then(Value::as_object_mut)
+    {
+        models.insert(
+            "additionalProperties".into(),
+            json!({
+                "type": "object",
+                "propertyNames": { "enum": fields },
+                "description": "A JSON merge patch (RFC 7386) applied to the model's spec."
+            }),
+        );
+        models.insert(
+            "propertyNames".into(),
+            json!({ "pattern": crate::model_spec::MODEL_NAME_PATTERN }),
+        );
     }
 }
 
