@@ -25,7 +25,11 @@ fn spec_text(i: usize, role: &str) -> String {
          \x20   shape: [-1, -1]\noutput_schema:\n  - name: last_hidden_state\n    dtype: fp32\n    shape: [-1, -1, 384]\n\
          resource_requirements:\n  ram_bytes: 120000000\n  max_batch_size: 64\ntier: 2\naliases:\n  - alias-{i:04}\n\
          license: Apache-2.0\nmetadata:\n  generated: true\n",
-        engine = if i.is_multiple_of(2) { "candle" } else { "onnx" },
+        engine = if i.is_multiple_of(2) {
+            "candle"
+        } else {
+            "onnx"
+        },
         digest = i,
     );
     text
