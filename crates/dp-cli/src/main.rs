@@ -5,6 +5,7 @@
 //! (a spec, profile or override with problems, or bad command-line usage).
 
 mod list;
+mod sync_downloader;
 mod validate;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// List the models of the catalog, with profiles and overrides applied.
     List(list::ListArgs),
+    /// Import a downloader manifest into skeleton specs (idempotent).
+    SyncDownloader(sync_downloader::SyncDownloaderArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::List(args) => list::run(&cli, args),
+        Command::SyncDownloader(args) => sync_downloader::run(&cli, args),
     };
     match result {
         Ok(code) => code,
@@ -92,6 +96,20 @@ fn load_resolved(cli: &Cli) -> Result<ResolvedCatalog, Vec<Diagnostic>> {
         return Err(problems);
     }
     dp_spec::resolve(&catalog, &layers)
+}
+
+/// Prints one structured error (JSON `{"errors":[…]}` on stdout, or a line on stderr) and
+/// returns the exit code for its class.
+fn report_error(cli: &Cli, err: &dp_spec::ModelError) -> anyhow::Result<ExitCode> {
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "errors": [err] }))?
+        );
+    } else {
+        eprintln!("dp: {err}");
+    }
+    Ok(ExitCode::from(EXIT_INVALID))
 }
 
 /// Prints diagnostics (JSON on stdout, or one line each on stderr) and returns exit code 2.

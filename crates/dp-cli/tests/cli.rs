@@ -162,3 +162,97 @@ fn a_broken_override_or_missing_catalog_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("catalog directory not found"));
 }
+
+#[test]
+fn sync_downloader_is_idempotent_and_its_dry_run_counts() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let catalog = scratch.path().join("catalog");
+    copy_dir(&workspace_root().join("specs/catalog"), &catalog);
+    let manifest = workspace_root().join("tests/data/downloader/manifest.json");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "--catalog",
+            catalog.to_str().expect("utf-8"),
+            "sync-downloader",
+            manifest.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        let out = dp(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    let counts = |report: &serde_json::Value| {
+        let c = &report["counts"];
+        (
+            c["create"].as_u64(),
+            c["update"].as_u64(),
+            c["unchanged"].as_u64(),
+            c["skipped"].as_u64(),
+        )
+    };
+    let before = snapshot(&catalog);
+    let dry = run(&["--dry-run"]);
+    assert_eq!(counts(&dry), (Some(1), Some(1), Some(0), Some(1)));
+    assert_eq!(snapshot(&catalog), before, "a dry run writes nothing");
+    let first = run(&[]);
+    assert_eq!(counts(&first), (Some(1), Some(1), Some(0), Some(1)));
+    let after_first = snapshot(&catalog);
+    let second = run(&[]);
+    assert_eq!(counts(&second), (Some(0), Some(0), Some(2), Some(1)));
+    assert_eq!(
+        snapshot(&catalog),
+        after_first,
+        "a second run changes nothing"
+    );
+    // The result is a valid catalog, and the hand-written selection of MiniLM files stays.
+    let out = dp(&["--catalog", catalog.to_str().expect("utf-8"), "validate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minilm = std::fs::read_to_string(catalog.join("text_embedding/all-minilm-l6-v2.yaml"))
+        .expect("readable");
+    assert!(minilm.contains("all-minilm-l6-v2/model.safetensors"));
+    assert!(
+        minilm.contains("sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("readable") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("readable") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("readable");
+                files.push((path, bytes));
+            }
+        }
+    }
+    files.sort();
+    files
+}

@@ -12,12 +12,14 @@
 pub mod catalog;
 pub mod diagnostic;
 pub mod document;
+pub mod downloader;
 pub mod error;
 pub mod layering;
 pub mod model_spec;
 pub mod provider;
 pub mod rules;
 pub mod schema;
+pub mod yaml_writer;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use diagnostic::{Diagnostic, validate_document, validate_value};
