@@ -1,4 +1,9 @@
-//! `cargo xtask bench`: runs the criterion benchmarks by group.
+//! `cargo xtask bench`: runs the benchmarks by group — criterion benches for in-process
+//! figures, and side-by-side command timings ([`pairs`]) against the tools a user would
+//! otherwise run.
+
+mod digest;
+mod pairs;
 
 use std::path::Path;
 
@@ -24,6 +29,8 @@ pub(crate) struct BenchArgs {
 enum Group {
     /// Catalog loading and validation (dp-spec).
     Catalog,
+    /// File and directory digests against sha256sum, openssl and b3sum.
+    Digest,
     /// Every group.
     All,
 }
@@ -39,11 +46,18 @@ struct Bench {
 }
 
 /// Every bench target, in the order `all` runs them.
-const BENCHES: &[Bench] = &[Bench {
-    group: Group::Catalog,
-    package: "dp-spec",
-    target: "catalog",
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        group: Group::Catalog,
+        package: "dp-spec",
+        target: "catalog",
+    },
+    Bench {
+        group: Group::Digest,
+        package: "dp-digest",
+        target: "digest",
+    },
+];
 
 /// The bench targets `group` selects.
 fn selected(group: Group) -> impl Iterator<Item = &'static Bench> {
@@ -53,8 +67,16 @@ fn selected(group: Group) -> impl Iterator<Item = &'static Bench> {
 }
 
 /// `cargo xtask bench`: runs `cargo bench -p <package> --bench <target>` for each selected
-/// target.
+/// target, then the side-by-side rows of the selected groups.
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
+    run_criterion(root, args)?;
+    if matches!(args.group, Group::Digest | Group::All) {
+        digest::run(root)?;
+    }
+    Ok(())
+}
+
+fn run_criterion(root: &Path, args: &BenchArgs) -> Result<()> {
     for bench in selected(args.group) {
         let mut cmd = cargo_command(
             root,
