@@ -1,6 +1,77 @@
-//! `dp-manager` will own the model manager: resolution by name or role, the single-flight
-//! cache, reference counting, budgets, keep-alive and the task API. Providers plug in
-//! through the cargo features `candle`, `onnx` and `triton`.
+//! `dp-manager` owns the model manager: resolution of models by name or role, the
+//! single-flight, reference-counted model cache, memory budgets with LRU eviction of idle
+//! models, keep-alive release, and the status/stats report.
 //!
-//! Status: not implemented yet (its issue builds it). It is the top library crate: it may
-//! depend on every lower crate; nothing but `dp-cli` depends on it.
+//! Architecture: this is the top library crate. It may depend on every lower crate
+//! (`dp-spec` for specs, catalogs, errors and the provider contract; `dp-signature`; the
+//! providers through the cargo features `candle`, `onnx` and `triton`), and nothing but
+//! `dp-cli` (and tests) depends on it.
+//!
+//! # Overview
+//!
+//! - [`ManagerBuilder`] → [`ModelManager`] (cheap to clone). Providers
+//!   ([`dp_spec::ModelProvider`]) are given to the builder; a model is loaded by the first
+//!   one that supports its spec. With none, asking for the model fails with
+//!   `provider_unavailable`, naming the cargo feature that compiles the right one in.
+//! - [`ModelManager::get`] returns a [`ModelHandle`]: loaded once per [`CacheKey`] (model,
+//!   device, precision, runtime, preset) however many requests arrive together; the hot
+//!   path takes no global lock.
+//! - Budgets (`max_loaded`, RAM, VRAM) are reserved before a load and held for as long as
+//!   the instance lives; when a load does not fit, idle models are evicted least recently
+//!   used first, and `insufficient_memory` / `insufficient_gpu_memory` is returned if that
+//!   is not enough.
+//! - A model whose last handle is dropped becomes idle; after its keep-alive the reaper
+//!   (or [`ModelManager::reap_idle`]) releases it, and a later `get` reloads it.
+//! - [`ModelManager::resolve_role`] picks a model for a role and capabilities.
+//! - [`ModelManager::status`] reports what is loaded, who holds it, and the counters.
+//!
+//! Device policy never degrades silently: `cuda` / `cuda:N` on a machine without CUDA is
+//! an error, never a CPU run.
+//!
+//! # Not here yet
+//!
+//! The task API (`ModelManager::task(TaskRequest)`: presets around [`ModelHandle`]s), the
+//! embedding cache, health reporting (tier-0/1 readiness, to build on
+//! [`ModelManager::status`] and [`ModelManager::preload`]) and `models_used` records (to
+//! build on [`ModelHandle::spec`] and [`ModelHandle::key`] with `dp-signature`) come next;
+//! they are meant to live in their own modules on top of this one.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use dp_manager::{ManualClock, ModelManager};
+//!
+//! # fn main() -> Result<(), dp_spec::ModelError> {
+//! let clock = Arc::new(ManualClock::new());
+//! let manager = ModelManager::builder(dp_spec::Catalog::default(), "/srv/models")
+//!     .clock(clock.clone())
+//!     .default_keep_alive(Duration::from_secs(300))
+//!     .reaper(false)
+//!     .build()?;
+//! // With a catalog and a provider: `let model = manager.get("all-minilm-l6-v2")?;`
+//! clock.advance(Duration::from_secs(301));
+//! assert_eq!(manager.reap_idle(), 0); // nothing was loaded
+//! # Ok(()) }
+//! ```
+
+mod budget;
+mod builder;
+mod cache;
+mod clock;
+mod error;
+mod key;
+mod manager;
+mod reaper;
+mod resolve;
+mod status;
+
+pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
+pub use cache::ModelHandle;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ManagerError;
+pub use key::CacheKey;
+pub use manager::ModelManager;
+pub use resolve::{RoleReason, RoleResolution};
+pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};

@@ -10,9 +10,9 @@ use serde_json::Value;
 /// Renders a JSON value (a mapping, for a spec) as a YAML document.
 ///
 /// ```
-/// let value = serde_json::json!({"model_name": "m", "shape": [-1, 384], "flag": true, "n": "1.0"});
+/// let value = serde_json::json!({"model_name": "m", "shape": [-1, 384], "flag": true, "opset": "1.0", "n": 1});
 /// let text = dp_spec::yaml_writer::to_yaml(&value);
-/// assert_eq!(text, "model_name: m\nshape: [-1, 384]\nflag: true\nn: \"1.0\"\n");
+/// assert_eq!(text, "model_name: m\nshape: [-1, 384]\nflag: true\nopset: \"1.0\"\n\"n\": 1\n");
 /// let back = dp_spec::SourceDocument::parse_str("x.yaml", &text, dp_spec::SourceFormat::Yaml)?;
 /// assert_eq!(back.value, value);
 /// # Ok::<(), dp_spec::document::DocumentError>(())

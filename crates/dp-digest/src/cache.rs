@@ -1,0 +1,303 @@
+//! The verification cache: digests remembered per file identity, so that an unchanged tree
+//! is re-verified with one `stat` per file.
+//!
+//! See `docs/digests.md` for its trust model: it detects accidental change, truncation and
+//! replacement, not a deliberate attacker who can write to the weights *and* to the cache.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{Visibility, parent_dir, write_atomically};
+use crate::error::DigestError;
+use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
+
+/// Format version of the cache file; a file of another version is ignored.
+const CACHE_VERSION: u32 = 1;
+
+/// What identifies a file's contents without reading them: where it lives (device and
+/// inode), its size and its modification and status-change times in nanoseconds.
+///
+/// Any write changes `mtime` and `ctime`; replacing the file (rename, copy, restore from a
+/// backup) changes the inode; `ctime` cannot be set by an unprivileged user, so restoring
+/// an old `mtime` after a write is still noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct FileStamp {
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) ctime_ns: i64,
+}
+
+impl FileStamp {
+    /// The stamp of a file's metadata (from `stat`, following symlinks).
+    pub(crate) fn from_metadata(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            // Saturating: a forged far-future time must not panic; it still differs from
+            // any real time.
+            let ns =
+                |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+            Self {
+                device: meta.dev(),
+                inode: meta.ino(),
+                size: meta.size(),
+                mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+                ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Without inode and ctime the cache is weaker; it still notices size and
+            // mtime changes.
+            let mtime_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            Self {
+                device: 0,
+                inode: 0,
+                size: meta.len(),
+                mtime_ns,
+                ctime_ns: 0,
+            }
+        }
+    }
+}
+
+/// One remembered digest, as stored in the cache file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheRecord {
+    path: String,
+    #[serde(flatten)]
+    stamp: FileStamp,
+    digest: WeightsDigest,
+}
+
+/// The cache file's layout.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    entries: Vec<CacheRecord>,
+}
+
+/// Digests remembered by (path, algorithm), valid while the file's stamp (device, inode,
+/// size, mtime, ctime) is unchanged.
+///
+/// Loaded from and saved to a JSON file whose location the caller chooses; it must live in
+/// a directory only the operator can write (see `docs/digests.md`). Verification fills it
+/// in memory; call [`VerificationCache::save`] afterwards. It is safe to share between
+/// threads.
+///
+/// ```
+/// use dp_digest::{ManifestOptions, VerificationCache, manifest_of_dir};
+///
+/// let weights = tempfile::tempdir()?;
+/// std::fs::write(weights.path().join("model.bin"), b"weights")?;
+/// let state = tempfile::tempdir()?;
+/// let cache = VerificationCache::load(state.path().join("verify-cache.json"));
+/// let options = ManifestOptions { cache: Some(&cache), ..ManifestOptions::default() };
+/// let first = manifest_of_dir(weights.path(), &options)?; // hashes model.bin
+/// let again = manifest_of_dir(weights.path(), &options)?; // one stat, no read
+/// assert_eq!(first, again);
+/// cache.save()?;
+/// assert_eq!(VerificationCache::load(cache.path()).len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct VerificationCache {
+    path: PathBuf,
+    entries: Mutex<HashMap<(String, DigestAlgorithm), (FileStamp, WeightsDigest)>>,
+}
+
+impl VerificationCache {
+    /// Loads the cache stored at `path`.
+    ///
+    /// A missing, unreadable, corrupt or other-version file gives an empty cache: it is only
+    /// a cache, and the worst outcome is that every file is hashed again.
+    #[must_use]
+    pub fn load(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let entries = fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
+            .filter(|file| file.version == CACHE_VERSION)
+            .map(|file| {
+                file.entries
+                    .into_iter()
+                    .map(|r| ((r.path, r.digest.algorithm()), (r.stamp, r.digest)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            path,
+            entries: Mutex::new(entries),
+        }
+    }
+
+    /// An empty cache that [`VerificationCache::save`] would write to `path` (whatever is
+    /// stored there now is ignored).
+    #[must_use]
+    pub fn empty(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            entries: Mutex::default(),
+        }
+    }
+
+    /// Where the cache is loaded from and saved to.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many digests it remembers.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it remembers nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Writes the cache to its file, atomically, readable by the owner only; creates the
+    /// directory if needed.
+    ///
+    /// Concurrent savers do not merge: the last one wins, which only costs re-hashing.
+    ///
+    /// # Errors
+    ///
+    /// [`DigestError::Write`] when the directory or file cannot be written.
+    pub fn save(&self) -> Result<(), DigestError> {
+        let mut entries: Vec<CacheRecord> = self
+            .lock()
+            .iter()
+            .map(|((path, _), (stamp, digest))| CacheRecord {
+                path: path.clone(),
+                stamp: *stamp,
+                digest: *digest,
+            })
+            .collect();
+        // A stable order keeps the file diffable and the writes deterministic.
+        entries
+            .sort_by(|a, b| (&a.path, a.digest.algorithm()).cmp(&(&b.path, b.digest.algorithm())));
+        let file = CacheFile {
+            version: CACHE_VERSION,
+            entries,
+        };
+        let mut bytes = serde_json::to_vec(&file).map_err(|e| DigestError::Write {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        bytes.push(b'\n');
+        let dir = parent_dir(&self.path);
+        fs::create_dir_all(dir).map_err(|source| DigestError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write_atomically(&self.path, &bytes, Visibility::Private)
+    }
+
+    /// The remembered digest of `path` with `algorithm`, if its stamp is still `stamp`.
+    pub(crate) fn lookup(
+        &self,
+        path: &Path,
+        stamp: &FileStamp,
+        algorithm: DigestAlgorithm,
+    ) -> Option<WeightsDigest> {
+        let key = (path.to_str()?.to_owned(), algorithm);
+        match self.lock().get(&key) {
+            Some((cached, digest)) if cached == stamp => Some(*digest),
+            _ => None,
+        }
+    }
+
+    /// Remembers `digest` for `path` as long as its stamp stays `stamp`.
+    pub(crate) fn record(&self, path: &Path, stamp: FileStamp, digest: WeightsDigest) {
+        // Paths that are not UTF-8 are simply not cached (JSON keys are text).
+        if let Some(path) = path.to_str() {
+            self.lock()
+                .insert((path.to_owned(), digest.algorithm()), (stamp, digest));
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<(String, DigestAlgorithm), (FileStamp, WeightsDigest)>> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update is
+        // a single insert), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::digest_bytes;
+
+    fn stamp(size: u64) -> FileStamp {
+        FileStamp {
+            device: 1,
+            inode: 2,
+            size,
+            mtime_ns: 3,
+            ctime_ns: 4,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_matches_only_identical_stamps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("state/cache.json");
+        let cache = VerificationCache::load(&file);
+        assert!(cache.is_empty());
+        let digest = digest_bytes(DigestAlgorithm::Sha256, b"x");
+        cache.record(Path::new("/m/a.bin"), stamp(1), digest);
+        cache.save().expect("save creates the directory");
+
+        let loaded = VerificationCache::load(&file);
+        assert_eq!(loaded.len(), 1);
+        let path = Path::new("/m/a.bin");
+        assert_eq!(
+            loaded.lookup(path, &stamp(1), DigestAlgorithm::Sha256),
+            Some(digest)
+        );
+        assert_eq!(
+            loaded.lookup(path, &stamp(2), DigestAlgorithm::Sha256),
+            None
+        );
+        assert_eq!(
+            loaded.lookup(path, &stamp(1), DigestAlgorithm::Blake3),
+            None
+        );
+        assert_eq!(
+            loaded.lookup(Path::new("/m/b.bin"), &stamp(1), DigestAlgorithm::Sha256),
+            None
+        );
+    }
+
+    #[test]
+    fn corrupt_or_foreign_cache_file_is_treated_as_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cache.json");
+        for content in [
+            &b"{ not json"[..],
+            b"",
+            br#"{"version": 99, "entries": []}"#,
+        ] {
+            fs::write(&file, content).expect("write");
+            assert!(VerificationCache::load(&file).is_empty());
+        }
+        // A directory where the file should be: unreadable, still just empty.
+        assert!(VerificationCache::load(dir.path()).is_empty());
+    }
+}

@@ -1,0 +1,455 @@
+//! The version lock file: per model, the exact files and digests that were verified, like
+//! `Cargo.lock` for weights. Machine-written, stable JSON, updated under an exclusive lock
+//! and replaced atomically.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{Visibility, remove_stale_temp_files, write_atomically};
+use crate::error::DigestError;
+use crate::manifest::{Manifest, ManifestEntry, aggregate_of};
+use crate::weights_digest::WeightsDigest;
+
+/// The lock file format version this build reads and writes.
+pub const LOCK_FILE_VERSION: u32 = 1;
+
+/// A catalog's lock file: model name → what was verified for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    /// Format version; this build reads and writes 1.
+    #[schemars(extend("const" = 1))]
+    pub version: u32,
+    /// The locked models, by model name (sorted, so the file diffs well).
+    pub models: BTreeMap<String, LockEntry>,
+}
+
+/// What was verified for one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockEntry {
+    /// The spec's `model_version` when the entry was written.
+    pub model_version: String,
+    /// The spec's `weights_digest` pin when the entry was written, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_digest: Option<WeightsDigest>,
+    /// Aggregate digest of `files` (see `docs/digests.md`).
+    pub aggregate: WeightsDigest,
+    /// Every file of the model's artifacts, paths relative to the models root, sorted.
+    pub files: Vec<ManifestEntry>,
+    /// When the files were last verified: RFC 3339, UTC, whole seconds
+    /// (`2025-01-31T12:00:00Z`).
+    #[schemars(extend("format" = "date-time"))]
+    pub last_verified: String,
+}
+
+impl LockEntry {
+    /// An entry recording `manifest` as verified at `verified_at`.
+    #[must_use]
+    pub fn new(
+        model_version: impl Into<String>,
+        weights_digest: Option<WeightsDigest>,
+        manifest: Manifest,
+        verified_at: SystemTime,
+    ) -> Self {
+        Self {
+            model_version: model_version.into(),
+            weights_digest,
+            aggregate: manifest.aggregate,
+            files: manifest.files,
+            last_verified: rfc3339_utc(verified_at),
+        }
+    }
+
+    /// The entry's files as a [`Manifest`].
+    #[must_use]
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            algorithm: self.aggregate.algorithm(),
+            files: self.files.clone(),
+            aggregate: self.aggregate,
+        }
+    }
+
+    /// Why the entry is inconsistent, if it is.
+    fn inconsistency(&self) -> Option<String> {
+        if humantime::parse_rfc3339(&self.last_verified).is_err() {
+            return Some(format!(
+                "last_verified {:?} is not an RFC 3339 UTC time such as 2025-01-31T12:00:00Z",
+                self.last_verified
+            ));
+        }
+        if let Some(pair) = self.files.windows(2).find(|w| w[0].path >= w[1].path) {
+            return Some(format!(
+                "files are not sorted by path without duplicates ({:?} before {:?})",
+                pair[0].path, pair[1].path
+            ));
+        }
+        let algorithm = self.aggregate.algorithm();
+        if let Some(file) = self
+            .files
+            .iter()
+            .find(|f| f.digest.algorithm() != algorithm)
+        {
+            return Some(format!(
+                "file {:?} has a {} digest but the aggregate is {algorithm}",
+                file.path,
+                file.digest.algorithm()
+            ));
+        }
+        let expected = aggregate_of(algorithm, &self.files);
+        (expected != self.aggregate).then(|| {
+            format!(
+                "aggregate {} does not match its files (they give {expected})",
+                self.aggregate
+            )
+        })
+    }
+}
+
+/// `time` as RFC 3339 in UTC with whole seconds, the form of [`LockEntry::last_verified`].
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(dp_digest::rfc3339_utc(t), "2023-11-14T22:13:20Z");
+/// ```
+#[must_use]
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+impl Default for LockFile {
+    fn default() -> Self {
+        Self {
+            version: LOCK_FILE_VERSION,
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// Only the version, read first so that a file of another version gets a clear error
+/// rather than an "unknown field" one.
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: Option<u64>,
+}
+
+impl LockFile {
+    /// Reads a lock file; a missing file is an empty lock.
+    ///
+    /// # Errors
+    ///
+    /// [`DigestError::MalformedLockFile`] (with line and column for JSON errors, the model
+    /// for inconsistent entries), [`DigestError::UnsupportedLockVersion`],
+    /// [`DigestError::Read`].
+    pub fn read(path: &Path) -> Result<Self, DigestError> {
+        match fs::read(path) {
+            Ok(bytes) => Self::parse(path, &bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(DigestError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, DigestError> {
+        let malformed = |detail: String| DigestError::MalformedLockFile {
+            path: path.to_owned(),
+            detail,
+        };
+        let probe: VersionProbe =
+            serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        match probe.version {
+            None => return Err(malformed("it has no \"version\" field".to_owned())),
+            Some(version) if version != u64::from(LOCK_FILE_VERSION) => {
+                return Err(DigestError::UnsupportedLockVersion {
+                    path: path.to_owned(),
+                    version,
+                    supported: LOCK_FILE_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let lock: Self = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        if let Some(problem) = lock.inconsistency() {
+            return Err(malformed(problem));
+        }
+        Ok(lock)
+    }
+
+    /// Why the lock is inconsistent (a hand edit, another writer), if it is.
+    fn inconsistency(&self) -> Option<String> {
+        self.models.iter().find_map(|(name, entry)| {
+            entry
+                .inconsistency()
+                .map(|problem| format!("model {name:?}: {problem}"))
+        })
+    }
+
+    /// The file's text: pretty JSON with a trailing newline, keys in a stable order.
+    fn render(&self, path: &Path) -> Result<Vec<u8>, DigestError> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| DigestError::Write {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Reads, changes and rewrites the lock file at `path`, safely against concurrent
+    /// updaters and crashes.
+    ///
+    /// 1. Takes an exclusive lock on the sidecar `<path>.lck` (created if needed, never
+    ///    deleted), so that concurrent updaters — threads or processes — run one at a time
+    ///    and none loses another's change.
+    /// 2. Re-reads the file under the lock (missing → empty; malformed → error, and the
+    ///    file is left untouched).
+    /// 3. Applies `change`; if it returns an error, nothing is written.
+    /// 4. Writes the result to a uniquely named temp file in the same directory, fsyncs it,
+    ///    renames it over `path` and fsyncs the directory, so that a process killed at any
+    ///    moment leaves the previous or the new complete file. Temp files left by killed
+    ///    writers are removed under the lock. Nothing is written if the content is
+    ///    unchanged.
+    ///
+    /// ```
+    /// use dp_digest::{LockEntry, LockFile, ManifestOptions, manifest_of_dir};
+    ///
+    /// let weights = tempfile::tempdir()?;
+    /// std::fs::write(weights.path().join("model.bin"), b"weights")?;
+    /// let manifest = manifest_of_dir(weights.path(), &ManifestOptions::default())?;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("models.lock.json");
+    /// LockFile::update(&path, |lock| {
+    ///     let entry = LockEntry::new("1.0.0", None, manifest, std::time::SystemTime::now());
+    ///     lock.models.insert("tiny".to_owned(), entry);
+    ///     Ok::<_, dp_digest::DigestError>(())
+    /// })?;
+    /// assert_eq!(LockFile::read(&path)?.models["tiny"].model_version, "1.0.0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `change`'s error, or (converted into `E`) [`DigestError::Lock`], the errors of
+    /// [`LockFile::read`], [`DigestError::MalformedLockFile`] when `change` left an
+    /// inconsistent entry (nothing is written), [`DigestError::Write`].
+    pub fn update<T, E: From<DigestError>>(
+        path: &Path,
+        change: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let lock_path = sidecar_lock_path(path);
+        let lock_error = |source| DigestError::Lock {
+            path: lock_path.clone(),
+            source,
+        };
+        let sidecar = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_error)?;
+        // Released when `sidecar` is closed at the end of this function, on every path.
+        sidecar.lock().map_err(lock_error)?;
+        remove_stale_temp_files(path);
+
+        let current = match fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(DigestError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+                .into());
+            }
+        };
+        let mut lock = match &current {
+            Some(bytes) => Self::parse(path, bytes)?,
+            None => Self::default(),
+        };
+        let result = change(&mut lock)?;
+        if let Some(problem) = lock.inconsistency() {
+            return Err(DigestError::MalformedLockFile {
+                path: path.to_owned(),
+                detail: format!("refusing to write it: {problem}"),
+            }
+            .into());
+        }
+        let bytes = lock.render(path)?;
+        if current.as_deref() != Some(bytes.as_slice()) {
+            write_atomically(path, &bytes, Visibility::Shared)?;
+        }
+        Ok(result)
+    }
+}
+
+/// `<path>.lck`.
+fn sidecar_lock_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".lck");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::hash::digest_bytes;
+    use crate::weights_digest::DigestAlgorithm;
+
+    fn entry(version: &str, content: &[u8]) -> LockEntry {
+        let file = ManifestEntry {
+            path: "m/model.bin".to_owned(),
+            size: content.len() as u64,
+            digest: digest_bytes(DigestAlgorithm::Sha256, content),
+        };
+        let manifest = Manifest::from_entries(DigestAlgorithm::Sha256, vec![file]);
+        LockEntry::new(
+            version,
+            Some(manifest.aggregate),
+            manifest,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    #[test]
+    fn missing_file_reads_as_empty_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = LockFile::read(&dir.path().join("none.json")).expect("read");
+        assert_eq!(lock, LockFile::default());
+    }
+
+    #[test]
+    fn round_trips_with_stable_pretty_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("models.lock.json");
+        LockFile::update(&path, |lock| {
+            lock.models.insert("zeta".into(), entry("2.0.0", b"z"));
+            lock.models.insert("alpha".into(), entry("1.0.0", b"a"));
+            Ok::<_, DigestError>(())
+        })
+        .expect("update");
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("}\n"), "{text}");
+        assert!(text.starts_with("{\n  \"version\": 1,\n  \"models\": {\n    \"alpha\""));
+        assert!(text.contains("\"last_verified\": \"2023-11-14T22:13:20Z\""));
+        let lock = LockFile::read(&path).expect("read back");
+        assert_eq!(lock.models["zeta"], entry("2.0.0", b"z"));
+        assert_eq!(lock.render(&path).expect("render"), text.as_bytes());
+        // Nothing but the lock and its sidecar in the directory.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["models.lock.json", "models.lock.json.lck"]);
+    }
+
+    #[test]
+    fn concurrent_updaters_lose_no_update() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("models.lock.json");
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let path = &path;
+                scope.spawn(move || {
+                    for i in 0..8 {
+                        LockFile::update(path, |lock| {
+                            lock.models
+                                .insert(format!("model-{t}-{i}"), entry("1.0.0", &[t, i]));
+                            Ok::<_, DigestError>(())
+                        })
+                        .expect("update");
+                    }
+                });
+            }
+        });
+        let lock = LockFile::read(&path).expect("read");
+        assert_eq!(lock.models.len(), 48);
+        assert!(crate::atomic::temp_files_of(&path).is_empty());
+    }
+
+    #[test]
+    fn malformed_lock_is_an_error_and_is_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("models.lock.json");
+        let bad = b"{\"version\": 1, \"models\": {\"x\": ";
+        fs::write(&path, bad).expect("write");
+        let err = LockFile::read(&path).unwrap_err();
+        assert!(
+            matches!(err, DigestError::MalformedLockFile { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("models.lock.json"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = LockFile::update(&path, |lock| {
+            lock.models.clear();
+            Ok::<_, DigestError>(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, DigestError::MalformedLockFile { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&path).expect("read"), bad);
+    }
+
+    #[test]
+    fn inconsistent_or_foreign_versions_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock.json");
+        let mut lock = LockFile::default();
+        let mut tampered = entry("1.0.0", b"a");
+        tampered.files[0].digest = digest_bytes(DigestAlgorithm::Sha256, b"b");
+        lock.models.insert("m".into(), tampered);
+        fs::write(&path, lock.render(&path).expect("render")).expect("write");
+        let err = LockFile::read(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its files"),
+            "{err}"
+        );
+
+        fs::write(&path, br#"{"version": 2, "models": {}, "new": true}"#).expect("write");
+        let err = LockFile::read(&path).unwrap_err();
+        assert!(
+            matches!(err, DigestError::UnsupportedLockVersion { version: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn failed_change_writes_nothing_and_old_content_survives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock.json");
+        LockFile::update(&path, |lock| {
+            lock.models.insert("a".into(), entry("1.0.0", b"a"));
+            Ok::<_, DigestError>(())
+        })
+        .expect("first update");
+        let before = fs::read(&path).expect("read");
+        // A stale temp file from a writer killed mid-write must not disturb later runs.
+        fs::write(dir.path().join(".lock.json.Zz9Yy8.tmp"), b"{\"vers").expect("write");
+        let result: Result<(), DigestError> = LockFile::update(&path, |lock| {
+            lock.models.clear();
+            Err(DigestError::WeightsMissing {
+                root: PathBuf::from("/models"),
+                missing: vec!["a".into()],
+            })
+        });
+        assert!(result.is_err());
+        assert_eq!(fs::read(&path).expect("read"), before);
+        assert!(crate::atomic::temp_files_of(&path).is_empty());
+    }
+}

@@ -1,0 +1,329 @@
+//! [`ManagerBuilder`]: the manager's configuration, checked and precomputed once.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dp_spec::{Catalog, ModelError, ModelProvider, ResolvedDevice, Runtime};
+
+use crate::budget::{Accounting, Budgets, Demand};
+use crate::cache::Route;
+use crate::clock::{Clock, SystemClock, to_nanos};
+use crate::error::{ManagerError, feature_enabled, provider_feature};
+use crate::key::{CacheKey, KeyHashBuilder, PackedKey, SHARDS, resolve_device};
+use crate::manager::{EntryRoute, Inner, ModelManager, NameIndex};
+use crate::reaper;
+
+/// How long an idle model stays loaded unless told otherwise.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
+
+/// Configures and builds a [`ModelManager`].
+///
+/// ```
+/// use std::time::Duration;
+/// use dp_manager::ModelManager;
+///
+/// # fn main() -> Result<(), dp_spec::ModelError> {
+/// let catalog = dp_spec::Catalog::default(); // normally `Catalog::load(dir)`
+/// let manager = ModelManager::builder(catalog, "/srv/models")
+///     .max_loaded(4)
+///     .ram_budget_bytes(8 << 30)
+///     .default_keep_alive(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(manager.status().totals.loaded, 0);
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ManagerBuilder {
+    catalog: Catalog,
+    models_root: PathBuf,
+    providers: Vec<Arc<dyn ModelProvider>>,
+    budgets: Budgets,
+    default_keep_alive: Duration,
+    clock: Arc<dyn Clock>,
+    cuda_available: bool,
+    reaper: bool,
+}
+
+impl ManagerBuilder {
+    /// A builder for a validated catalog whose artifacts live under `models_root`
+    /// (`${DP_MODELS_ROOT}`). Defaults: no provider, no limits, 5 minutes keep-alive, the
+    /// system clock, no CUDA, a background reaper.
+    pub fn new(catalog: Catalog, models_root: impl Into<PathBuf>) -> Self {
+        Self {
+            catalog,
+            models_root: models_root.into(),
+            providers: Vec::new(),
+            budgets: Budgets::default(),
+            default_keep_alive: DEFAULT_KEEP_ALIVE,
+            clock: Arc::new(SystemClock::new()),
+            // Providers will report CUDA once one is compiled in; until then nothing here
+            // can place a model on a GPU.
+            cuda_available: false,
+            reaper: true,
+        }
+    }
+
+    /// Adds a provider. A model is loaded by the first provider (in the order added) whose
+    /// [`ModelProvider::supports`] accepts its spec.
+    pub fn provider(mut self, provider: Arc<dyn ModelProvider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// Adds several providers, in order.
+    pub fn providers(
+        mut self,
+        providers: impl IntoIterator<Item = Arc<dyn ModelProvider>>,
+    ) -> Self {
+        self.providers.extend(providers);
+        self
+    }
+
+    /// At most this many model instances at once (`None`: unlimited).
+    pub fn max_loaded(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.budgets.max_loaded = max.into();
+        self
+    }
+
+    /// Host memory budget: the sum of `resource_requirements.ram_bytes` of in-process
+    /// instances (`None`: unlimited).
+    pub fn ram_budget_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.budgets.ram_bytes = bytes.into();
+        self
+    }
+
+    /// GPU memory budget: the sum of `resource_requirements.vram_bytes` of instances
+    /// placed on CUDA (`None`: unlimited).
+    pub fn vram_budget_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.budgets.vram_bytes = bytes.into();
+        self
+    }
+
+    /// How long an idle model stays loaded (default [`DEFAULT_KEEP_ALIVE`]).
+    pub fn default_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.default_keep_alive = keep_alive;
+        self
+    }
+
+    /// The clock keep-alive and LRU order are measured on (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether CUDA is usable (default `false`): decides `auto` and whether `cuda` specs load.
+    pub fn cuda_available(mut self, available: bool) -> Self {
+        self.cuda_available = available;
+        self
+    }
+
+    /// Whether a background thread releases expired idle models (default `true`). Without
+    /// it, call [`ModelManager::reap_idle`] yourself.
+    pub fn reaper(mut self, enabled: bool) -> Self {
+        self.reaper = enabled;
+        self
+    }
+
+    /// Builds the manager: indexes names and aliases, resolves each entry's device and
+    /// provider, and starts the reaper.
+    ///
+    /// A spec whose device cannot be resolved (CUDA pinned, none available) or that no
+    /// provider supports does not fail the build: the error is recorded and returned each
+    /// time that model is asked for, so one such spec leaves the rest of the catalog usable.
+    ///
+    /// # Errors
+    /// `invalid_spec` for a catalog of more than 2³² models; `insufficient_memory` when
+    /// the OS refuses the reaper thread.
+    pub fn build(self) -> Result<ModelManager, ModelError> {
+        self.build_parts().map(|(manager, _)| manager)
+    }
+
+    /// [`Self::build`], also returning the reaper thread so tests can check it ends.
+    pub(crate) fn build_parts(self) -> Result<(ModelManager, Option<JoinHandle<()>>), ModelError> {
+        let entries = self.catalog.entries();
+        let mut routes = Vec::with_capacity(entries.len());
+        let mut names = NameIndex::default();
+        for (i, entry) in entries.iter().enumerate() {
+            let index = u32::try_from(i).map_err(|_| ManagerError::CatalogTooLarge {
+                len: entries.len(),
+                max: u64::from(u32::MAX) + 1,
+            })?;
+            names.insert(entry.spec.model_name.as_str().into(), index);
+            routes.push(self.route(index, &entry.spec));
+        }
+        // Aliases after every name, so an alias never shadows a name (the catalog already
+        // rejects clashes; this keeps the rule even for a hand-built catalog).
+        for (index, entry) in (0_u32..).zip(entries) {
+            for alias in &entry.spec.aliases {
+                names.entry(alias.as_str().into()).or_insert(index);
+            }
+        }
+
+        let (stop_tx, stop_rx) = if self.reaper {
+            let (tx, rx) = mpsc::channel::<()>();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let slots = DashMap::with_capacity_and_hasher_and_shard_amount(
+            entries.len(),
+            KeyHashBuilder::default(),
+            SHARDS,
+        );
+        let inner = Arc::new(Inner {
+            catalog: self.catalog,
+            models_root: self.models_root,
+            routes,
+            names,
+            providers: self.providers,
+            slots,
+            accounting: Arc::new(Accounting::new(self.budgets)),
+            clock: self.clock,
+            default_keep_alive: self.default_keep_alive,
+            min_keep_alive: AtomicU64::new(to_nanos(self.default_keep_alive)),
+            next_serial: AtomicU64::new(0),
+            _reaper_stop: stop_tx,
+        });
+        let reaper = match stop_rx {
+            Some(rx) => Some(reaper::spawn(Arc::downgrade(&inner), rx).map_err(|err| {
+                ManagerError::ReaperSpawn {
+                    reason: err.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        Ok((ModelManager::from_inner(inner), reaper))
+    }
+
+    /// Resolves one entry's device, cache key, provider and budget demand.
+    fn route(&self, index: u32, spec: &dp_spec::ModelSpec) -> EntryRoute {
+        let device = match resolve_device(spec, self.cuda_available) {
+            Ok(device) => device,
+            Err(err) => {
+                tracing::debug!(model = %spec.model_name, error = %err, "device unresolved; reported when the model is asked for");
+                return EntryRoute {
+                    packed: PackedKey::new(index, ResolvedDevice::Cpu, spec.precision),
+                    route: Err(err.into()),
+                };
+            }
+        };
+        let key = CacheKey {
+            model_name: spec.model_name.clone(),
+            device,
+            precision: spec.precision,
+            runtime: spec.runtime,
+            preprocess_preset: spec.preprocess_preset.clone(),
+        };
+        let packed = PackedKey::new(index, device, spec.precision);
+        // A Triton model's memory lives on its server: locally it holds only a client, so it
+        // counts against `max_loaded` but not against this process's RAM or VRAM budgets.
+        let requirements = &spec.resource_requirements;
+        let demand = match (spec.runtime, device) {
+            (Runtime::Triton, _) => Demand::default(),
+            (Runtime::Inprocess, ResolvedDevice::Cpu) => Demand {
+                ram: requirements.ram_bytes,
+                vram: 0,
+            },
+            (Runtime::Inprocess, ResolvedDevice::Cuda(_)) => Demand {
+                ram: requirements.ram_bytes,
+                vram: requirements.vram_bytes,
+            },
+        };
+        let provider = self.providers.iter().position(|p| p.supports(spec));
+        EntryRoute {
+            packed,
+            route: Ok(Arc::new(Route {
+                spec: spec.clone(),
+                key,
+                packed,
+                provider,
+                demand,
+            })),
+        }
+    }
+}
+
+/// The error for a spec no registered provider supports.
+pub(crate) fn no_provider(spec: &dp_spec::ModelSpec) -> ManagerError {
+    let feature = provider_feature(spec.runtime, spec.engine);
+    ManagerError::NoProvider {
+        model: spec.model_name.clone(),
+        runtime: spec.runtime,
+        engine: spec.engine,
+        feature: feature.map(str::to_owned),
+        feature_enabled: feature.is_some_and(feature_enabled),
+    }
+}
+
+impl fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let providers: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
+        f.debug_struct("ManagerBuilder")
+            .field("catalog_root", &self.catalog.root())
+            .field("models", &self.catalog.len())
+            .field("models_root", &self.models_root)
+            .field("providers", &providers)
+            .field("budgets", &self.budgets)
+            .field("default_keep_alive", &self.default_keep_alive)
+            .field("clock", &self.clock)
+            .field("cuda_available", &self.cuda_available)
+            .field("reaper", &self.reaper)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Joins `handle` on a helper thread; true if it ended within `within`.
+    fn ends_within(handle: JoinHandle<()>, within: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(handle.join().is_ok());
+        });
+        rx.recv_timeout(within).unwrap_or(false)
+    }
+
+    #[test]
+    fn reaper_stops_when_the_last_clone_is_dropped() {
+        let (manager, reaper) = ManagerBuilder::new(Catalog::default(), "/models")
+            // A 30 s tick: the thread must stop on the closed channel, not on a tick.
+            .default_keep_alive(Duration::from_secs(3600))
+            .build_parts()
+            .expect("builds");
+        let reaper = reaper.expect("a reaper by default");
+        assert_eq!(manager.inner().reaper_period(), Duration::from_secs(30));
+        let clone = manager.clone();
+        drop(manager);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reaper.is_finished(), "a clone is still alive");
+        drop(clone);
+        assert!(ends_within(reaper, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn reaper_period_follows_the_shortest_keep_alive() {
+        let (manager, reaper) = ManagerBuilder::new(Catalog::default(), "/models")
+            .default_keep_alive(Duration::from_secs(8))
+            .reaper(false)
+            .build_parts()
+            .expect("builds");
+        assert!(reaper.is_none());
+        assert_eq!(manager.inner().reaper_period(), Duration::from_secs(2));
+        let quick = ManagerBuilder::new(Catalog::default(), "/models")
+            .default_keep_alive(Duration::from_millis(10))
+            .reaper(false)
+            .build()
+            .expect("builds");
+        assert_eq!(quick.inner().reaper_period(), Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,350 @@
+//! The crate's one error enum, [`ManagerError`], and its conversion into the shared
+//! [`ModelError`] vocabulary (stable [`ErrorCode`]s).
+//!
+//! Public APIs return [`ModelError`] directly: the single-flight cache hands one failure to
+//! every waiter, which needs a `Clone` error, and callers (the CLI, the task API) match on
+//! the stable code, not on this enum. The enum exists so each failure is built in one place
+//! with one message and one set of details.
+
+use dp_spec::{DevicePolicy, Engine, ErrorCode, ModelError, ResolvedDevice, Runtime};
+
+/// Everything the manager itself can report (provider failures pass through unchanged).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// No catalog entry has this name or alias.
+    #[error("no model named {name:?}; run `dp list` to see the catalog")]
+    ModelNotFound {
+        /// The name or alias asked for.
+        name: String,
+    },
+
+    /// No non-deprecated model has the role and every capability asked for.
+    #[error(
+        "no non-deprecated model has role {role:?} with capabilities [{}]; {}",
+        capabilities.join(", "),
+        describe_lacking(lacking)
+    )]
+    RoleUnresolved {
+        /// The role asked for.
+        role: String,
+        /// The capabilities asked for.
+        capabilities: Vec<String>,
+        /// Every model with the role, in catalog order, and why it was not chosen.
+        lacking: Vec<(String, String)>,
+    },
+
+    /// The spec pins CUDA but this build or machine has none. The manager never falls back to
+    /// the CPU silently: a model asked for on a GPU and run on a CPU is a different run.
+    #[error(
+        "model {model} asks for {policy} but CUDA is not available in this build/machine; \
+         set device_policy: cpu or auto"
+    )]
+    CudaUnavailable {
+        /// The model.
+        model: String,
+        /// Its device policy (`cuda` or `cuda:N`).
+        policy: DevicePolicy,
+    },
+
+    /// No registered provider supports the spec.
+    #[error("{}", no_provider_message(model, *runtime, *engine, feature.as_deref(), *feature_enabled))]
+    NoProvider {
+        /// The model.
+        model: String,
+        /// Its runtime.
+        runtime: Runtime,
+        /// Its engine.
+        engine: Engine,
+        /// The cargo feature of `dp-manager` that compiles the matching provider in.
+        feature: Option<String>,
+        /// Whether that feature is enabled in this build.
+        feature_enabled: bool,
+    },
+
+    /// The RAM budget or `max_loaded` cannot make room, even after evicting every idle model.
+    #[error(
+        "model {model} needs {need} {unit} but the {limit} is {budget} and {in_use} {unit} are \
+         held by models in use or loading; drop handles, release models or raise the limit"
+    )]
+    InsufficientMemory {
+        /// The model.
+        model: String,
+        /// `bytes of RAM` or `model slot(s)`.
+        unit: &'static str,
+        /// `RAM budget` or `max_loaded limit`.
+        limit: &'static str,
+        /// What the model needs.
+        need: u64,
+        /// The configured limit.
+        budget: u64,
+        /// What live handles and in-flight loads hold now.
+        in_use: u64,
+    },
+
+    /// The VRAM budget cannot make room, even after evicting every idle model.
+    #[error(
+        "model {model} needs {need} bytes of GPU memory on {device} but the VRAM budget is \
+         {budget} and {in_use} bytes are held by models in use or loading; drop handles, \
+         release models or raise the budget"
+    )]
+    InsufficientGpuMemory {
+        /// The model.
+        model: String,
+        /// Where it would be placed.
+        device: ResolvedDevice,
+        /// What the model needs.
+        need: u64,
+        /// The configured budget.
+        budget: u64,
+        /// What live handles and in-flight loads hold now.
+        in_use: u64,
+    },
+
+    /// The provider unwound (panicked) in the middle of a load.
+    #[error(
+        "provider {provider} stopped (panicked) while loading model {model}; the failure is \
+         not cached and the next request retries"
+    )]
+    LoadAbandoned {
+        /// The model.
+        model: String,
+        /// The provider's name.
+        provider: &'static str,
+    },
+
+    /// The catalog has more entries than a cache key can index (2³²).
+    #[error("the catalog has {len} models; the manager indexes at most {max}")]
+    CatalogTooLarge {
+        /// Number of entries.
+        len: usize,
+        /// The limit.
+        max: u64,
+    },
+
+    /// The operating system refused the keep-alive reaper thread.
+    #[error(
+        "cannot start the keep-alive reaper thread: {reason}; build with reaper(false) and \
+         call reap_idle() periodically instead"
+    )]
+    ReaperSpawn {
+        /// The OS error, as text (`std::io::Error` is not `Clone`).
+        reason: String,
+    },
+
+    /// A provider's own error, unchanged (its code is already the right one).
+    #[error(transparent)]
+    Provider(ModelError),
+}
+
+fn describe_lacking(lacking: &[(String, String)]) -> String {
+    if lacking.is_empty() {
+        return "no model in the catalog has this role".to_owned();
+    }
+    let list: Vec<String> = lacking
+        .iter()
+        .map(|(name, why)| format!("{name} ({why})"))
+        .collect();
+    format!("candidates lacking: {}", list.join(", "))
+}
+
+fn no_provider_message(
+    model: &str,
+    runtime: Runtime,
+    engine: Engine,
+    feature: Option<&str>,
+    feature_enabled: bool,
+) -> String {
+    let what = format!(
+        "model {model} (runtime {}, engine {})",
+        runtime.as_str(),
+        engine.as_str()
+    );
+    match (feature, feature_enabled) {
+        (Some(feature), false) => format!(
+            "no provider for {what} is compiled into this build; rebuild dp-manager with the \
+             cargo feature `{feature}` (e.g. `cargo build --features {feature}`)"
+        ),
+        (Some(feature), true) => format!(
+            "the cargo feature `{feature}` is enabled but no registered provider supports \
+             {what}; register one with ManagerBuilder::provider"
+        ),
+        (None, _) => format!("no provider of dp-models can run {what}"),
+    }
+}
+
+/// The cargo feature whose provider serves a runtime/engine pair. Triton models are served by
+/// the Triton client whatever engine the server runs.
+pub(crate) fn provider_feature(runtime: Runtime, engine: Engine) -> Option<&'static str> {
+    match (runtime, engine) {
+        (Runtime::Triton, _) => Some("triton"),
+        (Runtime::Inprocess, Engine::Candle) => Some("candle"),
+        (Runtime::Inprocess, Engine::Onnx) => Some("onnx"),
+        (Runtime::Inprocess, Engine::Tensorrt | Engine::Torch) => None,
+    }
+}
+
+/// Whether the cargo feature named by [`provider_feature`] is on in this build.
+pub(crate) fn feature_enabled(feature: &str) -> bool {
+    const ENABLED: [(&str, bool); 3] = [
+        ("candle", cfg!(feature = "candle")),
+        ("onnx", cfg!(feature = "onnx")),
+        ("triton", cfg!(feature = "triton")),
+    ];
+    ENABLED.iter().any(|&(name, on)| on && name == feature)
+}
+
+impl ManagerError {
+    /// The stable code this error is reported under.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::ModelNotFound { .. } => ErrorCode::ModelNotFound,
+            Self::RoleUnresolved { .. } => ErrorCode::RoleUnresolved,
+            Self::CudaUnavailable { .. } | Self::NoProvider { .. } | Self::LoadAbandoned { .. } => {
+                ErrorCode::ProviderUnavailable
+            }
+            // A refused thread is the OS running out of a resource (threads, memory).
+            Self::InsufficientMemory { .. } | Self::ReaperSpawn { .. } => {
+                ErrorCode::InsufficientMemory
+            }
+            Self::InsufficientGpuMemory { .. } => ErrorCode::InsufficientGpuMemory,
+            Self::CatalogTooLarge { .. } => ErrorCode::InvalidSpec,
+            Self::Provider(err) => err.error_code,
+        }
+    }
+}
+
+impl From<ManagerError> for ModelError {
+    fn from(err: ManagerError) -> Self {
+        let code = err.code();
+        let message = err.to_string();
+        match err {
+            ManagerError::Provider(inner) => inner,
+            ManagerError::ModelNotFound { name } => {
+                Self::new(code, message).with_detail("model", name)
+            }
+            ManagerError::RoleUnresolved {
+                role,
+                capabilities,
+                lacking,
+            } => {
+                let candidates: Vec<serde_json::Value> = lacking
+                    .into_iter()
+                    .map(|(name, why)| serde_json::json!({ "model": name, "lacking": why }))
+                    .collect();
+                Self::new(code, message)
+                    .with_detail("role", role)
+                    .with_detail("capabilities", capabilities)
+                    .with_detail("candidates", candidates)
+            }
+            ManagerError::CudaUnavailable { model, policy } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("device_policy", policy.to_string()),
+            ManagerError::NoProvider {
+                model,
+                runtime,
+                engine,
+                feature,
+                ..
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("runtime", runtime.as_str())
+                .with_detail("engine", engine.as_str())
+                .with_detail("cargo_feature", feature),
+            ManagerError::InsufficientMemory {
+                model,
+                need,
+                budget,
+                in_use,
+                unit,
+                ..
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail(
+                    "resource",
+                    if unit.starts_with("bytes") {
+                        "ram"
+                    } else {
+                        "slots"
+                    },
+                )
+                .with_detail("need", need)
+                .with_detail("budget", budget)
+                .with_detail("in_use", in_use),
+            ManagerError::InsufficientGpuMemory {
+                model,
+                device,
+                need,
+                budget,
+                in_use,
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("device", device.to_string())
+                .with_detail("need", need)
+                .with_detail("budget", budget)
+                .with_detail("in_use", in_use),
+            ManagerError::LoadAbandoned { model, provider } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("provider", provider),
+            ManagerError::CatalogTooLarge { .. } | ManagerError::ReaperSpawn { .. } => {
+                Self::new(code, message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_unresolved_lists_candidates() {
+        let err = ManagerError::RoleUnresolved {
+            role: "text_embedding".into(),
+            capabilities: vec!["text".into(), "vision".into()],
+            lacking: vec![
+                ("m1".into(), "missing vision".into()),
+                ("m2".into(), "deprecated".into()),
+            ],
+        };
+        let model: ModelError = err.into();
+        assert_eq!(model.error_code, ErrorCode::RoleUnresolved);
+        assert_eq!(
+            model.message,
+            "no non-deprecated model has role \"text_embedding\" with capabilities [text, vision]; \
+             candidates lacking: m1 (missing vision), m2 (deprecated)"
+        );
+        assert_eq!(model.details["candidates"][1]["model"], "m2");
+    }
+
+    #[test]
+    fn no_provider_names_the_feature() {
+        let err = ManagerError::NoProvider {
+            model: "m".into(),
+            runtime: Runtime::Inprocess,
+            engine: Engine::Onnx,
+            feature: provider_feature(Runtime::Inprocess, Engine::Onnx).map(str::to_owned),
+            feature_enabled: false,
+        };
+        let model: ModelError = err.into();
+        assert_eq!(model.error_code, ErrorCode::ProviderUnavailable);
+        assert!(
+            model.message.contains("cargo feature `onnx`"),
+            "{}",
+            model.message
+        );
+        assert_eq!(model.details["cargo_feature"], "onnx");
+        assert_eq!(
+            provider_feature(Runtime::Triton, Engine::Tensorrt),
+            Some("triton")
+        );
+    }
+
+    #[test]
+    fn provider_errors_pass_through() {
+        let original = ModelError::new(ErrorCode::WeightsMissing, "gone").with_detail("f", "x");
+        let back: ModelError = ManagerError::Provider(original.clone()).into();
+        assert_eq!(back, original);
+    }
+}
