@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod triton_harness;
+
 /// The workspace root.
 #[must_use]
 pub fn workspace_root() -> PathBuf {

@@ -12,6 +12,13 @@ mod fsutil;
 mod process;
 mod schema;
 mod setup;
+mod triton_up;
+// The tests' Triton harness (std only), shared so that `triton-up` and `bench triton` start
+// the server exactly as the tests do. Not every item is used here.
+mod tiny_bert;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../tests/triton_harness.rs"]
+mod triton_harness;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,8 +67,22 @@ enum Command {
     ///
     /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests.
     Ci(setup::SetupArgs),
+    /// Start tritonserver (asset `triton`) on 127.0.0.1 with the test model repository.
+    ///
+    /// Serves affine, echo and (when its asset is present) all-minilm-l6-v2; prints the
+    /// endpoint and runs until Ctrl-C.
+    TritonUp(triton_up::TritonUpArgs),
     /// Run benchmarks (criterion).
     Bench(bench::BenchArgs),
+    /// Generate the tiny BERT `dp demo` embeds (crates/dp-cli/demo/), deterministically.
+    ///
+    /// With --check, nothing is written: the command fails if the committed files differ
+    /// from what the generator makes.
+    TinyBert {
+        /// Compare instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +111,8 @@ fn run(command: Command) -> Result<()> {
         Command::Setup(args) => setup::run(&root, &args),
         Command::Ci(args) => ci::run(&root, &args),
         Command::Bench(args) => bench::run(&root, &args),
+        Command::TritonUp(args) => triton_up::run(&root, &args),
+        Command::TinyBert { check } => tiny_bert::run(&root, check),
     }
 }
 

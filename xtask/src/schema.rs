@@ -29,7 +29,7 @@ pub(crate) fn render(schemas: Vec<(&'static str, Value)>) -> Result<Rendered> {
     for (name, schema) in schemas {
         ensure!(
             name.ends_with(SUFFIX) && !name.contains(['/', '\\']) && !name.starts_with('.'),
-            "dp_spec::schema::generated_schemas() returned `{name}`: schema names must be \
+            "generated_schemas() returned `{name}`: schema names must be \
              plain file names ending in `{SUFFIX}`"
         );
         let mut text = serde_json::to_string_pretty(&schema)
@@ -37,7 +37,7 @@ pub(crate) fn render(schemas: Vec<(&'static str, Value)>) -> Result<Rendered> {
         text.push('\n');
         ensure!(
             rendered.insert(name.to_owned(), text).is_none(),
-            "dp_spec::schema::generated_schemas() returned `{name}` twice"
+            "two crates' generated_schemas() return `{name}`"
         );
     }
     Ok(rendered)
@@ -138,9 +138,19 @@ pub(crate) fn sync(expected: &Rendered, dir: &Path) -> Result<Drift> {
     Ok(drift)
 }
 
+/// Every generated schema of the workspace: the specs and errors (`dp-spec`), the lock file
+/// and manifest (`dp-digest`), the `models_used` entry and resolved mapping
+/// (`dp-signature`).
+fn all_schemas() -> Vec<(&'static str, Value)> {
+    let mut schemas = dp_spec::schema::generated_schemas();
+    schemas.extend(dp_digest::generated_schemas());
+    schemas.extend(dp_signature::generated_schemas());
+    schemas
+}
+
 /// `cargo xtask schema`: writes the generated schemas to `specs/schema/`.
 pub(crate) fn write(root: &Path) -> Result<()> {
-    let expected = render(dp_spec::schema::generated_schemas())?;
+    let expected = render(all_schemas())?;
     let drift = sync(&expected, &root.join(SCHEMA_DIR))?;
     let unchanged = expected.len() - drift.stale.len() - drift.missing.len();
     println!(
@@ -153,7 +163,7 @@ pub(crate) fn write(root: &Path) -> Result<()> {
 
 /// `cargo xtask schema --check`: fails if `specs/schema/` is not what the types generate.
 pub(crate) fn check(root: &Path) -> Result<()> {
-    let expected = render(dp_spec::schema::generated_schemas())?;
+    let expected = render(all_schemas())?;
     let drift = compare(&expected, &root.join(SCHEMA_DIR))?;
     if !drift.is_empty() {
         bail!(
@@ -263,7 +273,15 @@ mod tests {
 
     #[test]
     fn the_real_schemas_render() {
-        let rendered = render(dp_spec::schema::generated_schemas()).unwrap();
-        assert!(!rendered.is_empty());
+        let rendered = render(all_schemas()).unwrap();
+        for name in [
+            "model-spec.schema.json",
+            "lock-file.schema.json",
+            "manifest.schema.json",
+            "models-used-entry.schema.json",
+            "resolved-model-mapping.schema.json",
+        ] {
+            assert!(rendered.contains_key(name), "{name} is generated");
+        }
     }
 }

@@ -15,6 +15,10 @@ use clap::Args;
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
 
+mod minilm;
+mod onnx;
+pub(crate) mod triton;
+
 /// The git-ignored folder that holds every asset, relative to the workspace root.
 pub(crate) const ASSETS_DIR: &str = ".dp-assets";
 
@@ -53,10 +57,33 @@ struct Asset {
 
 /// Every asset, in the order setup provides them. Later ones (models, ONNX Runtime,
 /// Triton) are added here, each with its own stamp.
-const ASSETS: &[Asset] = &[Asset {
-    name: "python-test",
-    ensure: python_test,
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "python-test",
+        ensure: python_test,
+    },
+    Asset {
+        name: "minilm",
+        ensure: minilm::ensure,
+    },
+    // The ONNX assets come after `minilm`: the ONNX MiniLM is built from its safetensors.
+    Asset {
+        name: "python-onnx",
+        ensure: onnx::python_onnx,
+    },
+    Asset {
+        name: "onnxruntime",
+        ensure: onnx::onnxruntime,
+    },
+    Asset {
+        name: "minilm-onnx",
+        ensure: onnx::minilm_onnx,
+    },
+    Asset {
+        name: "triton",
+        ensure: triton::ensure,
+    },
+];
 
 /// A file recording the digest of the inputs an asset was built from.
 struct Stamp {

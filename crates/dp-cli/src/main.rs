@@ -2,11 +2,23 @@
 //! prints; any logic a library user would also need lives in those crates.
 //!
 //! Exit codes: 0 success; 1 unexpected failure (I/O, internal error); 2 invalid input
-//! (a spec, profile or override with problems, or bad command-line usage).
+//! (a spec, profile or override with problems, or bad command-line usage); 3 some model is
+//! not ready (`dp verify`: weights missing, digest mismatch or version drift; `dp health`:
+//! a tier-0 model not ready; `dp embed`: the model cannot serve on this machine).
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn`), as text or, with
+//! `--log-format json`, one JSON object per line.
 
+mod demo;
+mod digest;
+mod embed;
+mod health;
 mod list;
+mod providers;
+mod resolve;
 mod sync_downloader;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +28,8 @@ use dp_spec::{Catalog, Diagnostic, Layer, ResolvedCatalog};
 
 /// Exit code for invalid input (specs, profiles, overrides, usage).
 const EXIT_INVALID: u8 = 2;
+/// Exit code when some model is not ready (weights missing, digest mismatch, version drift).
+const EXIT_NOT_READY: u8 = 3;
 
 /// dp-models: declarative, offline, reproducible management of ML models.
 #[derive(Debug, Parser)]
@@ -41,30 +55,65 @@ struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Format of the logs on stderr (filtered by `RUST_LOG`, default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try dp out with no setup: embed a few sentences with a tiny built-in model.
+    Demo(demo::DemoArgs),
     /// Validate spec files, profiles or whole catalogs (default: the catalog with its layers).
     Validate(validate::ValidateArgs),
     /// List the models of the catalog, with profiles and overrides applied.
     List(list::ListArgs),
     /// Import a downloader manifest into skeleton specs (idempotent).
     SyncDownloader(sync_downloader::SyncDownloaderArgs),
+    /// Print the digest of a file, or the aggregate and per-file lines of a directory.
+    Digest(digest::DigestArgs),
+    /// Verify models' local artifacts against their pins and the lock file; `--lock` records them.
+    Verify(verify::VerifyArgs),
+    /// Resolve a model by name, alias or role and print its models_used record.
+    Resolve(resolve::ResolveArgs),
+    /// Embed texts with a sentence-embedding model.
+    Embed(embed::EmbedArgs),
+    /// Check every model without loading it; exit 3 when a tier-0 model is not ready.
+    Health(health::HealthArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match &cli.command {
+        Command::Demo(args) => demo::run(&cli, args),
         Command::Validate(args) => validate::run(&cli, args),
         Command::List(args) => list::run(&cli, args),
         Command::SyncDownloader(args) => sync_downloader::run(&cli, args),
+        Command::Digest(args) => digest::run(&cli, args),
+        Command::Verify(args) => verify::run(&cli, args),
+        Command::Resolve(args) => resolve::run(&cli, args),
+        Command::Embed(args) => embed::run(&cli, args),
+        Command::Health(args) => health::run(&cli, args),
     };
     match result {
         Ok(code) => code,

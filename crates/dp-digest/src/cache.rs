@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,8 @@ struct CacheFile {
 pub struct VerificationCache {
     path: PathBuf,
     entries: Mutex<HashMap<(String, DigestAlgorithm), (FileStamp, WeightsDigest)>>,
+    /// Whether the entries differ from the file's (set by a new or different record).
+    changed: AtomicBool,
 }
 
 impl VerificationCache {
@@ -138,6 +141,7 @@ impl VerificationCache {
         Self {
             path,
             entries: Mutex::new(entries),
+            changed: AtomicBool::new(false),
         }
     }
 
@@ -148,6 +152,8 @@ impl VerificationCache {
         Self {
             path: path.into(),
             entries: Mutex::default(),
+            // Whatever the file holds must be replaced.
+            changed: AtomicBool::new(true),
         }
     }
 
@@ -178,6 +184,7 @@ impl VerificationCache {
     ///
     /// [`DigestError::Write`] when the directory or file cannot be written.
     pub fn save(&self) -> Result<(), DigestError> {
+        self.changed.store(false, Ordering::Relaxed);
         let mut entries: Vec<CacheRecord> = self
             .lock()
             .iter()
@@ -207,6 +214,21 @@ impl VerificationCache {
         write_atomically(&self.path, &bytes, Visibility::Private)
     }
 
+    /// Like [`VerificationCache::save`], but writes only when verification recorded
+    /// something the file does not hold yet, so that re-verifying an unchanged tree costs
+    /// no write. Returns whether it wrote.
+    ///
+    /// # Errors
+    ///
+    /// As [`VerificationCache::save`].
+    pub fn save_if_changed(&self) -> Result<bool, DigestError> {
+        if !self.changed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.save()?;
+        Ok(true)
+    }
+
     /// The remembered digest of `path` with `algorithm`, if its stamp is still `stamp`.
     pub(crate) fn lookup(
         &self,
@@ -225,8 +247,12 @@ impl VerificationCache {
     pub(crate) fn record(&self, path: &Path, stamp: FileStamp, digest: WeightsDigest) {
         // Paths that are not UTF-8 are simply not cached (JSON keys are text).
         if let Some(path) = path.to_str() {
-            self.lock()
+            let previous = self
+                .lock()
                 .insert((path.to_owned(), digest.algorithm()), (stamp, digest));
+            if previous != Some((stamp, digest)) {
+                self.changed.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -283,6 +309,25 @@ mod tests {
             loaded.lookup(Path::new("/m/b.bin"), &stamp(1), DigestAlgorithm::Sha256),
             None
         );
+    }
+
+    #[test]
+    fn save_if_changed_writes_only_new_or_different_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cache.json");
+        let digest = digest_bytes(DigestAlgorithm::Sha256, b"x");
+        let cache = VerificationCache::load(&file);
+        assert!(!cache.save_if_changed().expect("nothing to save"));
+        assert!(!file.exists());
+        cache.record(Path::new("/m/a.bin"), stamp(1), digest);
+        assert!(cache.save_if_changed().expect("saves"));
+        assert!(!cache.save_if_changed().expect("already saved"));
+
+        let loaded = VerificationCache::load(&file);
+        loaded.record(Path::new("/m/a.bin"), stamp(1), digest);
+        assert!(!loaded.save_if_changed().expect("same record"));
+        loaded.record(Path::new("/m/a.bin"), stamp(2), digest);
+        assert!(loaded.save_if_changed().expect("new stamp"));
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! different models (target: ≥ 1.7× one thread's throughput). A bare `DashMap::get` +
 //! `Arc::clone` runs in the same process as the scale.
 //!
+//! `embedding_cache` measures [`ModelManager::embed`] when every text is cached (target:
+//! ≤ 2 µs per text): one text per call, and a batch of 32 (per text = time / 32). `cargo
+//! xtask bench manager` runs the Python anchor (a dict lookup under an `asyncio.Lock`, as
+//! the pipeline's Python manager does per cached get) in the same run and prints the ratios.
+//!
 //! `get_and_drop` drops each handle at once, so every iteration also makes the model idle
 //! (one clock read); `get_while_held` keeps another handle alive, so drops only decrement.
 
@@ -16,7 +21,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dashmap::DashMap;
 use dp_manager::ModelManager;
 use dp_spec::{
-    Catalog, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
+    Catalog, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, Tensor,
+    TensorData,
 };
 
 /// A provider whose models do nothing: the benchmark measures the manager, not a model.
@@ -25,8 +31,17 @@ struct NullProvider;
 struct NullModel;
 
 impl LoadedModel for NullModel {
-    fn infer(&self, _inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
-        Ok(NamedTensors::new())
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        // For the embedder (only on cache misses): a `[batch, seq, 4]` hidden state.
+        let Some(ids) = inputs.get("input_ids") else {
+            return Ok(NamedTensors::new());
+        };
+        let (b, s) = (ids.shape()[0], ids.shape()[1]);
+        let hidden = Tensor::new(vec![b, s, 4], TensorData::Fp32(vec![0.5; b * s * 4]))?;
+        Ok(NamedTensors::from([(
+            "last_hidden_state".to_owned(),
+            hidden,
+        )]))
     }
 }
 
@@ -60,7 +75,7 @@ fn manager() -> (tempfile::TempDir, ModelManager) {
     for name in MODELS {
         let path = dir
             .path()
-            .join("text_embedding")
+            .join("catalog/text_embedding")
             .join(format!("{name}.yaml"));
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         fs::write(
@@ -74,8 +89,21 @@ fn manager() -> (tempfile::TempDir, ModelManager) {
         )
         .expect("write");
     }
-    let catalog = Catalog::load(dir.path()).expect("valid catalog");
-    let manager = ModelManager::builder(catalog, dir.path())
+    fs::create_dir_all(dir.path().join("models/embedder")).expect("mkdir");
+    fs::write(dir.path().join("models/embedder/tokenizer.json"), TOKENIZER).expect("write");
+    fs::write(
+        dir.path().join("catalog/text_embedding/embedder.yaml"),
+        format!(
+            "model_name: embedder\nmodel_version: \"1\"\nrole: text_embedding\n\
+             runtime: inprocess\nengine: candle\nlocal_artifacts: [embedder/tokenizer.json]\n\
+             weights_digest: sha256:{zeros}\npreprocess_preset: sentence_embedding\n\
+             preprocess_params: {{ max_length: 128, pooling: mean, normalize: true }}\n",
+            zeros = "0".repeat(64)
+        ),
+    )
+    .expect("write");
+    let catalog = Catalog::load(&dir.path().join("catalog")).expect("valid catalog");
+    let manager = ModelManager::builder(catalog, dir.path().join("models"))
         .provider(Arc::new(NullProvider))
         .reaper(false)
         .build()
@@ -85,6 +113,12 @@ fn manager() -> (tempfile::TempDir, ModelManager) {
     }
     (dir, manager)
 }
+
+/// A word-level tokenizer (the cache-hit path never runs it).
+const TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+  "normalizer":{"type":"Lowercase"},"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+  "decoder":null,"model":{"type":"WordLevel","vocab":{"[PAD]":0,"[UNK]":1,"the":2,"cat":3},
+  "unk_token":"[UNK]"}}"#;
 
 /// Runs `iters` gets of `name` on each of `threads` threads (one model per thread, or all on
 /// `MODELS[0]` when `same`), timing from a common start to the last finish.
@@ -140,6 +174,25 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    // Sentences of pipeline-like length (≈ 60 bytes), all cached before timing.
+    let texts: Vec<String> = (0..32)
+        .map(|i| format!("sentence number {i} of the benchmark, about a cat on a mat"))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    manager.embed("embedder", &texts).expect("embeds");
+    let mut group = c.benchmark_group("embedding_cache");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("hit_1_text", |b| {
+        b.iter(|| black_box(manager.embed("embedder", black_box(&texts[..1]))));
+    });
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("hit_batch_32", |b| {
+        b.iter(|| black_box(manager.embed("embedder", black_box(&texts))));
+    });
+    group.finish();
+    let cache = manager.status().embedding_cache;
+    assert_eq!(cache.misses, 32, "every timed call was a cache hit");
 
     let mut group = c.benchmark_group("get_loaded_threads");
     group.throughput(Throughput::Elements(1));

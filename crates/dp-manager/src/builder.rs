@@ -8,14 +8,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dp_signature::{ModelsUsedEntry, Placement, Resolution};
 use dp_spec::{Catalog, ModelError, ModelProvider, ResolvedDevice, Runtime};
 
 use crate::budget::{Accounting, Budgets, Demand};
 use crate::cache::Route;
 use crate::clock::{Clock, SystemClock, to_nanos};
+use crate::embedding::{EmbeddingCache, EmbeddingCacheConfig};
 use crate::error::{ManagerError, feature_enabled, provider_feature};
 use crate::key::{CacheKey, KeyHashBuilder, PackedKey, SHARDS, resolve_device};
 use crate::manager::{EntryRoute, Inner, ModelManager, NameIndex};
+use crate::offline::{LOOPBACK_HOSTS, network_need};
 use crate::reaper;
 
 /// How long an idle model stays loaded unless told otherwise.
@@ -47,6 +50,9 @@ pub struct ManagerBuilder {
     clock: Arc<dyn Clock>,
     cuda_available: bool,
     reaper: bool,
+    embedding_cache: EmbeddingCacheConfig,
+    allowed_triton_hosts: Vec<String>,
+    verify_cache: Option<PathBuf>,
 }
 
 impl ManagerBuilder {
@@ -65,6 +71,9 @@ impl ManagerBuilder {
             // can place a model on a GPU.
             cuda_available: false,
             reaper: true,
+            embedding_cache: EmbeddingCacheConfig::default(),
+            allowed_triton_hosts: LOOPBACK_HOSTS.map(str::to_owned).to_vec(),
+            verify_cache: None,
         }
     }
 
@@ -122,6 +131,28 @@ impl ManagerBuilder {
         self
     }
 
+    /// The embedding cache's settings (default [`EmbeddingCacheConfig::default`]; turn it
+    /// off with [`EmbeddingCacheConfig::disabled`]).
+    pub fn embedding_cache(mut self, config: EmbeddingCacheConfig) -> Self {
+        self.embedding_cache = config;
+        self
+    }
+
+    /// Hosts Triton endpoints may be on (default: [`LOOPBACK_HOSTS`]). A spec whose
+    /// endpoint is elsewhere fails the build with `network_forbidden`.
+    pub fn allowed_triton_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_triton_hosts = hosts.into_iter().collect();
+        self
+    }
+
+    /// The `dp-digest` verification cache file [`ModelManager::health`] reads and refreshes
+    /// (default: none, so health hashes the weights each time). Keep it in a directory only
+    /// the operator can write (see `docs/digests.md`).
+    pub fn verification_cache(mut self, path: impl Into<PathBuf>) -> Self {
+        self.verify_cache = Some(path.into());
+        self
+    }
+
     /// Whether a background thread releases expired idle models (default `true`). Without
     /// it, call [`ModelManager::reap_idle`] yourself.
     pub fn reaper(mut self, enabled: bool) -> Self {
@@ -136,9 +167,16 @@ impl ManagerBuilder {
     /// provider supports does not fail the build: the error is recorded and returned each
     /// time that model is asked for, so one such spec leaves the rest of the catalog usable.
     ///
+    /// Specs that would need the network fail the build, since no later request could
+    /// serve them: an artifact given as a URL, or a Triton endpoint outside
+    /// [`Self::allowed_triton_hosts`].
+    ///
+    /// The manager never changes its own process environment; processes started for it
+    /// get the offline environment from [`ModelManager::offline_command`].
+    ///
     /// # Errors
-    /// `invalid_spec` for a catalog of more than 2³² models; `insufficient_memory` when
-    /// the OS refuses the reaper thread.
+    /// `network_forbidden` (the first such spec); `invalid_spec` for a catalog of more than
+    /// 2³² models; `insufficient_memory` when the OS refuses the reaper thread.
     pub fn build(self) -> Result<ModelManager, ModelError> {
         self.build_parts().map(|(manager, _)| manager)
     }
@@ -146,6 +184,12 @@ impl ManagerBuilder {
     /// [`Self::build`], also returning the reaper thread so tests can check it ends.
     pub(crate) fn build_parts(self) -> Result<(ModelManager, Option<JoinHandle<()>>), ModelError> {
         let entries = self.catalog.entries();
+        if let Some(err) = entries
+            .iter()
+            .find_map(|e| network_need(&e.spec, &self.allowed_triton_hosts))
+        {
+            return Err(err.into());
+        }
         let mut routes = Vec::with_capacity(entries.len());
         let mut names = NameIndex::default();
         for (i, entry) in entries.iter().enumerate() {
@@ -187,6 +231,8 @@ impl ManagerBuilder {
             default_keep_alive: self.default_keep_alive,
             min_keep_alive: AtomicU64::new(to_nanos(self.default_keep_alive)),
             next_serial: AtomicU64::new(0),
+            embedding_cache: EmbeddingCache::new(self.embedding_cache),
+            verify_cache: self.verify_cache,
             _reaper_stop: stop_tx,
         });
         let reaper = match stop_rx {
@@ -235,6 +281,11 @@ impl ManagerBuilder {
             },
         };
         let provider = self.providers.iter().position(|p| p.supports(spec));
+        let placement = match spec.runtime {
+            Runtime::Triton => Placement::Triton,
+            Runtime::Inprocess => Placement::Local(device),
+        };
+        let models_used = ModelsUsedEntry::new(spec, &Resolution::new(placement, spec.precision));
         EntryRoute {
             packed,
             route: Ok(Arc::new(Route {
@@ -243,6 +294,7 @@ impl ManagerBuilder {
                 packed,
                 provider,
                 demand,
+                models_used,
             })),
         }
     }
@@ -273,6 +325,9 @@ impl fmt::Debug for ManagerBuilder {
             .field("clock", &self.clock)
             .field("cuda_available", &self.cuda_available)
             .field("reaper", &self.reaper)
+            .field("embedding_cache", &self.embedding_cache)
+            .field("allowed_triton_hosts", &self.allowed_triton_hosts)
+            .field("verification_cache", &self.verify_cache)
             .finish()
     }
 }

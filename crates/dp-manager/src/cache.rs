@@ -23,11 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use dp_signature::ModelsUsedEntry;
 use dp_spec::{LoadedModel, ModelError, ModelSpec};
 
 use crate::budget::{Demand, Reservation};
 use crate::clock::{Clock, to_nanos};
 use crate::key::{CacheKey, PackedKey};
+use crate::preset::SentenceEmbedding;
 
 /// Set in [`Resident::state`] when no handle is live; the low bits then hold the time.
 const IDLE: u64 = 1 << 63;
@@ -43,6 +45,8 @@ pub(crate) struct Route {
     pub(crate) provider: Option<usize>,
     /// What an instance reserves against the budgets.
     pub(crate) demand: Demand,
+    /// The record outputs made with this model carry (resolved device and precision).
+    pub(crate) models_used: ModelsUsedEntry,
 }
 
 /// What the map holds for one key.
@@ -73,6 +77,9 @@ pub(crate) struct Resident {
     route: Arc<Route>,
     clock: Arc<dyn Clock>,
     model: Box<dyn LoadedModel>,
+    /// The shared preset, built once per loaded instance (its tokenizer is not rebuilt
+    /// per request).
+    preset: Option<SentenceEmbedding>,
     // Declared after `model`: fields drop in declaration order, so the accounting shows the
     // memory as held until the model itself has been dropped.
     reservation: Reservation,
@@ -87,6 +94,7 @@ pub(crate) struct NewResident {
     pub(crate) route: Arc<Route>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) model: Box<dyn LoadedModel>,
+    pub(crate) preset: Option<SentenceEmbedding>,
     pub(crate) reservation: Reservation,
 }
 
@@ -103,6 +111,7 @@ impl Resident {
             route: parts.route,
             clock: parts.clock,
             model: parts.model,
+            preset: parts.preset,
             reservation: parts.reservation,
         }
     }
@@ -348,6 +357,19 @@ impl ModelHandle {
     #[must_use]
     pub fn provider(&self) -> &'static str {
         self.resident.provider
+    }
+
+    /// What an output made with this model records: its identity as resolved (device,
+    /// precision) and its signatures.
+    #[must_use]
+    pub fn models_used(&self) -> &ModelsUsedEntry {
+        &self.resident.route.models_used
+    }
+
+    /// The `sentence_embedding` preset, when the spec names it.
+    #[must_use]
+    pub fn sentence_embedding(&self) -> Option<&SentenceEmbedding> {
+        self.resident.preset.as_ref()
     }
 
     /// Whether both handles designate the same loaded instance.

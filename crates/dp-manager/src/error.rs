@@ -132,6 +132,24 @@ pub enum ManagerError {
         reason: String,
     },
 
+    /// A spec would need the network: an artifact given as a URL, or a Triton endpoint on a
+    /// host the manager is not allowed to reach.
+    #[error("model {model}: {what}; dp-models never reaches the network at run time")]
+    NetworkForbidden {
+        /// The model.
+        model: String,
+        /// What would reach out, and how to fix it.
+        what: String,
+    },
+
+    /// A task request the manager cannot serve (unsupported task type, data of the wrong
+    /// kind for the task, a model without the preset the task needs, unknown options).
+    #[error("{message}")]
+    BadTask {
+        /// What is wrong and what to do.
+        message: String,
+    },
+
     /// A provider's own error, unchanged (its code is already the right one).
     #[error(transparent)]
     Provider(ModelError),
@@ -210,6 +228,8 @@ impl ManagerError {
             }
             Self::InsufficientGpuMemory { .. } => ErrorCode::InsufficientGpuMemory,
             Self::CatalogTooLarge { .. } => ErrorCode::InvalidSpec,
+            Self::NetworkForbidden { .. } => ErrorCode::NetworkForbidden,
+            Self::BadTask { .. } => ErrorCode::InvalidInput,
             Self::Provider(err) => err.error_code,
         }
     }
@@ -287,9 +307,12 @@ impl From<ManagerError> for ModelError {
             ManagerError::LoadAbandoned { model, provider } => Self::new(code, message)
                 .with_detail("model", model)
                 .with_detail("provider", provider),
-            ManagerError::CatalogTooLarge { .. } | ManagerError::ReaperSpawn { .. } => {
-                Self::new(code, message)
+            ManagerError::NetworkForbidden { model, .. } => {
+                Self::new(code, message).with_detail("model", model)
             }
+            ManagerError::CatalogTooLarge { .. }
+            | ManagerError::ReaperSpawn { .. }
+            | ManagerError::BadTask { .. } => Self::new(code, message),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `dp-manager` owns the model manager: resolution of models by name or role, the
 //! single-flight, reference-counted model cache, memory budgets with LRU eviction of idle
-//! models, keep-alive release, and the status/stats report.
+//! models, keep-alive release, the status/stats report, the unified task API with the
+//! shared pre/post-processing presets and the embedding cache, health checks, and the
+//! offline guarantees (no spec that needs the network, offline environment for child
+//! processes).
 //!
 //! Architecture: this is the top library crate. It may depend on every lower crate
 //! (`dp-spec` for specs, catalogs, errors and the provider contract; `dp-signature`; the
@@ -28,13 +31,16 @@
 //! Device policy never degrades silently: `cuda` / `cuda:N` on a machine without CUDA is
 //! an error, never a CPU run.
 //!
-//! # Not here yet
-//!
-//! The task API (`ModelManager::task(TaskRequest)`: presets around [`ModelHandle`]s), the
-//! embedding cache, health reporting (tier-0/1 readiness, to build on
-//! [`ModelManager::status`] and [`ModelManager::preload`]) and `models_used` records (to
-//! build on [`ModelHandle::spec`] and [`ModelHandle::key`] with `dp-signature`) come next;
-//! they are meant to live in their own modules on top of this one.
+//! - [`ModelManager::task`] is the unified task API (`embedding`, `infer`, preload with
+//!   `data: None`); [`ModelManager::embed`] embeds texts through the shared
+//!   [`preset`] (`sentence_embedding`: tokenization, pooling, normalization, the same for
+//!   every provider) and a `moka` embedding cache keyed by model signature and text.
+//!   Every result carries its `models_used` record ([`ModelHandle::models_used`]).
+//! - [`ModelManager::health`] checks every model without loading it (artifacts, digest
+//!   through the verification cache, provider and runtime) and summarizes tier 0.
+//! - The manager never reaches the network: [`ManagerBuilder::build`] refuses specs that
+//!   would, and processes started for it get the offline environment
+//!   ([`ModelManager::offline_command`]) while its own environment is left untouched.
 //!
 //! # Example
 //!
@@ -60,18 +66,38 @@ mod budget;
 mod builder;
 mod cache;
 mod clock;
+mod embedding;
 mod error;
+mod health;
 mod key;
 mod manager;
+mod offline;
+pub mod preset;
 mod reaper;
 mod resolve;
 mod status;
+mod task;
 
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use embedding::{EmbeddingCacheConfig, EmbeddingCacheStatus, EmbeddingOutput};
 pub use error::ManagerError;
+pub use health::{DigestHealth, HealthReport, ModelHealth, TierSummary};
 pub use key::CacheKey;
 pub use manager::ModelManager;
+pub use offline::{LOOPBACK_HOSTS, offline_env};
 pub use resolve::{RoleReason, RoleResolution};
 pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};
+pub use task::{TaskData, TaskOutput, TaskRequest, TaskResponse, TaskType};
+
+/// The provider crates this build compiled in (cargo features `candle`, `onnx`, `triton`),
+/// re-exported so a binary can register them without depending on each crate itself.
+pub mod providers {
+    #[cfg(feature = "candle")]
+    pub use dp_provider_candle as candle;
+    #[cfg(feature = "onnx")]
+    pub use dp_provider_onnx as onnx;
+    #[cfg(feature = "triton")]
+    pub use dp_provider_triton as triton;
+}

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use dp_signature::ModelsUsedEntry;
 use dp_spec::{Catalog, CatalogEntry, LoadRequest, ModelError, ModelProvider};
 
 use crate::budget::{Accounting, Counters, Reservation, Shortfall};
 use crate::builder::{ManagerBuilder, no_provider};
 use crate::cache::{ModelHandle, NewResident, Pending, Resident, Route, Slot, Waited};
 use crate::clock::{Clock, to_nanos};
+use crate::embedding::EmbeddingCache;
 use crate::error::ManagerError;
 use crate::key::{CacheKey, KeyHashBuilder, PackedKey};
 
@@ -47,6 +49,9 @@ pub(crate) struct Inner {
     /// Shortest keep-alive in use, in nanoseconds: paces the reaper.
     pub(crate) min_keep_alive: AtomicU64,
     pub(crate) next_serial: AtomicU64,
+    pub(crate) embedding_cache: EmbeddingCache,
+    /// The digest verification cache file health uses, if any.
+    pub(crate) verify_cache: Option<PathBuf>,
     /// Dropped with the last manager clone; the reaper sees the channel close and stops.
     pub(crate) _reaper_stop: Option<mpsc::Sender<()>>,
 }
@@ -138,6 +143,17 @@ impl ModelManager {
     /// spec pinning CUDA on a machine without it).
     pub fn cache_key(&self, name_or_alias: &str) -> Result<CacheKey, ModelError> {
         self.inner.route_of(name_or_alias).map(|r| r.key.clone())
+    }
+
+    /// The `models_used` record outputs made with this model carry: its identity as
+    /// resolved on this machine (device, precision) and its signatures. Loads nothing.
+    ///
+    /// # Errors
+    /// As [`Self::cache_key`].
+    pub fn models_used(&self, name_or_alias: &str) -> Result<ModelsUsedEntry, ModelError> {
+        self.inner
+            .route_of(name_or_alias)
+            .map(|r| r.models_used.clone())
     }
 
     /// A handle to the model, loading it first if needed.
@@ -328,6 +344,12 @@ impl Inner {
         let reservation = self.reserve(route)?;
         Counters::bump(&self.accounting.counters.loads);
         let started = Instant::now();
+        // The preset (tokenizer) first: a bad tokenizer.json fails fast, before the weights.
+        let preset = crate::preset::load_preset(spec, &self.models_root).map_err(|err| {
+            Counters::bump(&self.accounting.counters.load_errors);
+            tracing::warn!(event = "model_load_failed", model = %route.key, error = %err, "preset failed");
+            ManagerError::Provider(err)
+        })?;
         let request = LoadRequest {
             spec,
             models_root: &self.models_root,
@@ -356,6 +378,7 @@ impl Inner {
             route: Arc::clone(route),
             clock: Arc::clone(&self.clock),
             model,
+            preset,
             reservation,
         })))
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::cache::{Pending, Slot};
+use crate::embedding::EmbeddingCacheStatus;
 use crate::key::{CacheKey, PackedKey};
 use crate::manager::ModelManager;
 
@@ -20,6 +21,8 @@ pub struct ManagerStatus {
     pub models: Vec<ModelStatus>,
     /// Counters and budgets.
     pub totals: StatusTotals,
+    /// The embedding cache's size and counters.
+    pub embedding_cache: EmbeddingCacheStatus,
 }
 
 /// One cached model.
@@ -212,6 +215,7 @@ impl ModelManager {
         ManagerStatus {
             models: models.into_iter().map(|(_, m)| m).collect(),
             totals,
+            embedding_cache: inner.embedding_cache.status(),
         }
     }
 }

@@ -1,5 +1,318 @@
-//! `dp-provider-candle` will implement [`dp_spec::ModelProvider`] for `engine: candle`
-//! (BERT-family encoders from local, memory-mapped safetensors).
+//! `dp-provider-candle` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
+//! `engine: candle`: BERT-family encoders saved in the sentence-transformers layout
+//! (`config.json`, memory-mapped `model.safetensors`, `modules.json`), run on named tensors
+//! (`input_ids`, `attention_mask`, `token_type_ids` → `last_hidden_state`).
 //!
-//! Status: not implemented yet (its issue builds it). It may depend on `dp-spec` only
-//! among dp-models crates; never on the manager or another provider.
+//! It owns loading and running the encoder only: tokenization, pooling and normalization
+//! are the manager's shared presets, and digest verification happens before a load.
+//! It may depend on `dp-spec` only among dp-models crates; never on the manager or another
+//! provider. CPU is always available; CUDA needs the `cuda` cargo feature (off by default),
+//! and asking for CUDA without it is a `provider_unavailable` error.
+//!
+//! ```
+//! use dp_spec::ModelProvider;
+//! use dp_provider_candle::CandleProvider;
+//!
+//! let provider = CandleProvider::new();
+//! assert_eq!(provider.name(), "candle");
+//! ```
+
+mod artifacts;
+mod bert;
+mod error;
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Device};
+use dp_spec::{
+    Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
+    Precision, ResolvedDevice, Runtime, Tensor, TensorData,
+};
+
+use crate::artifacts::{BertConfig, MappedWeights, ModelFiles, check_modules};
+use crate::bert::{Bert, EncoderInput};
+pub use crate::error::CandleError;
+
+/// The output tensor name of text encoders.
+pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+
+/// Settings of a [`CandleProvider`].
+#[derive(Debug, Clone, Default)]
+pub struct CandleProviderConfig {
+    /// Worker threads for the CPU kernels; `None` means one per available core.
+    pub threads: Option<NonZeroUsize>,
+}
+
+/// The in-process candle provider (`runtime: inprocess`, `engine: candle`).
+///
+/// Models loaded by one provider share its worker threads, so the thread count bounds the
+/// CPU the provider uses however many models it holds.
+#[derive(Clone, Default)]
+pub struct CandleProvider {
+    config: CandleProviderConfig,
+    pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
+}
+
+impl std::fmt::Debug for CandleProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CandleProvider {
+    /// A provider with default settings (one thread per core).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A provider with explicit settings.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use dp_provider_candle::{CandleProvider, CandleProviderConfig};
+    ///
+    /// let provider = CandleProvider::with_config(CandleProviderConfig {
+    ///     threads: NonZeroUsize::new(2),
+    /// });
+    /// assert_eq!(provider.threads(), 2);
+    /// ```
+    #[must_use]
+    pub fn with_config(config: CandleProviderConfig) -> Self {
+        Self {
+            config,
+            pool: Arc::default(),
+        }
+    }
+
+    /// The number of worker threads models of this provider run on.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.config
+            .threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+
+    /// The shared worker pool, started on first use.
+    fn pool(&self) -> Result<Arc<rayon::ThreadPool>, CandleError> {
+        if let Some(pool) = self.pool.get() {
+            return Ok(Arc::clone(pool));
+        }
+        let threads = self.threads();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("dp-candle-{i}"))
+            .build()
+            .map_err(|e| CandleError::ThreadPool {
+                threads,
+                reason: e.to_string(),
+            })?;
+        // Another thread may have won the race; either pool is equivalent.
+        Ok(Arc::clone(self.pool.get_or_init(|| Arc::new(pool))))
+    }
+
+    /// Everything `validate_local_artifacts` checks, returning the pieces a load needs.
+    fn open(
+        spec: &ModelSpec,
+        models_root: &Path,
+    ) -> Result<(ModelFiles, BertConfig, MappedWeights), CandleError> {
+        let files = ModelFiles::locate(spec, models_root)?;
+        files.check_present()?;
+        let config = BertConfig::read(&files.config)?;
+        if let Some(modules) = &files.modules {
+            check_modules(modules)?;
+        }
+        let weights = MappedWeights::open(&files.weights)?;
+        Ok((files, config, weights))
+    }
+}
+
+/// The candle device for a resolved device, or why it is unavailable.
+fn candle_device(device: ResolvedDevice) -> Result<Device, CandleError> {
+    match device {
+        ResolvedDevice::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        ResolvedDevice::Cuda(index) => Device::new_cuda(usize::from(index)).map_err(|e| {
+            CandleError::DeviceUnavailable(format!("cannot open CUDA device {index}: {e}"))
+        }),
+        #[cfg(not(feature = "cuda"))]
+        ResolvedDevice::Cuda(index) => Err(CandleError::DeviceUnavailable(format!(
+            "CUDA device {index} was requested, but dp-provider-candle was built without its \
+             `cuda` feature; rebuild with it, or set device_policy: cpu"
+        ))),
+    }
+}
+
+const fn candle_dtype(precision: Precision) -> DType {
+    match precision {
+        Precision::Fp32 => DType::F32,
+        Precision::Fp16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    }
+}
+
+impl ModelProvider for CandleProvider {
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn supports(&self, spec: &ModelSpec) -> bool {
+        spec.runtime == Runtime::Inprocess && spec.engine == Engine::Candle
+    }
+
+    fn validate_local_artifacts(
+        &self,
+        spec: &ModelSpec,
+        models_root: &Path,
+    ) -> Result<(), ModelError> {
+        let (_, config, weights) = Self::open(spec, models_root)?;
+        // Check every tensor's name and shape without copying any weights.
+        let view = weights.view()?;
+        bert::check_tensors(&config, &view, weights.path())?;
+        Ok(())
+    }
+
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
+        let device = candle_device(request.device)?;
+        let (files, config, weights) = Self::open(request.spec, request.models_root)?;
+        let pool = self.pool()?;
+        let view = weights.view()?;
+        let dtype = candle_dtype(request.precision);
+        // Converting weights (fp16/bf16) is parallel work: do it on the provider's threads.
+        let bert = pool.install(|| {
+            Bert::load(
+                &config,
+                &files.config,
+                &view,
+                weights.path(),
+                dtype,
+                &device,
+            )
+        })?;
+        let output_name = match request.spec.output_schema.as_slice() {
+            [only] => only.name.clone(),
+            _ => LAST_HIDDEN_STATE.to_owned(),
+        };
+        Ok(Box::new(CandleModel {
+            bert,
+            pool,
+            output_name,
+        }))
+    }
+}
+
+/// A loaded encoder.
+struct CandleModel {
+    bert: Bert,
+    pool: Arc<rayon::ThreadPool>,
+    output_name: String,
+}
+
+impl LoadedModel for CandleModel {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        let input = self.encoder_input(inputs)?;
+        let (batch, seq, hidden) = (input.batch, input.seq, self.bert.hidden());
+        let values = if batch == 0 || seq == 0 {
+            Vec::new()
+        } else {
+            self.pool.install(|| self.bert.forward(&input))?
+        };
+        let output = Tensor::new(vec![batch, seq, hidden], TensorData::Fp32(values))?;
+        Ok(NamedTensors::from([(self.output_name.clone(), output)]))
+    }
+}
+
+impl CandleModel {
+    /// Checks the named inputs against the model and converts them to indices.
+    fn encoder_input(&self, inputs: &NamedTensors) -> Result<EncoderInput, CandleError> {
+        let ids = inputs.get("input_ids").ok_or_else(|| {
+            CandleError::InvalidInput(format!(
+                "the input 'input_ids' is missing (got {:?}); a text encoder takes input_ids, \
+                 attention_mask and token_type_ids",
+                inputs.keys().collect::<Vec<_>>()
+            ))
+        })?;
+        let [batch, seq] = *ids.shape() else {
+            return Err(CandleError::InvalidInput(format!(
+                "input_ids must be [batch, seq], got shape {:?}",
+                ids.shape()
+            )));
+        };
+        if seq > self.bert.max_positions() {
+            return Err(CandleError::InvalidInput(format!(
+                "sequences of {seq} tokens exceed the model's {} positions; truncate them",
+                self.bert.max_positions()
+            )));
+        }
+        let input_ids = indices("input_ids", ids, self.bert.vocab_size())?;
+        let token_type_ids = match inputs.get("token_type_ids") {
+            Some(t) => {
+                same_shape("token_type_ids", t, ids)?;
+                indices("token_type_ids", t, self.bert.type_vocab_size())?
+            }
+            None => vec![0; batch * seq],
+        };
+        let attention_mask = match inputs.get("attention_mask") {
+            Some(t) => {
+                same_shape("attention_mask", t, ids)?;
+                indices("attention_mask", t, 2)?
+                    .into_iter()
+                    .map(|m| m == 1)
+                    .collect()
+            }
+            None => vec![true; batch * seq],
+        };
+        Ok(EncoderInput {
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            batch,
+            seq,
+        })
+    }
+}
+
+fn same_shape(name: &str, t: &Tensor, ids: &Tensor) -> Result<(), CandleError> {
+    if t.shape() == ids.shape() {
+        Ok(())
+    } else {
+        Err(CandleError::InvalidInput(format!(
+            "{name} has shape {:?} but input_ids has {:?}; they must match",
+            t.shape(),
+            ids.shape()
+        )))
+    }
+}
+
+/// The elements of an integer tensor as `u32` indices below `limit`.
+fn indices(name: &str, t: &Tensor, limit: usize) -> Result<Vec<u32>, CandleError> {
+    let out_of_range = |v: i64| {
+        CandleError::InvalidInput(format!(
+            "{name} holds {v}, outside 0..{limit} for this model"
+        ))
+    };
+    let convert = |v: i64| {
+        usize::try_from(v)
+            .ok()
+            .filter(|&u| u < limit)
+            .and_then(|u| u32::try_from(u).ok())
+            .ok_or_else(|| out_of_range(v))
+    };
+    match t.data() {
+        TensorData::Int64(values) => values.iter().map(|&v| convert(v)).collect(),
+        TensorData::Int32(values) => values.iter().map(|&v| convert(i64::from(v))).collect(),
+        other => Err(CandleError::InvalidInput(format!(
+            "{name} must be int64 (or int32), got {:?}",
+            other.dtype()
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+mod tests;

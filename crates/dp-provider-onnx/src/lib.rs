@@ -1,5 +1,241 @@
-//! `dp-provider-onnx` will implement [`dp_spec::ModelProvider`] for `engine: onnx` on ONNX
-//! Runtime, loaded dynamically from a local library (never downloaded).
+//! `dp-provider-onnx` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
+//! `engine: onnx` on ONNX Runtime, loaded dynamically from a local library (never
+//! downloaded): it finds the library, opens sessions with the spec's settings and device,
+//! checks the model's real tensors against the spec, and runs named tensors.
 //!
-//! Status: not implemented yet (its issue builds it). It may depend on `dp-spec` only
-//! among dp-models crates; never on the manager or another provider.
+//! It may depend on `dp-spec` only among dp-models crates; never on the manager or another
+//! provider. Tokenization, pooling and normalization are the manager's presets, not here.
+//!
+//! The library is found, in order, at [`OnnxProviderConfig::library_path`], at
+//! `ORT_DYLIB_PATH`, or at `<models root>/../onnxruntime/libonnxruntime.so` (where
+//! `cargo xtask setup` puts it); when absent, loading fails with `provider_unavailable`.
+
+mod error;
+mod external_data;
+mod library;
+mod model;
+
+use std::path::{Path, PathBuf};
+
+use dp_spec::{
+    DevicePolicy, Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
+    NamedTensors, OnnxGraphOptimization, ProviderHealth, ResolvedDevice, Runtime,
+};
+use ort::ep::{self, ExecutionProvider};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+pub use error::OnnxError;
+pub use library::{ORT_DYLIB_PATH, SETUP_LIBRARY, resolve_library_path};
+
+use crate::model::OnnxModel;
+
+/// Settings of the ONNX Runtime provider.
+///
+/// ```
+/// use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
+/// use dp_spec::ModelProvider;
+///
+/// let provider = OnnxProvider::new(OnnxProviderConfig::default());
+/// assert_eq!(provider.name(), "onnx");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OnnxProviderConfig {
+    /// Path of `libonnxruntime.so`; `None` falls back to `ORT_DYLIB_PATH`, then to the setup
+    /// folder next to the models root.
+    pub library_path: Option<PathBuf>,
+}
+
+/// The in-process ONNX Runtime provider (`runtime: inprocess`, `engine: onnx`).
+#[derive(Debug, Clone, Default)]
+pub struct OnnxProvider {
+    config: OnnxProviderConfig,
+}
+
+impl OnnxProvider {
+    /// A provider with the given settings. Nothing is loaded until the first model is.
+    #[must_use]
+    pub const fn new(config: OnnxProviderConfig) -> Self {
+        Self { config }
+    }
+
+    /// The library this provider would load for models under `models_root`, and the rule
+    /// that chose it.
+    #[must_use]
+    pub fn library_path(&self, models_root: &Path) -> (PathBuf, &'static str) {
+        resolve_library_path(self.config.library_path.as_deref(), models_root)
+    }
+
+    /// The model file of a spec: its first `.onnx` artifact.
+    fn model_path(spec: &ModelSpec, models_root: &Path) -> Result<PathBuf, OnnxError> {
+        let artifact = spec
+            .local_artifacts
+            .iter()
+            .find(|a| Path::new(a).extension().is_some_and(|e| e == "onnx"))
+            .ok_or_else(|| {
+                OnnxError::InvalidSpec(format!(
+                    "model '{}': local_artifacts lists no .onnx file; list the model file first",
+                    spec.model_name
+                ))
+            })?;
+        Ok(models_root.join(artifact))
+    }
+
+    fn load_model(&self, request: &LoadRequest<'_>) -> Result<OnnxModel, OnnxError> {
+        let spec = request.spec;
+        self.validate(spec, request.models_root)?;
+        let model_path = Self::model_path(spec, request.models_root)?;
+        let (library, source_of_path) = self.library_path(request.models_root);
+        let environment = library::environment(&library, source_of_path)?;
+
+        let bytes = std::fs::read(&model_path).map_err(|e| {
+            OnnxError::WeightsMissing(format!("cannot read {}: {e}", model_path.display()))
+        })?;
+        external_data::check_model_file(&model_path, &bytes)?;
+
+        let runtime = |e: String| OnnxError::Runtime(format!("model '{}': {e}", spec.model_name));
+        let settings = spec.onnx.clone().unwrap_or_default();
+        let mut builder = Session::builder(environment)
+            .map_err(|e| runtime(e.to_string()))?
+            .with_optimization_level(optimization_level(settings.graph_optimization_level))
+            .map_err(|e| runtime(e.to_string()))?;
+        if let Some(threads) = settings.intra_op_threads {
+            builder = builder
+                .with_intra_threads(usize::from(threads))
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        let providers = execution_providers(spec, request.device)?;
+        if !providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers)
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        // From the file, not the bytes read above: ONNX Runtime resolves external data
+        // relative to the model's folder only when it knows the file's path.
+        let session = builder
+            .commit_from_file(&model_path)
+            .map_err(|e| runtime(e.to_string()))?;
+        drop(bytes);
+        OnnxModel::new(
+            &spec.model_name,
+            session,
+            &spec.input_schema,
+            &spec.output_schema,
+        )
+    }
+
+    fn validate(&self, spec: &ModelSpec, models_root: &Path) -> Result<(), OnnxError> {
+        for artifact in &spec.local_artifacts {
+            let path = models_root.join(artifact);
+            if !path.exists() {
+                return Err(OnnxError::WeightsMissing(format!(
+                    "model '{}': {} is missing; place the model's files under the models \
+                     root ({})",
+                    spec.model_name,
+                    path.display(),
+                    models_root.display()
+                )));
+            }
+        }
+        let _ = self;
+        Self::model_path(spec, models_root).map(drop)
+    }
+}
+
+const fn optimization_level(level: OnnxGraphOptimization) -> GraphOptimizationLevel {
+    match level {
+        OnnxGraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        OnnxGraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        OnnxGraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        OnnxGraphOptimization::Layout => GraphOptimizationLevel::Level3,
+        OnnxGraphOptimization::All => GraphOptimizationLevel::All,
+    }
+}
+
+/// The execution providers for the device: none (ONNX Runtime's CPU) for the CPU;
+/// TensorRT (when offered) then CUDA for a GPU. A GPU the library cannot drive is an error
+/// when the spec asked for CUDA explicitly, and the CPU under `auto`.
+fn execution_providers(
+    spec: &ModelSpec,
+    device: ResolvedDevice,
+) -> Result<Vec<ep::ExecutionProviderDispatch>, OnnxError> {
+    let ResolvedDevice::Cuda(index) = device else {
+        return Ok(Vec::new());
+    };
+    let cuda = ep::CUDA::is_available().unwrap_or(false);
+    if !cuda {
+        return if spec.device_policy == DevicePolicy::Auto {
+            Ok(Vec::new())
+        } else {
+            Err(OnnxError::DeviceUnavailable(format!(
+                "model '{}' asks for device_policy {} but the loaded ONNX Runtime library offers \
+                 no CUDAExecutionProvider; install the onnxruntime-gpu library (and point \
+                 ORT_DYLIB_PATH at it) or set device_policy: cpu",
+                spec.model_name, spec.device_policy
+            )))
+        };
+    }
+    let explicit = spec.device_policy != DevicePolicy::Auto;
+    let mut providers = Vec::new();
+    if ep::TensorRT::is_available().unwrap_or(false) {
+        providers.push(
+            ep::TensorRT::default()
+                .with_device_id(i32::from(index))
+                .build(),
+        );
+    }
+    let cuda = ep::CUDA::default().with_device_id(i32::from(index)).build();
+    providers.push(if explicit {
+        cuda.error_on_failure()
+    } else {
+        cuda
+    });
+    Ok(providers)
+}
+
+/// A loaded ONNX model, as the manager sees it.
+struct Loaded(OnnxModel);
+
+impl LoadedModel for Loaded {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        self.0.infer(inputs).map_err(ModelError::from)
+    }
+}
+
+impl ModelProvider for OnnxProvider {
+    fn name(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn supports(&self, spec: &ModelSpec) -> bool {
+        spec.runtime == Runtime::Inprocess && spec.engine == Engine::Onnx
+    }
+
+    fn validate_local_artifacts(
+        &self,
+        spec: &ModelSpec,
+        models_root: &Path,
+    ) -> Result<(), ModelError> {
+        self.validate(spec, models_root).map_err(ModelError::from)
+    }
+
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
+        let model = self.load_model(request)?;
+        Ok(Box::new(Loaded(model)))
+    }
+
+    fn health(&self, _spec: &ModelSpec, models_root: &Path) -> ProviderHealth {
+        let (path, source_of_path) = self.library_path(models_root);
+        if path.is_file() {
+            ProviderHealth::runtime_found()
+        } else {
+            ProviderHealth::runtime_missing(
+                OnnxError::LibraryMissing {
+                    path,
+                    source_of_path,
+                }
+                .to_string(),
+            )
+        }
+    }
+}

@@ -1,15 +1,11 @@
 //! The JSON Schemas of the records this crate defines, generated from the Rust types.
 //!
-//! They are generated with the settings `dp-spec` uses for its own schemas (draft 2020-12,
-//! no `null` for optional fields, unit enums as plain `enum`s), so that a record's `runtime`
-//! or `precision` is described exactly as in `model-spec.schema.json`. `dp-spec` keeps its
-//! generator private, so the two transforms are restated here; a test compares the shared
-//! definitions with dp-spec's to catch drift.
+//! They are generated with `dp-spec`'s generator ([`dp_spec::schema::generator`]: draft
+//! 2020-12, no `null` for optional fields, unit enums as plain `enum`s), so that a record's
+//! `runtime` or `precision` is described exactly as in `model-spec.schema.json`.
 
-use schemars::generate::SchemaSettings;
-use schemars::transform::RecursiveTransform;
-use schemars::{JsonSchema, Schema};
-use serde_json::{Value, json};
+use dp_spec::schema::root_schema_for;
+use serde_json::Value;
 
 use crate::record::{ModelsUsedEntry, ResolvedModelMapping};
 
@@ -36,97 +32,10 @@ pub fn generated_schemas() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn root_schema_for<T: JsonSchema>() -> Value {
-    SchemaSettings::draft2020_12()
-        .with_transform(RecursiveTransform(|schema: &mut Schema| {
-            drop_null_alternative(schema);
-            unit_enums_as_enum(schema);
-        }))
-        .into_generator()
-        .into_root_schema_for::<T>()
-        .to_value()
-}
-
-/// An optional field is left out of a record, never written `null`, so the `null`
-/// alternative schemars adds for `Option<T>` is removed (`type: [T, "null"]` becomes
-/// `type: T`; `anyOf: [S, {type: null}]` becomes `S`).
-fn drop_null_alternative(schema: &mut Schema) {
-    let null = json!("null");
-    if let Some(Value::Array(types)) = schema.get("type")
-        && types.len() == 2
-        && types.contains(&null)
-        && let Some(other) = types.iter().find(|t| **t != null).cloned()
-    {
-        schema.insert("type".into(), other);
-    }
-    let only_null = |v: &Value| {
-        v.as_object()
-            .is_some_and(|o| o.len() == 1 && o.get("type") == Some(&null))
-    };
-    let inner = match schema.get("anyOf") {
-        Some(Value::Array(alternatives)) if alternatives.len() == 2 => {
-            match alternatives.iter().position(only_null) {
-                Some(null_at) => alternatives[1 - null_at].as_object().cloned(),
-                None => None,
-            }
-        }
-        _ => None,
-    };
-    if let Some(inner) = inner {
-        schema.remove("anyOf");
-        for (key, value) in inner {
-            if schema.get(&key).is_none() {
-                schema.insert(key, value);
-            }
-        }
-    }
-}
-
-/// schemars renders an enum with documented variants as a `oneOf` of `const`s; other
-/// languages read a plain `enum` more easily, so the variants become one, and their docs
-/// move into the description as `- \`value\`: doc` lines.
-fn unit_enums_as_enum(schema: &mut Schema) {
-    let Some(variants) = schema.get("oneOf").and_then(Value::as_array) else {
-        return;
-    };
-    let mut values = Vec::with_capacity(variants.len());
-    let mut lines = Vec::with_capacity(variants.len());
-    for variant in variants {
-        let Some(object) = variant.as_object() else {
-            return;
-        };
-        let Some(value) = object.get("const") else {
-            return;
-        };
-        if object
-            .keys()
-            .any(|k| !matches!(k.as_str(), "const" | "description" | "type"))
-        {
-            return;
-        }
-        if let Some(doc) = object.get("description").and_then(Value::as_str) {
-            lines.push(format!("- `{}`: {doc}", value.as_str().unwrap_or_default()));
-        }
-        values.push(value.clone());
-    }
-    schema.remove("oneOf");
-    schema.insert("type".into(), json!("string"));
-    schema.insert("enum".into(), Value::Array(values));
-    if !lines.is_empty() {
-        let head = schema
-            .get("description")
-            .and_then(Value::as_str)
-            .map(|d| format!("{d}\n\n"))
-            .unwrap_or_default();
-        schema.insert(
-            "description".into(),
-            json!(format!("{head}{}", lines.join("\n"))),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn schema(name: &str) -> Value {

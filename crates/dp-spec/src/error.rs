@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use dp_digest::{DigestError, DigestErrorKind, VerifyStatus};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +43,17 @@ pub enum ErrorCode {
     VersionDrift,
     /// The provider is not compiled in, or its runtime library cannot be found.
     ProviderUnavailable,
-    /// A request's data does not fit the model (tensor names, shapes, element types).
+    /// A request's data does not fit the model (tensor names, shapes, element types), or a
+    /// machine-written file (a lock file) is malformed.
     InvalidInput,
+    /// The operating system refused a read, write or lock (permissions, full disk): an
+    /// unexpected failure, not a problem with the specs or the weights.
+    Io,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::ModelNotFound,
         Self::WeightsMissing,
         Self::WeightsDigestMismatch,
@@ -62,6 +68,7 @@ impl ErrorCode {
         Self::VersionDrift,
         Self::ProviderUnavailable,
         Self::InvalidInput,
+        Self::Io,
     ];
 
     /// The stable snake_case name, identical to the serialized form.
@@ -82,6 +89,7 @@ impl ErrorCode {
             Self::VersionDrift => "version_drift",
             Self::ProviderUnavailable => "provider_unavailable",
             Self::InvalidInput => "invalid_input",
+            Self::Io => "io",
         }
     }
 }
@@ -141,6 +149,92 @@ impl ModelError {
     }
 }
 
+impl ErrorCode {
+    /// The code of a [`dp_digest::DigestError`], from its stable classification (never from
+    /// its message).
+    ///
+    /// ```
+    /// use dp_digest::DigestErrorKind;
+    /// use dp_spec::ErrorCode;
+    ///
+    /// assert_eq!(ErrorCode::of_digest_error(DigestErrorKind::WeightsMissing), ErrorCode::WeightsMissing);
+    /// assert_eq!(ErrorCode::of_digest_error(DigestErrorKind::Io), ErrorCode::Io);
+    /// ```
+    #[must_use]
+    pub const fn of_digest_error(kind: DigestErrorKind) -> Self {
+        match kind {
+            DigestErrorKind::InvalidDigest | DigestErrorKind::InvalidInput => Self::InvalidSpec,
+            DigestErrorKind::WeightsMissing => Self::WeightsMissing,
+            DigestErrorKind::UnverifiableWeights => Self::WeightsDigestMismatch,
+            DigestErrorKind::MalformedLockFile => Self::InvalidInput,
+            DigestErrorKind::Io => Self::Io,
+        }
+    }
+
+    /// The code of a verification outcome; `None` when the model is verified.
+    ///
+    /// ```
+    /// use dp_digest::VerifyStatus;
+    /// use dp_spec::ErrorCode;
+    ///
+    /// assert_eq!(ErrorCode::of_verify_status(VerifyStatus::Drift), Some(ErrorCode::VersionDrift));
+    /// assert_eq!(ErrorCode::of_verify_status(VerifyStatus::Ok), None);
+    /// ```
+    #[must_use]
+    pub const fn of_verify_status(status: VerifyStatus) -> Option<Self> {
+        match status {
+            VerifyStatus::Ok => None,
+            VerifyStatus::Missing => Some(Self::WeightsMissing),
+            VerifyStatus::DigestMismatch => Some(Self::WeightsDigestMismatch),
+            VerifyStatus::Drift => Some(Self::VersionDrift),
+        }
+    }
+}
+
+impl From<DigestError> for ModelError {
+    /// Maps a digest error onto the shared vocabulary: the code comes from
+    /// [`DigestError::kind`], the message is the error's own (it says what to do), and the
+    /// paths it names go into `details`.
+    fn from(err: DigestError) -> Self {
+        let code = ErrorCode::of_digest_error(err.kind());
+        let path = |p: &std::path::Path| serde_json::Value::from(p.display().to_string());
+        let mut model_error = Self::new(code, err.to_string());
+        match &err {
+            DigestError::Read { path: p, .. }
+            | DigestError::Write { path: p, .. }
+            | DigestError::Lock { path: p, .. } => {
+                model_error = model_error.with_detail("path", path(p));
+            }
+            DigestError::MalformedLockFile { path: p, .. }
+            | DigestError::UnsupportedLockVersion { path: p, .. } => {
+                model_error = model_error.with_detail("file", path(p));
+            }
+            DigestError::WeightsMissing { root, missing } => {
+                model_error = model_error
+                    .with_detail("models_root", path(root))
+                    .with_detail("missing", missing.clone());
+            }
+            DigestError::InvalidArtifactPath { artifact, .. }
+            | DigestError::ArtifactEscapesRoot { artifact, .. } => {
+                model_error = model_error.with_detail("artifact", artifact.clone());
+            }
+            DigestError::SymlinkEscapesTree { link, target, .. }
+            | DigestError::BrokenSymlink { link, target, .. } => {
+                model_error = model_error
+                    .with_detail("path", link.clone())
+                    .with_detail("target", path(target));
+            }
+            DigestError::SymlinkLoop { path: p, .. }
+            | DigestError::SpecialFile { path: p, .. }
+            | DigestError::UnsupportedFileName { path: p, .. } => {
+                model_error = model_error.with_detail("path", p.clone());
+            }
+            _ => {}
+        }
+        model_error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +259,89 @@ mod tests {
         );
         let back: ModelError = serde_json::from_str(&text).expect("deserializes");
         assert_eq!(back, err);
+    }
+
+    fn digest_error(kind: DigestErrorKind) -> DigestError {
+        let root = std::path::PathBuf::from("/models");
+        match kind {
+            DigestErrorKind::InvalidDigest => "md5:00"
+                .parse::<dp_digest::WeightsDigest>()
+                .expect_err("md5 is refused"),
+            DigestErrorKind::InvalidInput => DigestError::InvalidArtifactPath {
+                artifact: "../x".into(),
+                reason: "has a `..` segment",
+            },
+            DigestErrorKind::WeightsMissing => DigestError::WeightsMissing {
+                root,
+                missing: vec!["tiny/model.onnx".into()],
+            },
+            DigestErrorKind::UnverifiableWeights => DigestError::SymlinkEscapesTree {
+                link: "tiny/model.onnx".into(),
+                target: "/etc/passwd".into(),
+                root,
+            },
+            DigestErrorKind::MalformedLockFile => DigestError::MalformedLockFile {
+                path: "specs/catalog.lock".into(),
+                detail: "expected value at line 1 column 1".into(),
+            },
+            DigestErrorKind::Io => DigestError::Write {
+                path: "specs/catalog.lock".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+        }
+    }
+
+    #[test]
+    fn every_digest_error_kind_maps_to_its_documented_code() {
+        let expected = [
+            (DigestErrorKind::InvalidDigest, "invalid_spec"),
+            (DigestErrorKind::InvalidInput, "invalid_spec"),
+            (DigestErrorKind::WeightsMissing, "weights_missing"),
+            (
+                DigestErrorKind::UnverifiableWeights,
+                "weights_digest_mismatch",
+            ),
+            (DigestErrorKind::MalformedLockFile, "invalid_input"),
+            (DigestErrorKind::Io, "io"),
+        ];
+        for (kind, code) in expected {
+            let err = digest_error(kind);
+            assert_eq!(err.kind(), kind, "fixture of {kind:?}");
+            let message = err.to_string();
+            let model_error = ModelError::from(err);
+            assert_eq!(model_error.error_code.as_str(), code, "{kind:?}");
+            assert_eq!(model_error.message, message, "the message is kept as is");
+        }
+    }
+
+    #[test]
+    fn digest_errors_carry_their_paths_in_details() {
+        let missing = ModelError::from(digest_error(DigestErrorKind::WeightsMissing));
+        assert_eq!(missing.details["models_root"], "/models");
+        assert_eq!(
+            missing.details["missing"],
+            serde_json::json!(["tiny/model.onnx"])
+        );
+        let escaping = ModelError::from(digest_error(DigestErrorKind::UnverifiableWeights));
+        assert_eq!(escaping.details["path"], "tiny/model.onnx");
+        assert_eq!(escaping.details["target"], "/etc/passwd");
+        let lock = ModelError::from(digest_error(DigestErrorKind::MalformedLockFile));
+        assert_eq!(lock.details["file"], "specs/catalog.lock");
+    }
+
+    #[test]
+    fn verify_statuses_map_to_the_codes_dp_digest_names() {
+        for status in [
+            VerifyStatus::Ok,
+            VerifyStatus::Missing,
+            VerifyStatus::DigestMismatch,
+            VerifyStatus::Drift,
+        ] {
+            assert_eq!(
+                ErrorCode::of_verify_status(status).map(ErrorCode::as_str),
+                status.error_code(),
+                "{status:?}"
+            );
+        }
     }
 }

@@ -28,9 +28,10 @@ pub use dp_digest::WeightsDigest;
 pub use error::{ErrorCode, ModelError};
 pub use layering::{Layer, ProfileFile, ResolvedCatalog, resolve};
 pub use model_spec::{
-    DevicePolicy, Engine, ModelSpec, Precision, ResourceRequirements, Runtime, TensorDType,
-    TensorSpec, TritonSettings,
+    DevicePolicy, Engine, ModelSpec, OnnxGraphOptimization, OnnxSettings, Precision,
+    ResourceRequirements, Runtime, TensorDType, TensorSpec, TritonSettings,
 };
 pub use provider::{
-    LoadRequest, LoadedModel, ModelProvider, NamedTensors, ResolvedDevice, Tensor, TensorData,
+    LoadRequest, LoadedModel, ModelProvider, NamedTensors, ProviderHealth, ResolvedDevice, Tensor,
+    TensorData,
 };

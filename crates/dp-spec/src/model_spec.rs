@@ -104,6 +104,10 @@ pub struct ModelSpec {
     /// Where and how to reach the model on a Triton server; required for `runtime: triton`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triton: Option<TritonSettings>,
+    /// ONNX Runtime session settings for `runtime: inprocess`, `engine: onnx`; absent means
+    /// ONNX Runtime's defaults with every graph optimization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxSettings>,
     /// Readiness tier: 0 = must be ready at start-up, 1 = expected (health reports it),
     /// 2 = on demand.
     #[serde(default = "default_tier")]
@@ -416,6 +420,50 @@ pub struct TritonSettings {
     #[serde(default = "default_request_timeout_ms")]
     #[schemars(range(min = 1))]
     pub request_timeout_ms: u64,
+}
+
+/// ONNX Runtime session settings of an in-process ONNX model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxSettings {
+    /// Threads one inference may use (ONNX Runtime's intra-op pool); absent means one per
+    /// physical core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub intra_op_threads: Option<u16>,
+    /// How far ONNX Runtime rewrites the graph before running it.
+    #[serde(default)]
+    pub graph_optimization_level: OnnxGraphOptimization,
+}
+
+/// ONNX Runtime's graph optimization levels.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnnxGraphOptimization {
+    /// No rewrite.
+    Disable,
+    /// Semantics-preserving rewrites that remove redundant nodes (constant folding…).
+    Basic,
+    /// Also fusions of common operator patterns (attention, GELU, layer normalization…).
+    Extended,
+    /// Also memory layout rewrites.
+    Layout,
+    /// Every optimization (the default).
+    #[default]
+    All,
 }
 
 const fn default_connect_timeout_ms() -> u64 {

@@ -68,6 +68,57 @@ pub trait ModelProvider: Send + Sync {
     /// # Errors
     /// Missing or corrupt artifacts, an unavailable device or runtime, a schema mismatch.
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError>;
+
+    /// Reports, without loading the model, whether this provider's runtime is usable for
+    /// the spec (the ONNX Runtime library found, a Triton server reachable) and, where the
+    /// runtime can tell, whether the model itself is ready (a Triton model loaded on its
+    /// server). It must contact nothing but the spec's configured (and allowed) endpoint.
+    ///
+    /// The default reports the runtime found and says nothing of the model: right for a
+    /// runtime compiled into the binary.
+    fn health(&self, spec: &ModelSpec, models_root: &Path) -> ProviderHealth {
+        let _ = (spec, models_root);
+        ProviderHealth::runtime_found()
+    }
+}
+
+/// What [`ModelProvider::health`] reports.
+///
+/// ```
+/// let ok = dp_spec::ProviderHealth::runtime_found();
+/// assert!(ok.runtime_found && ok.model_ready.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderHealth {
+    /// The runtime the provider needs is there (library found, server answering).
+    pub runtime_found: bool,
+    /// Whether the model is ready on the runtime, when the runtime can tell (Triton's
+    /// model readiness); `None` when that is only known by loading it.
+    pub model_ready: Option<bool>,
+    /// What is wrong and what to do, when something is.
+    pub detail: Option<String>,
+}
+
+impl ProviderHealth {
+    /// The runtime is there; nothing is known about the model without loading it.
+    #[must_use]
+    pub const fn runtime_found() -> Self {
+        Self {
+            runtime_found: true,
+            model_ready: None,
+            detail: None,
+        }
+    }
+
+    /// The runtime is missing or unreachable, and why.
+    #[must_use]
+    pub fn runtime_missing(detail: impl Into<String>) -> Self {
+        Self {
+            runtime_found: false,
+            model_ready: None,
+            detail: Some(detail.into()),
+        }
+    }
 }
 
 /// A model loaded by a provider.

@@ -30,7 +30,12 @@ pub fn generated_schemas() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn generator() -> SchemaGenerator {
+/// The schema generator every dp-models schema is made with: draft 2020-12, optional fields
+/// left out rather than `null`, and unit enums as a plain `enum` whose variants' docs move
+/// into the description. Crates above `dp-spec` (`dp-signature`) use it so that a shared
+/// type such as `Runtime` is described identically in every schema.
+#[must_use]
+pub fn generator() -> SchemaGenerator {
     SchemaSettings::draft2020_12()
         .with_transform(RecursiveTransform(|schema: &mut Schema| {
             drop_null_alternative(schema);
@@ -111,7 +116,15 @@ fn unit_enums_as_enum(schema: &mut Schema) {
     }
 }
 
-fn root_schema_for<T: schemars::JsonSchema>() -> Value {
+/// The root schema of `T`, made with [`generator`].
+///
+/// ```
+/// let schema = dp_spec::schema::root_schema_for::<dp_spec::ModelError>();
+/// assert_eq!(schema["title"], "ModelError");
+/// assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+/// ```
+#[must_use]
+pub fn root_schema_for<T: schemars::JsonSchema>() -> Value {
     generator().into_root_schema_for::<T>().to_value()
 }
 

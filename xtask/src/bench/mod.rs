@@ -3,7 +3,10 @@
 //! otherwise run.
 
 mod digest;
+mod embed;
+mod manager;
 mod pairs;
+mod triton;
 
 use std::path::Path;
 
@@ -31,6 +34,14 @@ enum Group {
     Catalog,
     /// File and directory digests against sha256sum, openssl and b3sum.
     Digest,
+    /// Sentence embedding (cold load, throughput) against sentence-transformers on PyTorch
+    /// (side-by-side rows only, no criterion bench).
+    Embed,
+    /// The manager's hot path and embedding cache, with the Python manager as anchor.
+    Manager,
+    /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
+    /// one real tritonserver (side-by-side rows only, no criterion bench).
+    Triton,
     /// Every group.
     All,
 }
@@ -57,6 +68,11 @@ const BENCHES: &[Bench] = &[
         package: "dp-digest",
         target: "digest",
     },
+    Bench {
+        group: Group::Manager,
+        package: "dp-manager",
+        target: "manager",
+    },
 ];
 
 /// The bench targets `group` selects.
@@ -72,6 +88,15 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     run_criterion(root, args)?;
     if matches!(args.group, Group::Digest | Group::All) {
         digest::run(root)?;
+    }
+    if matches!(args.group, Group::Embed | Group::All) {
+        embed::run(root)?;
+    }
+    if matches!(args.group, Group::Manager | Group::All) {
+        manager::run(root)?;
+    }
+    if matches!(args.group, Group::Triton | Group::All) {
+        triton::run(root)?;
     }
     Ok(())
 }
@@ -102,7 +127,11 @@ mod tests {
 
     #[test]
     fn every_group_has_a_bench_and_all_selects_them_all() {
-        for group in Group::value_variants() {
+        // Triton and Embed have side-by-side rows only.
+        for group in Group::value_variants()
+            .iter()
+            .filter(|g| !matches!(**g, Group::Triton | Group::Embed))
+        {
             assert!(selected(*group).next().is_some(), "{group:?}");
         }
         assert_eq!(selected(Group::All).count(), BENCHES.len());

@@ -8,3 +8,4 @@ mod common;
 mod keep_alive;
 mod resolution;
 mod single_flight;
+mod tasks;

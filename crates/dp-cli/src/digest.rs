@@ -1,0 +1,273 @@
+//! `dp digest PATH [--algo sha256|blake3] [--cache FILE] [--strict]`: the digest of a file,
+//! or the aggregate and per-file lines of a directory (the lines `sha256sum` prints), and
+//! the terminal progress bar shared with `dp verify`.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+
+use clap::{Args, ValueEnum};
+use dp_digest::{
+    DigestAlgorithm, DigestError, Manifest, ManifestOptions, NoProgress, Progress,
+    VerificationCache, digest_file, manifest_of_artifacts, manifest_of_dir,
+};
+use dp_spec::{ErrorCode, ModelError};
+use serde_json::json;
+
+use crate::{Cli, EXIT_INVALID};
+
+/// Arguments of `dp digest`.
+#[derive(Debug, Args)]
+pub(crate) struct DigestArgs {
+    /// File or directory to hash (symlinks are followed; see docs/digests.md).
+    path: PathBuf,
+    /// Hash algorithm.
+    #[arg(long, value_enum, default_value_t = Algo::Sha256)]
+    algo: Algo,
+    /// Verification cache file: digests of files whose identity (device, inode, size, mtime,
+    /// ctime) is unchanged are taken from it instead of being read again.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// Read and hash every byte even when the cache knows the file (and refresh the cache).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// The `--algo` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Algo {
+    /// SHA-256, as `sha256sum` prints it.
+    Sha256,
+    /// BLAKE3, as `b3sum` prints it.
+    Blake3,
+}
+
+impl From<Algo> for DigestAlgorithm {
+    fn from(algo: Algo) -> Self {
+        match algo {
+            Algo::Sha256 => Self::Sha256,
+            Algo::Blake3 => Self::Blake3,
+        }
+    }
+}
+
+pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
+    let algorithm = DigestAlgorithm::from(args.algo);
+    let meta = match std::fs::metadata(&args.path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let err = ModelError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "no file or directory at {} (or a symlink there is dangling); check the path",
+                    args.path.display()
+                ),
+            )
+            .with_detail("path", args.path.display().to_string());
+            return report_model_error(cli, &err);
+        }
+        Err(source) => {
+            return report_model_error(
+                cli,
+                &ModelError::from(DigestError::Read {
+                    path: args.path.clone(),
+                    source,
+                }),
+            );
+        }
+    };
+    let cache = args.cache.as_ref().map(VerificationCache::load);
+    let bar = TerminalProgress::for_stderr();
+    let options = ManifestOptions {
+        algorithm,
+        strict: args.strict,
+        cache: cache.as_ref(),
+        progress: bar.as_progress(),
+        ..ManifestOptions::default()
+    };
+    let outcome = if meta.is_dir() {
+        // Cache entries are keyed by path: an absolute one stays valid from any directory.
+        let dir = std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone());
+        manifest_of_dir(&dir, &options).map(Hashed::Directory)
+    } else if cache.is_some() {
+        // The cache is keyed by the paths a manifest walks, so a cached single file is
+        // hashed as the one-file manifest of its directory.
+        file_through_manifest(&args.path, &options).map(Hashed::File)
+    } else {
+        digest_file(&args.path, algorithm, options.progress)
+            .map(|d| d.to_string())
+            .map(Hashed::File)
+    };
+    let hashed = match outcome {
+        Ok(hashed) => hashed,
+        Err(err) => return report_model_error(cli, &ModelError::from(err)),
+    };
+    if let Some(cache) = &cache
+        && let Err(err) = cache.save_if_changed()
+    {
+        // The digest is right; only the next run will be slower.
+        eprintln!("dp: warning: could not save the verification cache: {err}");
+    }
+    print_stdout(&hashed.render(cli.json)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What was hashed.
+enum Hashed {
+    /// A file's digest, in `<algorithm>:<hex>` form.
+    File(String),
+    /// A directory's manifest.
+    Directory(Manifest),
+}
+
+impl Hashed {
+    /// The text `dp digest` prints: the digest; or the aggregate then the per-file lines
+    /// exactly as `sha256sum` (`b3sum`) prints them. `--json`: `{"digest"}` or
+    /// `{"aggregate","files":[{"path","digest"}]}`.
+    fn render(&self, as_json: bool) -> anyhow::Result<String> {
+        let mut text = match (self, as_json) {
+            (Self::File(digest), false) => digest.clone(),
+            (Self::Directory(manifest), false) => {
+                let mut text = format!("{}\n{}", manifest.aggregate, manifest.sha256sum_lines());
+                text.pop();
+                text
+            }
+            (Self::File(digest), true) => {
+                serde_json::to_string_pretty(&json!({ "digest": digest }))?
+            }
+            (Self::Directory(manifest), true) => {
+                let files: Vec<_> = manifest
+                    .files
+                    .iter()
+                    .map(|f| json!({ "path": f.path, "digest": f.digest }))
+                    .collect();
+                serde_json::to_string_pretty(
+                    &json!({ "aggregate": manifest.aggregate, "files": files }),
+                )?
+            }
+        };
+        text.push('\n');
+        Ok(text)
+    }
+}
+
+/// The digest of one file, through the manifest of its directory (so the cache applies).
+fn file_through_manifest(
+    path: &Path,
+    options: &ManifestOptions<'_>,
+) -> Result<String, DigestError> {
+    // Resolved first, so that a link to a file elsewhere is hashed like the file itself.
+    let absolute = std::fs::canonicalize(path).map_err(|source| DigestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return digest_file(path, options.algorithm, options.progress).map(|d| d.to_string());
+    };
+    let name = name.to_string_lossy().into_owned();
+    let manifest = manifest_of_artifacts(dir, &[name], options)?;
+    Ok(manifest
+        .files
+        .first()
+        .map(|f| f.digest)
+        .unwrap_or(manifest.aggregate)
+        .to_string())
+}
+
+/// Writes to stdout; a closed pipe (`dp digest DIR | head`) is not an error.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The exit code of an error: 1 for an operating-system failure, 2 for everything the user
+/// can fix in the input.
+pub(crate) fn exit_code_of(err: &ModelError) -> ExitCode {
+    if err.error_code == ErrorCode::Io {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
+/// Prints one error (JSON `{"errors":[…]}` on stdout, or a line on stderr) and returns its
+/// exit code.
+pub(crate) fn report_model_error(cli: &Cli, err: &ModelError) -> anyhow::Result<ExitCode> {
+    if cli.json {
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({ "errors": [err] }))?
+        ))?;
+    } else {
+        eprintln!("dp: {err}");
+    }
+    Ok(exit_code_of(err))
+}
+
+/// Jobs smaller than this finish too fast for a bar to help.
+const BAR_MIN_BYTES: u64 = 256 << 20;
+
+/// An indicatif bar with bytes/s on stderr, shown only when stderr is a terminal and the
+/// job is large; otherwise nothing is drawn.
+pub(crate) struct TerminalProgress {
+    enabled: bool,
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl TerminalProgress {
+    /// A bar if stderr is a terminal, else a silent hook.
+    pub(crate) fn for_stderr() -> Self {
+        Self {
+            enabled: std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// The hook to pass to `dp-digest`.
+    pub(crate) fn as_progress(&self) -> &dyn Progress {
+        if self.enabled { self } else { &NoProgress }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&mut Option<indicatif::ProgressBar>)) {
+        f(&mut self.bar.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn start(&self, total_bytes: u64, total_files: u64) {
+        if total_bytes < BAR_MIN_BYTES {
+            return;
+        }
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let bar = indicatif::ProgressBar::new(total_bytes)
+            .with_style(style)
+            .with_message(format!(
+                "hashing {total_files} file{}",
+                if total_files == 1 { "" } else { "s" }
+            ));
+        self.with_bar(|slot| *slot = Some(bar));
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.with_bar(|slot| {
+            if let Some(bar) = slot {
+                bar.inc(bytes);
+            }
+        });
+    }
+
+    fn finish(&self) {
+        self.with_bar(|slot| {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        });
+    }
+}

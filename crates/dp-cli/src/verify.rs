@@ -1,0 +1,404 @@
+//! `dp verify [NAME…] [--lock] [--strict] [--lock-file FILE] [--cache FILE]`: checks each
+//! model's local artifacts against its pin and its lock entry, and with `--lock` records
+//! the current state in the lock file.
+//!
+//! Exit codes: 0 every model verified (or locked); 3 some model is not ready (missing,
+//! digest mismatch, drift); 2 invalid input (catalog, unknown name, malformed lock file,
+//! no models root); 1 unexpected failure (I/O).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Args;
+use dp_digest::{
+    DigestAlgorithm, LockEntry, LockFile, ManifestDiff, PinCheck, RejectedPath, VerificationCache,
+    VerifyOptions, VerifyReport, VerifyStatus, verify_artifacts,
+};
+use dp_spec::{CatalogEntry, ErrorCode, ModelError};
+use serde::Serialize;
+
+use crate::digest::{TerminalProgress, print_stdout, report_model_error};
+use crate::{Cli, EXIT_NOT_READY, load_resolved, report_diagnostics};
+
+/// Arguments of `dp verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Models to verify, by name or alias (default: every model of the catalog).
+    names: Vec<String>,
+    /// Record the current state of the verified models in the lock file (atomically,
+    /// under a file lock). Implies --strict: a lock is evidence, so every byte is read.
+    #[arg(long)]
+    lock: bool,
+    /// Read and hash every byte even when the verification cache knows the file.
+    #[arg(long)]
+    strict: bool,
+    /// Lock file (default: `<catalog>.lock` beside the catalog directory, e.g.
+    /// `specs/catalog.lock`).
+    #[arg(long, value_name = "FILE")]
+    lock_file: Option<PathBuf>,
+    /// Verification cache file (default: `$XDG_CACHE_HOME/dp-models/verify-cache.json`,
+    /// else `~/.cache/dp-models/verify-cache.json`). Keep it where only the operator can
+    /// write, never in the models root: whoever can write it can make bytes look verified.
+    #[arg(long, value_name = "FILE", env = "DP_VERIFY_CACHE")]
+    cache: Option<PathBuf>,
+}
+
+/// One model's outcome, as `dp verify --json` prints it.
+#[derive(Debug, Serialize)]
+struct ModelOutcome {
+    model_name: String,
+    /// `ok`, `missing`, `digest_mismatch`, `drift` or `skipped` (no local artifacts).
+    status: &'static str,
+    /// Whether the lock file had an entry for the model before this run.
+    locked: bool,
+    /// Whether this run wrote the model's lock entry (`--lock`).
+    lock_written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ModelError>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<PinCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drift: Option<ManifestDiff>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rejected: Vec<RejectedPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aggregate: Option<String>,
+    files: usize,
+    hashed_files: u64,
+    cached_files: u64,
+    #[serde(skip)]
+    report: Option<VerifyReport>,
+}
+
+impl ModelOutcome {
+    fn ready(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let resolved = match load_resolved(cli) {
+        Ok(resolved) => resolved,
+        Err(found) => return report_diagnostics(cli, &found),
+    };
+    let Some(models_root) = &cli.models_root else {
+        let err = ModelError::new(
+            ErrorCode::InvalidInput,
+            "no models root: pass --models-root DIR or set DP_MODELS_ROOT",
+        );
+        return report_model_error(cli, &err);
+    };
+    // Canonical, so that cache entries (keyed by path) are shared whatever the spelling.
+    let models_root = std::fs::canonicalize(models_root).unwrap_or_else(|_| models_root.clone());
+    let mut selected: Vec<&CatalogEntry> = Vec::new();
+    for name in &args.names {
+        match resolved.catalog.get(name) {
+            Some(entry) => {
+                if !selected
+                    .iter()
+                    .any(|e| e.spec.model_name == entry.spec.model_name)
+                {
+                    selected.push(entry);
+                }
+            }
+            None => {
+                let err = ModelError::new(
+                    ErrorCode::ModelNotFound,
+                    format!("no model named {name:?} in the catalog; run `dp list`"),
+                )
+                .with_detail("model", name.clone());
+                return report_model_error(cli, &err);
+            }
+        }
+    }
+    if args.names.is_empty() {
+        selected = resolved.catalog.entries().iter().collect();
+    }
+
+    let lock_path = args
+        .lock_file
+        .clone()
+        .unwrap_or_else(|| default_lock_path(&cli.catalog));
+    let lock = match LockFile::read(&lock_path) {
+        Ok(lock) => lock,
+        Err(err) => return report_model_error(cli, &ModelError::from(err)),
+    };
+    let cache = args
+        .cache
+        .clone()
+        .or_else(default_cache_path)
+        .map(VerificationCache::load);
+    let bar = TerminalProgress::for_stderr();
+    let options = VerifyOptions {
+        default_algorithm: DigestAlgorithm::Sha256,
+        strict: args.strict || args.lock,
+        cache: cache.as_ref(),
+        progress: bar.as_progress(),
+    };
+
+    let mut outcomes = Vec::with_capacity(selected.len());
+    for entry in &selected {
+        let locked = lock.models.get(&entry.spec.model_name);
+        match verify_model(entry, &models_root, locked, &options) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(err) => return report_model_error(cli, &err),
+        }
+    }
+    if let Some(cache) = &cache
+        && let Err(err) = cache.save_if_changed()
+    {
+        eprintln!("dp: warning: could not save the verification cache: {err}");
+    }
+    if args.lock
+        && let Err(err) = write_lock(&lock_path, &selected, &mut outcomes)
+    {
+        return report_model_error(cli, &err);
+    }
+
+    let all_ready = outcomes.iter().all(ModelOutcome::ready);
+    if cli.json {
+        let doc = serde_json::json!({
+            "lock_file": lock_path.display().to_string(),
+            "models": outcomes,
+        });
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    } else {
+        print_stdout(&render_text(&outcomes))?;
+    }
+    Ok(if all_ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_READY)
+    })
+}
+
+/// `<catalog>.lock` beside the catalog directory: `specs/catalog` → `specs/catalog.lock`.
+fn default_lock_path(catalog: &Path) -> PathBuf {
+    let catalog = std::path::absolute(catalog).unwrap_or_else(|_| catalog.to_owned());
+    let name = catalog
+        .file_name()
+        .map_or_else(|| "catalog".into(), |n| n.to_string_lossy().into_owned());
+    catalog.with_file_name(format!("{name}.lock"))
+}
+
+/// The per-user cache file, outside any models root.
+pub(crate) fn default_cache_path() -> Option<PathBuf> {
+    let non_empty = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+    let base = non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("dp-models").join("verify-cache.json"))
+}
+
+fn verify_model(
+    entry: &CatalogEntry,
+    models_root: &Path,
+    locked: Option<&LockEntry>,
+    options: &VerifyOptions<'_>,
+) -> Result<ModelOutcome, ModelError> {
+    let spec = &entry.spec;
+    let mut outcome = ModelOutcome {
+        model_name: spec.model_name.clone(),
+        status: "skipped",
+        locked: locked.is_some(),
+        lock_written: false,
+        error: None,
+        missing: Vec::new(),
+        pin: None,
+        drift: None,
+        rejected: Vec::new(),
+        aggregate: None,
+        files: 0,
+        hashed_files: 0,
+        cached_files: 0,
+        report: None,
+    };
+    if spec.local_artifacts.is_empty() {
+        // A Triton model's weights live on the server; its provider compares the pin.
+        return Ok(outcome);
+    }
+    let report = verify_artifacts(
+        models_root,
+        &spec.local_artifacts,
+        spec.weights_digest.as_ref(),
+        locked,
+        options,
+    )
+    .map_err(|err| ModelError::from(err).with_detail("model", spec.model_name.clone()))?;
+    let status = report.status();
+    outcome.status = match status {
+        VerifyStatus::Ok => "ok",
+        VerifyStatus::Missing => "missing",
+        VerifyStatus::DigestMismatch => "digest_mismatch",
+        VerifyStatus::Drift => "drift",
+    };
+    outcome.error = ErrorCode::of_verify_status(status).map(|code| {
+        ModelError::new(code, problem_message(&spec.model_name, &report, status))
+            .with_detail("model", spec.model_name.clone())
+    });
+    outcome.missing.clone_from(&report.missing);
+    outcome.pin.clone_from(&report.pin);
+    outcome.drift.clone_from(&report.drift);
+    outcome.rejected.clone_from(&report.rejected);
+    outcome.aggregate = report.manifest.as_ref().map(|m| m.aggregate.to_string());
+    outcome.files = report.manifest.as_ref().map_or(0, |m| m.files.len());
+    outcome.hashed_files = report.stats.hashed_files;
+    outcome.cached_files = report.stats.cached_files;
+    outcome.report = Some(report);
+    Ok(outcome)
+}
+
+/// What is wrong with a model and what to do, for its status.
+fn problem_message(model: &str, report: &VerifyReport, status: VerifyStatus) -> String {
+    match status {
+        VerifyStatus::Ok => String::new(),
+        VerifyStatus::Missing => format!(
+            "model {model}: artifacts missing under the models root: {}; put the files there \
+             (dp-models never downloads anything)",
+            report.missing.join(", ")
+        ),
+        VerifyStatus::DigestMismatch => match &report.pin {
+            Some(pin) if !pin.matches() => format!(
+                "model {model}: {} is {} but the spec pins {}; restore the pinned bytes or \
+                 update weights_digest",
+                pin.artifact,
+                pin.actual
+                    .map_or_else(|| "unverifiable".to_owned(), |d| d.to_string()),
+                pin.expected
+            ),
+            _ => format!(
+                "model {model}: its files cannot be verified: {}",
+                report
+                    .rejected
+                    .iter()
+                    .map(|r| r.problem.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        },
+        VerifyStatus::Drift => {
+            let drift = report.drift.clone().unwrap_or_default();
+            format!(
+                "model {model}: its files differ from the lock entry ({} added, {} removed, \
+                 {} changed); restore them, or run `dp verify {model} --lock` to accept the \
+                 new bytes",
+                drift.added.len(),
+                drift.removed.len(),
+                drift.changed.len()
+            )
+        }
+    }
+}
+
+/// Records the verified models in the lock file. A model is locked when its files could
+/// all be hashed and its pin (if any) matches; drift from an older entry is accepted (that
+/// is what `--lock` is for). Models that cannot be locked keep their error.
+fn write_lock(
+    lock_path: &Path,
+    selected: &[&CatalogEntry],
+    outcomes: &mut [ModelOutcome],
+) -> Result<(), ModelError> {
+    let now = SystemTime::now();
+    LockFile::update(lock_path, |lock| {
+        for (entry, outcome) in selected.iter().zip(outcomes.iter_mut()) {
+            let Some(report) = &outcome.report else {
+                continue;
+            };
+            let lockable = matches!(report.status(), VerifyStatus::Ok | VerifyStatus::Drift);
+            let Some(manifest) = report.manifest.clone().filter(|_| lockable) else {
+                continue;
+            };
+            let spec = &entry.spec;
+            lock.models.insert(
+                spec.model_name.clone(),
+                LockEntry::new(
+                    spec.model_version.clone(),
+                    spec.weights_digest,
+                    manifest,
+                    now,
+                ),
+            );
+            outcome.lock_written = true;
+            outcome.error = None;
+            if outcome.status == "drift" {
+                outcome.status = "ok";
+            }
+        }
+        Ok::<_, ModelError>(())
+    })
+}
+
+fn render_text(outcomes: &[ModelOutcome]) -> String {
+    let mut text = String::new();
+    let width = outcomes
+        .iter()
+        .map(|o| o.model_name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for o in outcomes {
+        let status = if o.lock_written { "locked" } else { o.status };
+        let summary = match (&o.error, &o.aggregate) {
+            (Some(err), _) => format!("{}: {}", err.error_code, err.message),
+            (None, Some(aggregate)) => format!(
+                "{} file{}, {aggregate}{}",
+                o.files,
+                if o.files == 1 { "" } else { "s" },
+                if o.cached_files > 0 {
+                    format!(" ({} from the verification cache)", o.cached_files)
+                } else {
+                    String::new()
+                }
+            ),
+            (None, None) => "no local artifacts".to_owned(),
+        };
+        text.push_str(&format!(
+            "{status:<15}  {:<width$}  {summary}\n",
+            o.model_name
+        ));
+        if o.error.is_some() {
+            for path in &o.missing {
+                text.push_str(&format!("    missing  {path}\n"));
+            }
+            if let Some(drift) = &o.drift {
+                for (label, paths) in [
+                    ("added", &drift.added),
+                    ("removed", &drift.removed),
+                    ("changed", &drift.changed),
+                ] {
+                    for path in paths {
+                        text.push_str(&format!("    {label:<8} {path}\n"));
+                    }
+                }
+            }
+            for rejected in &o.rejected {
+                text.push_str(&format!(
+                    "    refused  {}: {}\n",
+                    rejected.path, rejected.problem
+                ));
+            }
+        }
+    }
+    let not_ready = outcomes.iter().filter(|o| !o.ready()).count();
+    text.push_str(&format!(
+        "{} model{} checked, {not_ready} not ready\n",
+        outcomes.len(),
+        if outcomes.len() == 1 { "" } else { "s" }
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_lock_file_sits_beside_the_catalog() {
+        let lock = default_lock_path(Path::new("/repo/specs/catalog"));
+        assert_eq!(lock, Path::new("/repo/specs/catalog.lock"));
+        let lock = default_lock_path(Path::new("/repo/specs/catalog/"));
+        assert_eq!(lock, Path::new("/repo/specs/catalog.lock"));
+    }
+}

@@ -1,0 +1,257 @@
+//! `dp resolve`, `dp health` and `dp embed` end to end on the sample catalog and on small
+//! catalogs written here: output, JSON shapes and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `dp` in the workspace root with an empty models root (unless `args` sets one).
+fn dp(args: &[&str], models_root: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dp"))
+        .current_dir(workspace_root())
+        .env_remove("DP_CATALOG")
+        .env_remove("RUST_LOG")
+        .env("DP_MODELS_ROOT", models_root)
+        .env("DP_VERIFY_CACHE", models_root.join("../verify-cache.json"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("dp runs")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn empty_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("models")).expect("mkdir");
+    dir
+}
+
+#[test]
+fn resolve_by_name_prints_the_models_used_record() {
+    let root = empty_root();
+    let out = dp(
+        &["resolve", "minilm", "--json"],
+        &root.path().join("models"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = json(&out);
+    let entry = &value["models_used"];
+    assert_eq!(value["request"], "minilm");
+    assert_eq!(entry["model_name"], "all-minilm-l6-v2");
+    assert_eq!(
+        entry["device"], "cpu",
+        "auto resolves to the CPU without CUDA"
+    );
+    assert_eq!(entry["preprocess_signature"], "pp1:8ede604613e9fa5d");
+    assert_eq!(entry["model_signature_short"], "dp1-2e5ae20161bf66e3");
+    assert!(
+        entry["model_signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("dp1:model_name=all-minilm-l6-v2;"))
+    );
+}
+
+#[test]
+fn resolve_by_role_follows_capabilities_and_catalog_order() {
+    let root = empty_root();
+    let models = root.path().join("models");
+    let out = dp(
+        &[
+            "resolve",
+            "--role",
+            "text_embedding",
+            "--capability",
+            "multilingual",
+            "--json",
+        ],
+        &models,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let value = json(&out);
+    assert_eq!(value["models_used"]["model_name"], "multilingual-e5-large");
+    assert_eq!(value["reason"], "catalog_order");
+    assert_eq!(value["request"], "role:text_embedding");
+
+    let out = dp(
+        &["resolve", "minilm", "--role", "text_embedding", "--json"],
+        &models,
+    );
+    assert_eq!(json(&out)["reason"], "preferred");
+
+    let out = dp(
+        &[
+            "resolve",
+            "--role",
+            "text_embedding",
+            "--capability",
+            "telepathy",
+            "--json",
+        ],
+        &models,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(json(&out)["errors"][0]["error_code"], "role_unresolved");
+}
+
+#[test]
+fn unknown_models_are_model_not_found_with_exit_code_2() {
+    let root = empty_root();
+    let models = root.path().join("models");
+    let out = dp(&["resolve", "no-such-model", "--json"], &models);
+    assert_eq!(out.status.code(), Some(2));
+    let err = &json(&out)["errors"][0];
+    assert_eq!(err["error_code"], "model_not_found");
+    assert_eq!(err["details"]["model"], "no-such-model");
+
+    let input = root.path().join("texts.txt");
+    std::fs::write(&input, "hello\n").expect("write");
+    let input = input.to_str().expect("utf-8");
+    let out = dp(
+        &["embed", "--model", "no-such-model", "--input", input],
+        &models,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("model_not_found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn embed_of_a_model_without_weights_is_not_ready() {
+    let root = empty_root();
+    let input = root.path().join("texts.json");
+    std::fs::write(&input, r#"["a", "b"]"#).expect("write");
+    let out = dp(
+        &[
+            "embed",
+            "--model",
+            "minilm",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--json",
+        ],
+        &root.path().join("models"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = &json(&out)["errors"][0];
+    assert_eq!(err["error_code"], "weights_missing");
+    assert!(
+        err["details"]["file"]
+            .as_str()
+            .is_some_and(|f| f.contains("all-minilm-l6-v2/"))
+    );
+}
+
+#[test]
+fn health_of_the_sample_catalog_reports_every_model() {
+    let root = empty_root();
+    let out = dp(&["health", "--json"], &root.path().join("models"));
+    // The sample catalog has no tier-0 model, so nothing blocks a start.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["tier0"]["total"], 0);
+    let models = report["models"].as_array().expect("models");
+    assert!(models.len() >= 18);
+    let minilm = models
+        .iter()
+        .find(|m| m["model_name"] == "all-minilm-l6-v2")
+        .expect("minilm");
+    assert_eq!(minilm["ready"], false);
+    assert_eq!(minilm["artifacts_present"], false);
+    assert_eq!(minilm["problems"][0]["error_code"], "weights_missing");
+}
+
+#[test]
+fn health_exits_3_when_a_tier0_model_is_not_ready() {
+    let root = empty_root();
+    let catalog = root.path().join("catalog/text_embedding");
+    std::fs::create_dir_all(&catalog).expect("mkdir");
+    std::fs::write(
+        catalog.join("needed.yaml"),
+        "model_name: needed\nmodel_version: \"1\"\nrole: text_embedding\nruntime: inprocess\n\
+         engine: onnx\nlocal_artifacts: [needed/model.onnx]\nweights_digest: \
+         sha256:0000000000000000000000000000000000000000000000000000000000000000\ntier: 0\n",
+    )
+    .expect("write");
+    let catalog_arg = root.path().join("catalog");
+    let out = dp(
+        &[
+            "health",
+            "--json",
+            "--catalog",
+            catalog_arg.to_str().expect("utf-8"),
+        ],
+        &root.path().join("models"),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let report = json(&out);
+    assert_eq!(report["tier0"]["not_ready"], serde_json::json!(["needed"]));
+
+    let out = dp(
+        &["health", "--catalog", catalog_arg.to_str().expect("utf-8")],
+        &root.path().join("models"),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tier 0: 0/1 ready (not ready: needed)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_can_be_json() {
+    let root = empty_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_dp"))
+        .current_dir(workspace_root())
+        .env_remove("DP_CATALOG")
+        .env("RUST_LOG", "dp_manager=info")
+        .env("DP_MODELS_ROOT", root.path().join("models"))
+        .args([
+            "--log-format",
+            "json",
+            "resolve",
+            "--role",
+            "text_embedding",
+        ])
+        .output()
+        .expect("dp runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let event = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["event"] == "role_resolution")
+        .unwrap_or_else(|| panic!("no role_resolution event in {stderr}"));
+    assert_eq!(event["fields"]["role"], "text_embedding");
+    assert_eq!(event["level"], "INFO");
+}

@@ -1,0 +1,254 @@
+//! [`ModelManager::health`]: whether each model of the catalog could serve now, without
+//! loading it, and whether every tier-0 model (the ones a pipeline cannot start without)
+//! is ready.
+//!
+//! Checks per model: the spec is valid and its device resolves; its artifacts are present
+//! under the models root; the pinned digest matches (through the `dp-digest` verification
+//! cache, so an unchanged tree costs one `stat` per file); a provider for it is compiled in
+//! and reports its runtime found (and, for Triton, the model ready on its server). Nothing
+//! is contacted but the Triton endpoints the catalog configures, which the builder has
+//! already checked against the allowed hosts.
+
+use dp_digest::{VerificationCache, VerifyOptions, VerifyStatus, verify_artifacts};
+use dp_spec::{ErrorCode, ModelError, ProviderHealth, Runtime};
+use serde::Serialize;
+
+use crate::builder::no_provider;
+use crate::manager::ModelManager;
+
+/// The health of the whole catalog.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// Every model, in catalog order.
+    pub models: Vec<ModelHealth>,
+    /// The tier-0 summary.
+    pub tier0: TierSummary,
+}
+
+impl HealthReport {
+    /// Whether every tier-0 model is ready (`dp health` exits non-zero otherwise).
+    #[must_use]
+    pub fn tier0_ready(&self) -> bool {
+        self.tier0.not_ready.is_empty()
+    }
+}
+
+/// Readiness of the models of one tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TierSummary {
+    /// Models in the tier.
+    pub total: usize,
+    /// Of which ready.
+    pub ready: usize,
+    /// The names of those not ready.
+    pub not_ready: Vec<String>,
+}
+
+/// The digest check of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestHealth {
+    /// The bytes on disk match the pin.
+    Verified,
+    /// They do not (`weights_digest_mismatch`).
+    Mismatch,
+    /// Not checked: artifacts are missing.
+    NotChecked,
+    /// The spec pins no digest (Triton models keep their weights on the server).
+    NotPinned,
+}
+
+/// The health of one model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelHealth {
+    /// The catalog name.
+    pub model_name: String,
+    /// Its tier (0 = required to start).
+    pub tier: u8,
+    /// Whether every check passed.
+    pub ready: bool,
+    /// The spec is valid and its device resolves on this machine.
+    pub spec_valid: bool,
+    /// Every local artifact exists (`true` when there are none).
+    pub artifacts_present: bool,
+    /// The digest check.
+    pub digest: DigestHealth,
+    /// The provider that would load it (`None`: none compiled in).
+    pub provider: Option<String>,
+    /// What that provider reports (runtime found, Triton model ready).
+    pub runtime: Option<ProviderHealth>,
+    /// Everything wrong, with stable codes and what to do.
+    pub problems: Vec<ModelError>,
+}
+
+impl ModelManager {
+    /// Checks every model of the catalog (see the module docs). Loads nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), dp_spec::ModelError> {
+    /// let manager = dp_manager::ModelManager::builder(dp_spec::Catalog::default(), "/srv/models")
+    ///     .reaper(false)
+    ///     .build()?;
+    /// let report = manager.health();
+    /// assert!(report.models.is_empty() && report.tier0_ready());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn health(&self) -> HealthReport {
+        let inner = self.inner();
+        let cache = inner.verify_cache.as_ref().map(VerificationCache::load);
+        let options = VerifyOptions {
+            cache: cache.as_ref(),
+            ..VerifyOptions::default()
+        };
+        let models: Vec<ModelHealth> = self
+            .catalog()
+            .entries()
+            .iter()
+            .zip(0_u32..)
+            .map(|(entry, index)| self.model_health(entry, index, &options))
+            .collect();
+        if let Some(cache) = &cache
+            && let Err(err) = cache.save()
+        {
+            tracing::warn!(path = %cache.path().display(), error = %err, "could not save the verification cache");
+        }
+        let tier0: Vec<&ModelHealth> = models.iter().filter(|m| m.tier == 0).collect();
+        let tier0 = TierSummary {
+            total: tier0.len(),
+            ready: tier0.iter().filter(|m| m.ready).count(),
+            not_ready: tier0
+                .iter()
+                .filter(|m| !m.ready)
+                .map(|m| m.model_name.clone())
+                .collect(),
+        };
+        HealthReport { models, tier0 }
+    }
+
+    fn model_health(
+        &self,
+        entry: &dp_spec::CatalogEntry,
+        index: u32,
+        options: &VerifyOptions<'_>,
+    ) -> ModelHealth {
+        let inner = self.inner();
+        let spec = &entry.spec;
+        let mut problems = Vec::new();
+        let route = inner.route_at(index);
+        let spec_valid = match inner.route_of(&spec.model_name) {
+            Ok(_) => true,
+            Err(err) => {
+                problems.push(err);
+                false
+            }
+        };
+
+        let (artifacts_present, digest) = if spec.local_artifacts.is_empty() {
+            (true, DigestHealth::NotPinned)
+        } else {
+            match verify_artifacts(
+                self.models_root(),
+                &spec.local_artifacts,
+                spec.weights_digest.as_ref(),
+                None,
+                options,
+            ) {
+                Ok(report) => {
+                    let status = report.status();
+                    let present = report.missing.is_empty();
+                    if !present {
+                        problems.push(
+                            ModelError::new(
+                                ErrorCode::WeightsMissing,
+                                format!(
+                                    "model {}: missing under {}: {}; run `cargo xtask setup` or copy the files there",
+                                    spec.model_name,
+                                    self.models_root().display(),
+                                    report.missing.join(", ")
+                                ),
+                            )
+                            .with_detail("missing", report.missing.clone()),
+                        );
+                    }
+                    let digest = match (status, spec.weights_digest) {
+                        (VerifyStatus::Missing, _) => DigestHealth::NotChecked,
+                        (_, None) => DigestHealth::NotPinned,
+                        (VerifyStatus::Ok, Some(_)) => DigestHealth::Verified,
+                        _ => {
+                            let actual = report
+                                .pin
+                                .as_ref()
+                                .and_then(|p| p.actual)
+                                .map(|d| d.to_string());
+                            problems.push(
+                                ModelError::new(
+                                    ErrorCode::WeightsDigestMismatch,
+                                    format!(
+                                        "model {}: the bytes of {} do not match weights_digest; \
+                                         restore the pinned files or re-pin with `dp digest`",
+                                        spec.model_name, spec.local_artifacts[0]
+                                    ),
+                                )
+                                .with_detail("actual", actual),
+                            );
+                            DigestHealth::Mismatch
+                        }
+                    };
+                    (present, digest)
+                }
+                Err(err) => {
+                    problems.push(ModelError::new(
+                        ErrorCode::Io,
+                        format!("model {}: cannot verify artifacts: {err}", spec.model_name),
+                    ));
+                    (false, DigestHealth::NotChecked)
+                }
+            }
+        };
+
+        let provider = route
+            .and_then(|r| r.provider)
+            .and_then(|i| inner.providers.get(i));
+        if provider.is_none() && spec_valid {
+            problems.push(no_provider(spec).into());
+        }
+        let runtime = provider.map(|p| p.health(spec, self.models_root()));
+        if let Some(health) = &runtime {
+            if !health.runtime_found {
+                problems.push(ModelError::new(
+                    if spec.runtime == Runtime::Triton {
+                        ErrorCode::TritonUnavailable
+                    } else {
+                        ErrorCode::ProviderUnavailable
+                    },
+                    format!(
+                        "model {}: runtime not found: {}",
+                        spec.model_name,
+                        health.detail.as_deref().unwrap_or("no detail")
+                    ),
+                ));
+            } else if health.model_ready == Some(false) {
+                problems.push(ModelError::new(
+                    ErrorCode::TritonUnavailable,
+                    format!(
+                        "model {}: not ready on its runtime: {}",
+                        spec.model_name,
+                        health.detail.as_deref().unwrap_or("no detail")
+                    ),
+                ));
+            }
+        }
+        ModelHealth {
+            model_name: spec.model_name.clone(),
+            tier: spec.tier,
+            ready: problems.is_empty(),
+            spec_valid,
+            artifacts_present,
+            digest,
+            provider: provider.map(|p| p.name().to_owned()),
+            runtime,
+            problems,
+        }
+    }
+}

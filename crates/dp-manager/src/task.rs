@@ -1,0 +1,194 @@
+//! The unified task API: one entry point, [`ModelManager::task`], for what pipeline modules
+//! ask of models (embed texts, run tensors, or just preload).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dp_signature::ModelsUsedEntry;
+use dp_spec::{ModelError, NamedTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ManagerError;
+use crate::manager::ModelManager;
+
+/// What a task asks the model to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskType {
+    /// Texts → one vector each (the `sentence_embedding` preset).
+    Embedding,
+    /// Named tensors in, named tensors out, no pre/post-processing.
+    Infer,
+    /// Reserved: text generation is not served yet (`invalid_input`).
+    TextGeneration,
+}
+
+impl TaskType {
+    /// The snake_case name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedding => "embedding",
+            Self::Infer => "infer",
+            Self::TextGeneration => "text_generation",
+        }
+    }
+}
+
+/// The data of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskData {
+    /// Texts (for `embedding`).
+    Texts(Vec<String>),
+    /// Named tensors (for `infer`).
+    Tensors(NamedTensors),
+}
+
+/// A request to [`ModelManager::task`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRequest {
+    /// What to do.
+    pub task_type: TaskType,
+    /// The model, by name or alias.
+    pub model: String,
+    /// The input; `None` only preloads the model.
+    pub data: Option<TaskData>,
+    /// How long the model stays loaded once idle (default: the manager's).
+    pub keep_alive: Option<Duration>,
+    /// Task options. None is defined yet; unknown options are refused rather than ignored.
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+impl TaskRequest {
+    /// A request with no keep-alive and no options.
+    #[must_use]
+    pub fn new(task_type: TaskType, model: impl Into<String>, data: Option<TaskData>) -> Self {
+        Self {
+            task_type,
+            model: model.into(),
+            data,
+            keep_alive: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a task produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutput {
+    /// The model is loaded (a request without data).
+    Preloaded,
+    /// One vector per text, in input order.
+    Embeddings(Vec<Vec<f32>>),
+    /// The model's named outputs.
+    Tensors(NamedTensors),
+}
+
+/// The answer to a [`TaskRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResponse {
+    /// The task type asked for.
+    pub task_type: TaskType,
+    /// The result.
+    pub output: TaskOutput,
+    /// The model used, as resolved, for the output's records.
+    pub models_used: Vec<ModelsUsedEntry>,
+    /// Its canonical signature.
+    pub model_signature: String,
+}
+
+fn bad(message: String) -> ModelError {
+    ManagerError::BadTask { message }.into()
+}
+
+impl ModelManager {
+    /// Runs a task: with `data: None`, preloads the model (kept for `keep_alive`);
+    /// otherwise embeds texts (`embedding`) or runs named tensors (`infer`).
+    ///
+    /// ```
+    /// use dp_manager::{ModelManager, TaskRequest, TaskType};
+    ///
+    /// # fn main() -> Result<(), dp_spec::ModelError> {
+    /// let manager = ModelManager::builder(dp_spec::Catalog::default(), "/srv/models")
+    ///     .reaper(false)
+    ///     .build()?;
+    /// let err = manager
+    ///     .task(TaskRequest::new(TaskType::TextGeneration, "any", None))
+    ///     .unwrap_err();
+    /// assert_eq!(err.error_code, dp_spec::ErrorCode::InvalidInput);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `invalid_input` for `text_generation`, for data that does not fit the task type, and
+    /// for options; otherwise as [`Self::get`], [`Self::embed`] and the model's `infer`.
+    pub fn task(&self, request: TaskRequest) -> Result<TaskResponse, ModelError> {
+        let TaskRequest {
+            task_type,
+            model,
+            data,
+            keep_alive,
+            options,
+        } = request;
+        if task_type == TaskType::TextGeneration {
+            return Err(bad(format!(
+                "task type text_generation is not supported yet (model {model}); use embedding or infer"
+            )));
+        }
+        if !options.is_empty() {
+            let names: Vec<&str> = options.keys().map(String::as_str).collect();
+            return Err(bad(format!(
+                "task {} takes no options, got {names:?}",
+                task_type.as_str()
+            )));
+        }
+        let Some(data) = data else {
+            self.preload(&model, keep_alive)?;
+            let entry = self.inner().route_of(&model)?.models_used.clone();
+            return Ok(TaskResponse {
+                task_type,
+                output: TaskOutput::Preloaded,
+                model_signature: entry.model_signature.clone(),
+                models_used: vec![entry],
+            });
+        };
+        if let Some(keep_alive) = keep_alive {
+            // Loads it if needed, and sets its keep-alive for after this task.
+            self.preload(&model, Some(keep_alive))?;
+        }
+        match (task_type, data) {
+            (TaskType::Embedding, TaskData::Texts(texts)) => {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let out = self.embed(&model, &texts)?;
+                Ok(TaskResponse {
+                    task_type,
+                    output: TaskOutput::Embeddings(out.embeddings),
+                    models_used: out.models_used,
+                    model_signature: out.model_signature,
+                })
+            }
+            (TaskType::Infer, TaskData::Tensors(tensors)) => {
+                let handle = self.get(&model)?;
+                let outputs = handle.infer(&tensors)?;
+                let entry = handle.models_used().clone();
+                Ok(TaskResponse {
+                    task_type,
+                    output: TaskOutput::Tensors(outputs),
+                    model_signature: entry.model_signature.clone(),
+                    models_used: vec![entry],
+                })
+            }
+            (TaskType::Embedding, TaskData::Tensors(_)) => Err(bad(format!(
+                "an embedding task takes texts, not tensors (model {model}); use an infer task"
+            ))),
+            (TaskType::Infer, TaskData::Texts(_)) => Err(bad(format!(
+                "an infer task takes named tensors, not texts (model {model}); use an embedding task"
+            ))),
+            (other, _) => Err(bad(format!(
+                "task type {} is not supported",
+                other.as_str()
+            ))),
+        }
+    }
+}

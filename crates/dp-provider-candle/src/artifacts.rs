@@ -1,0 +1,341 @@
+//! Reading a sentence-transformers folder: `config.json`, `modules.json` and the
+//! memory-mapped `model.safetensors`, each failure naming its file.
+
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+
+use dp_spec::ModelSpec;
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use crate::error::CandleError;
+
+/// The files of one model, resolved against the models root.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelFiles {
+    /// The weights.
+    pub(crate) weights: PathBuf,
+    /// The Hugging Face `config.json` beside the weights.
+    pub(crate) config: PathBuf,
+    /// `modules.json` beside the weights, if the spec lists it.
+    pub(crate) modules: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    /// Finds the weights among the spec's artifacts: a `.safetensors` file, or a folder
+    /// holding `model.safetensors`. `config.json` and `modules.json` are the ones beside it,
+    /// as sentence-transformers saves them.
+    pub(crate) fn locate(spec: &ModelSpec, models_root: &Path) -> Result<Self, CandleError> {
+        let mut weights = None;
+        let mut modules_listed = false;
+        for artifact in &spec.local_artifacts {
+            let relative = Path::new(artifact.as_str());
+            let inside = relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !inside {
+                return Err(CandleError::ArtifactOutsideRoot {
+                    model: spec.model_name.clone(),
+                    artifact: artifact.clone(),
+                });
+            }
+            let path = models_root.join(relative);
+            if relative.file_name().is_some_and(|n| n == "modules.json") {
+                modules_listed = true;
+            }
+            if weights.is_none() {
+                if relative.extension().is_some_and(|e| e == "safetensors") {
+                    weights = Some(path);
+                } else if path.is_dir() {
+                    weights = Some(path.join("model.safetensors"));
+                    modules_listed = true;
+                }
+            }
+        }
+        let weights = weights.ok_or_else(|| CandleError::NoWeightsArtifact {
+            model: spec.model_name.clone(),
+        })?;
+        let dir = weights.parent().unwrap_or(models_root).to_path_buf();
+        let modules = dir.join("modules.json");
+        Ok(Self {
+            config: dir.join("config.json"),
+            modules: (modules_listed || modules.is_file()).then_some(modules),
+            weights,
+        })
+    }
+
+    /// Fails with `weights_missing` naming the first absent file.
+    pub(crate) fn check_present(&self) -> Result<(), CandleError> {
+        for file in [
+            Some(&self.weights),
+            Some(&self.config),
+            self.modules.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !file.is_file() {
+                return Err(CandleError::FileMissing { file: file.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a Hugging Face BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct BertConfig {
+    /// Rows of the word embedding table.
+    pub(crate) vocab_size: usize,
+    /// Width of every hidden state.
+    pub(crate) hidden_size: usize,
+    /// Encoder layers.
+    pub(crate) num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub(crate) num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub(crate) intermediate_size: usize,
+    /// The feed-forward activation.
+    #[serde(default = "default_act")]
+    pub(crate) hidden_act: String,
+    /// Rows of the position embedding table: the longest sequence the model takes.
+    pub(crate) max_position_embeddings: usize,
+    /// Rows of the token type table.
+    #[serde(default = "default_type_vocab")]
+    pub(crate) type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub(crate) layer_norm_eps: f64,
+    /// Only absolute positions are implemented.
+    #[serde(default = "default_position_embedding_type")]
+    pub(crate) position_embedding_type: String,
+    /// The architecture family.
+    #[serde(default)]
+    pub(crate) model_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+const fn default_type_vocab() -> usize {
+    2
+}
+const fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position_embedding_type() -> String {
+    "absolute".into()
+}
+
+/// The feed-forward activations BERT checkpoints use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Exact GELU (with erf), what Hugging Face calls `gelu`.
+    GeluErf,
+    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
+
+impl BertConfig {
+    /// Reads and checks `config.json`.
+    pub(crate) fn read(path: &Path) -> Result<Self, CandleError> {
+        let bytes = read_small(path)?;
+        let config: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| CandleError::malformed(path, format!("not a BERT config: {e}")))?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), CandleError> {
+        if let Some(model_type) = &self.model_type
+            && model_type != "bert"
+        {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "model_type '{model_type}' is not supported (only bert: RoBERTa-style position offsets are not implemented)"
+                ),
+            ));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "position_embedding_type '{}' is not supported (only 'absolute')",
+                    self.position_embedding_type
+                ),
+            ));
+        }
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        // Bounds keep a hostile config from asking for absurd allocations before the
+        // weights are even compared with it.
+        for (name, value) in sizes {
+            if value == 0 || value > 1 << 24 {
+                return Err(CandleError::malformed(
+                    path,
+                    format!("{name} = {value} is out of range (1..=16777216)"),
+                ));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(CandleError::malformed(path, "layer_norm_eps must be > 0"));
+        }
+        self.activation(path).map(|_| ())
+    }
+
+    /// The feed-forward activation.
+    pub(crate) fn activation(&self, path: &Path) -> Result<Activation, CandleError> {
+        match self.hidden_act.as_str() {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(CandleError::malformed(
+                path,
+                format!("hidden_act '{other}' is not supported (gelu, gelu_new, relu)"),
+            )),
+        }
+    }
+}
+
+/// One entry of `modules.json`.
+#[derive(Debug, Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+/// Checks that `modules.json` starts with the Transformer module at the folder's root: the
+/// provider runs that module only (pooling and normalization are the manager's presets).
+pub(crate) fn check_modules(path: &Path) -> Result<(), CandleError> {
+    let bytes = read_small(path)?;
+    let modules: Vec<ModuleEntry> = serde_json::from_slice(&bytes).map_err(|e| {
+        CandleError::malformed(
+            path,
+            format!("not a sentence-transformers module list: {e}"),
+        )
+    })?;
+    match modules.first() {
+        Some(first)
+            if first.kind.ends_with(".Transformer") && matches!(first.path.as_str(), "" | ".") =>
+        {
+            Ok(())
+        }
+        Some(first) => Err(CandleError::malformed(
+            path,
+            format!(
+                "the first module is {} at '{}', expected sentence_transformers.models.Transformer at ''",
+                first.kind, first.path
+            ),
+        )),
+        None => Err(CandleError::malformed(path, "the module list is empty")),
+    }
+}
+
+/// Reads a small JSON file, refusing anything over 16 MiB.
+fn read_small(path: &Path) -> Result<Vec<u8>, CandleError> {
+    const LIMIT: u64 = 16 << 20;
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if meta.len() > LIMIT {
+        return Err(CandleError::malformed(
+            path,
+            format!("{} bytes is too large for a config file", meta.len()),
+        ));
+    }
+    std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// Maps an I/O error on `path`: absent files are `FileMissing`.
+pub(crate) fn io_error(path: &Path, err: std::io::Error) -> CandleError {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        CandleError::FileMissing {
+            file: path.to_path_buf(),
+        }
+    } else {
+        CandleError::Read {
+            file: path.to_path_buf(),
+            source: err,
+        }
+    }
+}
+
+/// A memory-mapped safetensors file whose header has been validated.
+pub(crate) struct MappedWeights {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+impl MappedWeights {
+    /// Maps `path` and validates its header (length, JSON, offsets covering the file).
+    pub(crate) fn open(path: &Path) -> Result<Self, CandleError> {
+        let file = File::open(path).map_err(|e| io_error(path, e))?;
+        // SAFETY: the map is read-only and lives as long as this value. The file is an
+        // artifact under the models root, pinned by digest and never written by this
+        // process; if another process truncated it meanwhile, reads could fault, which is
+        // the documented risk of memory-mapping and the price of not copying 100s of MB.
+        #[allow(unsafe_code, reason = "memmap2 requires unsafe to map a file")]
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| io_error(path, e))?;
+        SafeTensors::deserialize(&mmap)
+            .map_err(|e| CandleError::malformed(path, describe_safetensors_error(&e)))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+        })
+    }
+
+    /// The validated view over the mapped bytes.
+    pub(crate) fn view(&self) -> Result<SafeTensors<'_>, CandleError> {
+        SafeTensors::deserialize(&self.mmap)
+            .map_err(|e| CandleError::malformed(&self.path, describe_safetensors_error(&e)))
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A sentence naming what is wrong with a safetensors file.
+fn describe_safetensors_error(err: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match err {
+        E::HeaderTooLarge => {
+            "its header claims more than 100 MB (not a safetensors file, or corrupt)".into()
+        }
+        E::HeaderTooSmall => {
+            "it is shorter than the 8-byte header length (truncated or empty)".into()
+        }
+        E::InvalidHeaderLength => {
+            "its header length runs past the end of the file (truncated)".into()
+        }
+        E::MetadataIncompleteBuffer => {
+            "the tensor data does not match the file length (truncated or padded)".into()
+        }
+        E::InvalidHeader(e) => format!("its header is not UTF-8 ({e})"),
+        E::InvalidHeaderDeserialization(e) | E::JsonError(e) => {
+            format!("its header is not valid safetensors JSON ({e})")
+        }
+        other => format!("not a valid safetensors file ({other})"),
+    }
+}

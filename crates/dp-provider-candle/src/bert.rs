@@ -1,0 +1,455 @@
+//! A BERT encoder (embeddings and transformer layers) on candle tensors, returning the
+//! last hidden state.
+//!
+//! Written here rather than taken from `candle-transformers` so that every weight is
+//! checked against `config.json` with an error naming the file (instead of a panic or a
+//! generic shape error), token type ids and the attention mask are honoured, and the
+//! dependency tree stays small.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+
+use crate::artifacts::{Activation, BertConfig};
+use crate::error::CandleError;
+
+/// Where a weight tensor comes from and what it must look like.
+struct WeightSource<'a> {
+    /// The validated safetensors view.
+    tensors: &'a SafeTensors<'a>,
+    /// The file, for error messages.
+    file: &'a Path,
+    /// `""` or `"bert."`: checkpoints saved from `BertModel` or from a task head.
+    prefix: &'static str,
+    /// The dtype the model runs at.
+    dtype: DType,
+    /// Where the tensors go.
+    device: &'a Device,
+}
+
+impl WeightSource<'_> {
+    /// The tensor `name`, checked to have `shape`, converted to the model's dtype.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, CandleError> {
+        self.get_as(name, shape, self.dtype)
+    }
+
+    /// The tensor `name`, checked to have `shape`, converted to `dtype`.
+    fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor, CandleError> {
+        let full = format!("{}{name}", self.prefix);
+        let view = self.tensors.tensor(&full).map_err(|_| {
+            CandleError::malformed(self.file, format!("tensor '{full}' is missing"))
+        })?;
+        if view.shape() != shape {
+            return Err(CandleError::malformed(
+                self.file,
+                format!(
+                    "tensor '{full}' has shape {:?}, but config.json implies {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let stored = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(CandleError::malformed(
+                    self.file,
+                    format!("tensor '{full}' has dtype {other:?}; expected F32, F16 or BF16"),
+                ));
+            }
+        };
+        // The header validation already checked that the byte length matches shape and
+        // dtype, so this copy cannot read out of bounds.
+        let tensor = Tensor::from_raw_buffer(view.data(), stored, shape, &Device::Cpu)?;
+        let tensor = if stored == dtype {
+            tensor
+        } else {
+            tensor.to_dtype(dtype)?
+        };
+        Ok(tensor.to_device(self.device)?)
+    }
+}
+
+/// A dense layer `y = x Wᵀ + b`.
+struct Linear {
+    /// `[out, in]`, as checkpoints store it.
+    weight: Tensor,
+    /// `[out]`.
+    bias: Tensor,
+    /// CPU gemm has no bf16 kernel: bf16 models keep bf16-rounded weights in f32 and run
+    /// the product in f32, as bf16 hardware accumulates in f32.
+    widen_bf16: bool,
+}
+
+impl Linear {
+    fn load(
+        src: &WeightSource<'_>,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, CandleError> {
+        let widen_bf16 = src.dtype == DType::BF16 && src.device.is_cpu();
+        let mut weight = src.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+        if widen_bf16 {
+            weight = weight.to_dtype(DType::F32)?;
+        }
+        let bias = src.get(&format!("{name}.bias"), &[out_dim])?;
+        Ok(Self {
+            weight,
+            bias,
+            widen_bf16,
+        })
+    }
+
+    /// Concatenates several layers with the same input along their outputs, so that one
+    /// matrix product replaces several (query, key and value).
+    fn fuse(parts: &[Self]) -> Result<Self, CandleError> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        Ok(Self {
+            weight: Tensor::cat(&weights, 0)?,
+            bias: Tensor::cat(&biases, 0)?,
+            widen_bf16: parts.iter().any(|p| p.widen_bf16),
+        })
+    }
+
+    /// `x`: `[rows, in]` → `[rows, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
+        let y = if self.widen_bf16 {
+            x.to_dtype(DType::F32)?
+                .matmul(&self.weight.t()?)?
+                .to_dtype(DType::BF16)?
+        } else {
+            x.matmul(&self.weight.t()?)?
+        };
+        Ok(y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Layer normalization over the last dimension.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(src: &WeightSource<'_>, name: &str, dim: usize, eps: f64) -> Result<Self, CandleError> {
+        Ok(Self {
+            weight: src.get(&format!("{name}.weight"), &[dim])?,
+            bias: src.get(&format!("{name}.bias"), &[dim])?,
+            #[allow(clippy::cast_possible_truncation, reason = "eps is a small constant")]
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
+        Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+/// One transformer layer.
+struct Layer {
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The encoder.
+pub(crate) struct Bert {
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+    activation: Activation,
+    heads: usize,
+    hidden: usize,
+    dtype: DType,
+    device: Device,
+    vocab_size: usize,
+    type_vocab_size: usize,
+    max_positions: usize,
+}
+
+/// The inputs of one forward pass, already checked against the model's limits.
+pub(crate) struct EncoderInput {
+    /// `[batch, seq]` word-piece ids.
+    pub(crate) input_ids: Vec<u32>,
+    /// `[batch, seq]` segment ids.
+    pub(crate) token_type_ids: Vec<u32>,
+    /// `[batch, seq]`, true where a real token is.
+    pub(crate) attention_mask: Vec<bool>,
+    /// Rows.
+    pub(crate) batch: usize,
+    /// Columns.
+    pub(crate) seq: usize,
+}
+
+impl Bert {
+    /// Builds the encoder from validated weights, checking every tensor's shape.
+    pub(crate) fn load(
+        config: &BertConfig,
+        config_path: &Path,
+        tensors: &SafeTensors<'_>,
+        weights_path: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, CandleError> {
+        // Check everything first, so a broken file fails before any weight is copied.
+        check_tensors(config, tensors, weights_path)?;
+        let prefix = tensor_prefix(tensors);
+        let src = WeightSource {
+            tensors,
+            file: weights_path,
+            prefix,
+            dtype,
+            device,
+        };
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let word_embeddings =
+            src.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let position_embeddings = src.get(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type_embeddings = src.get(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        let embeddings_norm = LayerNorm::load(&src, "embeddings.LayerNorm", h, eps)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let q = Linear::load(&src, &format!("{p}.attention.self.query"), h, h)?;
+            let k = Linear::load(&src, &format!("{p}.attention.self.key"), h, h)?;
+            let v = Linear::load(&src, &format!("{p}.attention.self.value"), h, h)?;
+            layers.push(Layer {
+                qkv: Linear::fuse(&[q, k, v])?,
+                attention_out: Linear::load(&src, &format!("{p}.attention.output.dense"), h, h)?,
+                attention_norm: LayerNorm::load(
+                    &src,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    h,
+                    eps,
+                )?,
+                intermediate: Linear::load(
+                    &src,
+                    &format!("{p}.intermediate.dense"),
+                    config.intermediate_size,
+                    h,
+                )?,
+                output: Linear::load(
+                    &src,
+                    &format!("{p}.output.dense"),
+                    h,
+                    config.intermediate_size,
+                )?,
+                output_norm: LayerNorm::load(&src, &format!("{p}.output.LayerNorm"), h, eps)?,
+            });
+        }
+        Ok(Self {
+            word_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            embeddings_norm,
+            layers,
+            activation: config.activation(config_path)?,
+            heads: config.num_attention_heads,
+            hidden: h,
+            dtype,
+            device: device.clone(),
+            vocab_size: config.vocab_size,
+            type_vocab_size: config.type_vocab_size,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+
+    /// Rows of the word embedding table.
+    pub(crate) const fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Rows of the token type table.
+    pub(crate) const fn type_vocab_size(&self) -> usize {
+        self.type_vocab_size
+    }
+
+    /// The longest sequence the model takes.
+    pub(crate) const fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// Width of the hidden states.
+    pub(crate) const fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]` as f32.
+    pub(crate) fn forward(&self, input: &EncoderInput) -> Result<Vec<f32>, CandleError> {
+        let (b, s, h) = (input.batch, input.seq, self.hidden);
+        let dev = &self.device;
+        let ids = Tensor::from_slice(&input.input_ids, b * s, dev)?;
+        let types = Tensor::from_slice(&input.token_type_ids, b * s, dev)?;
+        let words = self.word_embeddings.index_select(&ids, 0)?;
+        let segments = self.token_type_embeddings.index_select(&types, 0)?;
+        let positions = self.position_embeddings.narrow(0, 0, s)?;
+        let embedded = (words + segments)?
+            .reshape((b, s, h))?
+            .broadcast_add(&positions)?
+            .reshape((b * s, h))?;
+        let mut x = self.embeddings_norm.forward(&embedded)?;
+
+        // Additive mask, kept in f32 with softmax: padded keys get a large negative score,
+        // finite so that a row with no real token stays finite instead of NaN.
+        let bias: Vec<f32> = input
+            .attention_mask
+            .iter()
+            .map(|&keep| if keep { 0.0 } else { f32::MIN })
+            .collect();
+        let bias = Tensor::from_vec(bias, (b, 1, 1, s), dev)?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &bias, b, s)?;
+        }
+        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        bias: &Tensor,
+        b: usize,
+        s: usize,
+    ) -> Result<Tensor, CandleError> {
+        let (h, nh) = (self.hidden, self.heads);
+        let d = h / nh;
+        let qkv = layer
+            .qkv
+            .forward(x)?
+            .reshape((b, s, 3, nh, d))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let q = qkv.get(0)?;
+        let k = qkv.get(1)?;
+        let v = qkv.get(2)?;
+        #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q
+            .matmul(&k.t()?)?
+            .to_dtype(DType::F32)?
+            .affine(scale, 0.0)?
+            .broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
+        let attended = (layer.attention_out.forward(&context)? + x)?;
+        let attended = layer.attention_norm.forward(&attended)?;
+        let inner = layer.intermediate.forward(&attended)?;
+        let inner = match self.activation {
+            Activation::GeluErf => inner.gelu_erf()?,
+            Activation::GeluTanh => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = (layer.output.forward(&inner)? + attended)?;
+        layer.output_norm.forward(&out)
+    }
+}
+
+/// `""` or `"bert."`: the name prefix of the checkpoint's tensors.
+fn tensor_prefix(tensors: &SafeTensors<'_>) -> &'static str {
+    if tensors.tensor("embeddings.word_embeddings.weight").is_ok() {
+        ""
+    } else {
+        "bert."
+    }
+}
+
+/// Every tensor the encoder reads, with the shape `config.json` implies.
+fn expected_tensors(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let h = config.hidden_size;
+    let i = config.intermediate_size;
+    let mut out = vec![
+        (
+            "embeddings.word_embeddings.weight".to_owned(),
+            vec![config.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".to_owned(),
+            vec![config.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".to_owned(),
+            vec![config.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".to_owned(), vec![h]),
+        ("embeddings.LayerNorm.bias".to_owned(), vec![h]),
+    ];
+    for layer in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{layer}");
+        for (name, shape) in [
+            ("attention.self.query", [h, h]),
+            ("attention.self.key", [h, h]),
+            ("attention.self.value", [h, h]),
+            ("attention.output.dense", [h, h]),
+            ("intermediate.dense", [i, h]),
+            ("output.dense", [h, i]),
+        ] {
+            out.push((format!("{p}.{name}.weight"), shape.to_vec()));
+            out.push((format!("{p}.{name}.bias"), vec![shape[0]]));
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            out.push((format!("{p}.{norm}.weight"), vec![h]));
+            out.push((format!("{p}.{norm}.bias"), vec![h]));
+        }
+    }
+    out
+}
+
+/// Checks that every tensor the encoder reads is present with the right shape and a float
+/// dtype, without copying any of them.
+pub(crate) fn check_tensors(
+    config: &BertConfig,
+    tensors: &SafeTensors<'_>,
+    file: &Path,
+) -> Result<(), CandleError> {
+    let prefix = tensor_prefix(tensors);
+    for (name, shape) in expected_tensors(config) {
+        let full = format!("{prefix}{name}");
+        let view = tensors
+            .tensor(&full)
+            .map_err(|_| CandleError::malformed(file, format!("tensor '{full}' is missing")))?;
+        if view.shape() != shape.as_slice() {
+            return Err(CandleError::malformed(
+                file,
+                format!(
+                    "tensor '{full}' has shape {:?}, but config.json implies {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        if !matches!(
+            view.dtype(),
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+        ) {
+            return Err(CandleError::malformed(
+                file,
+                format!(
+                    "tensor '{full}' has dtype {:?}; expected F32, F16 or BF16",
+                    view.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The crate's error type and its mapping onto the shared [`ModelError`] vocabulary.
+
+use std::path::PathBuf;
+
+use dp_spec::{ErrorCode, ModelError};
+
+/// Everything that can go wrong loading or running a model with candle.
+#[derive(Debug, thiserror::Error)]
+pub enum CandleError {
+    /// A file the model needs is absent.
+    #[error("{file} is missing: run `cargo xtask setup` or check the spec's local_artifacts")]
+    FileMissing {
+        /// The absent file.
+        file: PathBuf,
+    },
+    /// A file exists but cannot be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A file is present but its content is wrong (bad JSON, truncated weights, a missing
+    /// or mis-shaped tensor, an unsupported setting).
+    #[error("{file} is malformed: {problem}; replace it with the file the spec pins")]
+    Malformed {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The spec does not say where the weights are.
+    #[error(
+        "spec '{model}' lists no .safetensors file (or folder holding model.safetensors) in local_artifacts"
+    )]
+    NoWeightsArtifact {
+        /// The model name.
+        model: String,
+    },
+    /// An artifact path is absolute or leaves the models root.
+    #[error(
+        "spec '{model}' names artifact '{artifact}', which is not a relative path inside the models root"
+    )]
+    ArtifactOutsideRoot {
+        /// The model name.
+        model: String,
+        /// The offending path.
+        artifact: String,
+    },
+    /// The requested device is not compiled in or not present.
+    #[error("{0}")]
+    DeviceUnavailable(String),
+    /// The inputs do not fit the model.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The tensor library failed while running the model.
+    #[error("candle failed while running the model: {0}")]
+    Runtime(#[from] candle_core::Error),
+    /// The worker threads could not be started.
+    #[error("cannot start {threads} candle worker threads: {reason}")]
+    ThreadPool {
+        /// How many threads were asked for.
+        threads: usize,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl CandleError {
+    /// A [`CandleError::Malformed`] for `file`.
+    pub(crate) fn malformed(file: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Self::Malformed {
+            file: file.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The shared code for this error.
+    #[must_use]
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Self::FileMissing { .. } => ErrorCode::WeightsMissing,
+            Self::Read { .. } => ErrorCode::Io,
+            // A broken artifact makes the spec unusable as written; digest verification
+            // (done by the manager before loading) catches altered bytes earlier.
+            Self::Malformed { .. } | Self::NoWeightsArtifact { .. } => ErrorCode::InvalidSpec,
+            Self::ArtifactOutsideRoot { .. } => ErrorCode::InvalidSpec,
+            Self::DeviceUnavailable(_) | Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
+            Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::Runtime(_) => ErrorCode::ProviderUnavailable,
+        }
+    }
+}
+
+impl From<CandleError> for ModelError {
+    fn from(err: CandleError) -> Self {
+        let mut model_error = Self::new(err.code(), err.to_string());
+        match &err {
+            CandleError::FileMissing { file }
+            | CandleError::Read { file, .. }
+            | CandleError::Malformed { file, .. } => {
+                model_error = model_error.with_detail("file", file.display().to_string());
+            }
+            CandleError::NoWeightsArtifact { model } => {
+                model_error = model_error.with_detail("model", model.as_str());
+            }
+            CandleError::ArtifactOutsideRoot { model, artifact } => {
+                model_error = model_error
+                    .with_detail("model", model.as_str())
+                    .with_detail("artifact", artifact.as_str());
+            }
+            _ => {}
+        }
+        model_error.with_detail("provider", "candle")
+    }
+}

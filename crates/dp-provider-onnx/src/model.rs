@@ -1,0 +1,253 @@
+//! A loaded ONNX model: its session, the check of its real inputs/outputs against the spec,
+//! and inference on named tensors.
+
+use std::borrow::Cow;
+use std::sync::Mutex;
+
+use dp_spec::{NamedTensors, Tensor, TensorDType, TensorData, TensorSpec};
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
+
+use crate::error::OnnxError;
+
+/// A model loaded into an ONNX Runtime session.
+pub(crate) struct OnnxModel {
+    /// The model's name, for messages.
+    name: String,
+    /// ort's `run` takes `&mut self`; ONNX Runtime parallelizes inside one run
+    /// (intra-op threads), so runs on one model are serialized here.
+    session: Mutex<Session>,
+    /// The model's input names, in the model's order.
+    inputs: Vec<(String, TensorElementType)>,
+}
+
+/// The ONNX element type of a spec dtype; `None` for types ONNX Runtime tensors here do
+/// not carry (byte strings).
+pub(crate) const fn element_type(dtype: TensorDType) -> Option<TensorElementType> {
+    Some(match dtype {
+        TensorDType::Fp32 => TensorElementType::Float32,
+        TensorDType::Fp16 => TensorElementType::Float16,
+        TensorDType::Bf16 => TensorElementType::Bfloat16,
+        TensorDType::Int64 => TensorElementType::Int64,
+        TensorDType::Int32 => TensorElementType::Int32,
+        TensorDType::Int8 => TensorElementType::Int8,
+        TensorDType::Uint8 => TensorElementType::Uint8,
+        TensorDType::Bool => TensorElementType::Bool,
+        TensorDType::Bytes => return None,
+    })
+}
+
+/// Compares the model's real tensors (`actual`) with the spec's (`declared`): every
+/// declared tensor must exist with the same element type, rank and fixed dimensions; for
+/// inputs, every model input must be declared (the model cannot run without it).
+fn check_outlets(
+    model: &str,
+    kind: &str,
+    declared: &[TensorSpec],
+    actual: &[Outlet],
+    all_required: bool,
+) -> Result<(), OnnxError> {
+    let invalid = |msg: String| OnnxError::InvalidSpec(format!("model '{model}': {msg}"));
+    for spec in declared {
+        let Some(outlet) = actual.iter().find(|o| o.name() == spec.name) else {
+            let names: Vec<&str> = actual.iter().map(Outlet::name).collect();
+            return Err(invalid(format!(
+                "{kind} tensor '{}' is declared in the spec but the ONNX file has no such \
+                 {kind} (it has {names:?}); fix {kind}_schema",
+                spec.name
+            )));
+        };
+        let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+            return Err(invalid(format!(
+                "{kind} '{}' is not a tensor in the ONNX file ({})",
+                spec.name,
+                outlet.dtype()
+            )));
+        };
+        if element_type(spec.dtype) != Some(*ty) {
+            return Err(invalid(format!(
+                "{kind} tensor '{}' is {:?} in the spec but {ty} in the ONNX file",
+                spec.name, spec.dtype
+            )));
+        }
+        let dims: &[i64] = shape;
+        let fits = dims.len() == spec.shape.len()
+            && dims
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&real, &want)| real < 0 || want < 0 || real == want);
+        if !fits {
+            return Err(invalid(format!(
+                "{kind} tensor '{}' has shape {:?} in the spec but {dims:?} in the ONNX file \
+                 (-1 = dynamic)",
+                spec.name, spec.shape
+            )));
+        }
+    }
+    if all_required && !declared.is_empty() {
+        if let Some(missing) = actual
+            .iter()
+            .find(|o| !declared.iter().any(|d| d.name == o.name()))
+        {
+            return Err(invalid(format!(
+                "the ONNX file needs {kind} tensor '{}' that {kind}_schema does not declare",
+                missing.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl OnnxModel {
+    /// Wraps a session after checking it against the spec's schemas.
+    pub(crate) fn new(
+        name: &str,
+        session: Session,
+        input_schema: &[TensorSpec],
+        output_schema: &[TensorSpec],
+    ) -> Result<Self, OnnxError> {
+        check_outlets(name, "input", input_schema, session.inputs(), true)?;
+        check_outlets(name, "output", output_schema, session.outputs(), false)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| {
+                let ty = match o.dtype() {
+                    ValueType::Tensor { ty, .. } => *ty,
+                    _ => TensorElementType::String,
+                };
+                (o.name().to_owned(), ty)
+            })
+            .collect();
+        Ok(Self {
+            name: name.to_owned(),
+            session: Mutex::new(session),
+            inputs,
+        })
+    }
+
+    /// Runs the model. Inputs are handed to ONNX Runtime as views of the caller's buffers
+    /// (no copy); outputs are copied once out of ONNX Runtime's buffers into owned tensors.
+    pub(crate) fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, OnnxError> {
+        let invalid =
+            |msg: String| OnnxError::InvalidInput(format!("model '{}': {msg}", self.name));
+        if let Some(extra) = inputs
+            .keys()
+            .find(|k| !self.inputs.iter().any(|(n, _)| n == *k))
+        {
+            let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(invalid(format!(
+                "no input named '{extra}' (the model takes {names:?})"
+            )));
+        }
+        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(self.inputs.len());
+        for (name, ty) in &self.inputs {
+            let tensor = inputs
+                .get(name)
+                .ok_or_else(|| invalid(format!("input '{name}' is missing")))?;
+            if element_type(tensor.dtype()) != Some(*ty) {
+                return Err(invalid(format!(
+                    "input '{name}' must be {ty}, got {:?}",
+                    tensor.dtype()
+                )));
+            }
+            values.push((
+                Cow::Borrowed(name.as_str()),
+                view(tensor).map_err(|e| invalid(format!("input '{name}': {e}")))?,
+            ));
+        }
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outputs = session
+            .run(values)
+            .map_err(|e| OnnxError::Runtime(format!("model '{}': {e}", self.name)))?;
+        let mut result = NamedTensors::new();
+        for (name, value) in &outputs {
+            result.insert(name.to_owned(), owned(name, &value)?);
+        }
+        Ok(result)
+    }
+}
+
+/// A borrowed ONNX Runtime view of a tensor's buffer.
+fn view(tensor: &Tensor) -> Result<SessionInputValue<'_>, ort::Error> {
+    let shape: Vec<i64> = tensor
+        .shape()
+        .iter()
+        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+        .collect();
+    Ok(match tensor.data() {
+        TensorData::Fp32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Fp16(v) => {
+            TensorRef::from_array_view((shape, v.as_slice().reinterpret_cast::<half::f16>()))?
+                .into()
+        }
+        TensorData::Bf16(v) => {
+            TensorRef::from_array_view((shape, v.as_slice().reinterpret_cast::<half::bf16>()))?
+                .into()
+        }
+        TensorData::Int64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Int32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Int8(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Uint8(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Bool(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Bytes(_) => {
+            return Err(ort::Error::new(
+                "byte-string tensors are not supported by this provider",
+            ));
+        }
+    })
+}
+
+/// Copies an output out of ONNX Runtime's buffer.
+fn owned(name: &str, value: &DynValue) -> Result<Tensor, OnnxError> {
+    let runtime = |e: ort::Error| OnnxError::Runtime(format!("output '{name}': {e}"));
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(OnnxError::Runtime(format!(
+            "output '{name}' is a {}, not a tensor",
+            value.dtype()
+        )));
+    };
+    macro_rules! extract {
+        ($t:ty, $variant:ident, $map:expr) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(runtime)?;
+            (shape.to_vec(), TensorData::$variant($map(data)))
+        }};
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Float32 => extract!(f32, Fp32, <[f32]>::to_vec),
+        TensorElementType::Float16 => {
+            extract!(half::f16, Fp16, |d: &[half::f16]| d
+                .reinterpret_cast()
+                .to_vec())
+        }
+        TensorElementType::Bfloat16 => {
+            extract!(half::bf16, Bf16, |d: &[half::bf16]| d
+                .reinterpret_cast()
+                .to_vec())
+        }
+        TensorElementType::Int64 => extract!(i64, Int64, <[i64]>::to_vec),
+        TensorElementType::Int32 => extract!(i32, Int32, <[i32]>::to_vec),
+        TensorElementType::Int8 => extract!(i8, Int8, <[i8]>::to_vec),
+        TensorElementType::Uint8 => extract!(u8, Uint8, <[u8]>::to_vec),
+        TensorElementType::Bool => extract!(bool, Bool, <[bool]>::to_vec),
+        other => {
+            return Err(OnnxError::Runtime(format!(
+                "output '{name}' has element type {other}, which this provider does not return"
+            )));
+        }
+    };
+    let shape = shape
+        .into_iter()
+        .map(|d| {
+            usize::try_from(d).map_err(|_| {
+                OnnxError::Runtime(format!("output '{name}' has a negative dimension"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Tensor::new(shape, data).map_err(|e| OnnxError::Runtime(e.message))
+}

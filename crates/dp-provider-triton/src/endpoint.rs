@@ -1,0 +1,169 @@
+//! Endpoint URLs: parsing the host out of a base URL and checking it against the allowed
+//! hosts before any socket is opened.
+
+use crate::error::TritonError;
+
+/// A parsed `http://host:port` base URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The base URL without a trailing slash, e.g. `http://127.0.0.1:8000`.
+    base: String,
+    /// The host, lowercase, without IPv6 brackets.
+    host: String,
+}
+
+impl Endpoint {
+    /// Parses a base URL of the form the spec schema allows (`http(s)://authority[/]`).
+    ///
+    /// ```
+    /// let e = dp_provider_triton::Endpoint::parse("http://[::1]:8000/")?;
+    /// assert_eq!(e.host(), "::1");
+    /// assert_eq!(e.base(), "http://[::1]:8000");
+    /// # Ok::<(), dp_provider_triton::TritonError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TritonError::BadEndpoint`] when the URL has another scheme, a path, user info or no
+    /// host.
+    pub fn parse(url: &str) -> Result<Self, TritonError> {
+        let bad = |reason: &str| TritonError::BadEndpoint {
+            endpoint: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| bad("the scheme must be http:// or https://"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        if authority
+            .bytes()
+            .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@') || b.is_ascii_whitespace())
+        {
+            return Err(bad(
+                "only scheme, host and port are allowed (no path, query or user info)",
+            ));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad("garbage after the IPv6 address")),
+            }
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err(bad("the port must be a number from 0 to 65535"));
+        }
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Self {
+            base: format!("{}{authority}", &url[..url.len() - rest.len()]),
+            host: host.to_ascii_lowercase(),
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The host, lowercase, without IPv6 brackets.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Fails unless the host is one of `allowed` (compared case-insensitively, brackets
+    /// ignored). This is a pure string check: it runs before any name resolution or socket.
+    ///
+    /// # Errors
+    /// [`TritonError::HostNotAllowed`].
+    pub fn check_allowed(&self, allowed: &[String]) -> Result<(), TritonError> {
+        let ok = allowed.iter().any(|a| {
+            let a = a.trim_start_matches('[').trim_end_matches(']');
+            a.eq_ignore_ascii_case(&self.host)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(TritonError::HostNotAllowed {
+                endpoint: self.base.clone(),
+                host: self.host.clone(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_and_ports() {
+        for (url, host, base) in [
+            (
+                "http://127.0.0.1:8000",
+                "127.0.0.1",
+                "http://127.0.0.1:8000",
+            ),
+            ("http://LocalHost:1/", "localhost", "http://LocalHost:1"),
+            ("https://example.com", "example.com", "https://example.com"),
+            ("http://[::1]:8000/", "::1", "http://[::1]:8000"),
+        ] {
+            let e = Endpoint::parse(url).expect(url);
+            assert_eq!(e.host(), host, "{url}");
+            assert_eq!(e.base(), base, "{url}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_urls() {
+        for url in [
+            "ftp://x",
+            "http://",
+            "http://a/b",
+            "http://u@h:1",
+            "http://h:port",
+            "http://h:99999",
+            "http://[::1",
+            "127.0.0.1:8000",
+        ] {
+            assert!(
+                matches!(Endpoint::parse(url), Err(TritonError::BadEndpoint { .. })),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_list_is_exact_and_case_insensitive() {
+        let allowed = crate::TritonProviderConfig::default().allowed_hosts;
+        for ok in ["http://127.0.0.1:1", "http://[::1]:1", "http://LOCALHOST:1"] {
+            Endpoint::parse(ok)
+                .expect(ok)
+                .check_allowed(&allowed)
+                .expect(ok);
+        }
+        for no in [
+            "http://10.0.0.1:1",
+            "http://127.0.0.1.nip.io:1",
+            "http://example.com",
+        ] {
+            let err = Endpoint::parse(no).expect(no).check_allowed(&allowed);
+            assert!(
+                matches!(err, Err(TritonError::HostNotAllowed { .. })),
+                "{no}"
+            );
+        }
+    }
+}

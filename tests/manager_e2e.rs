@@ -1,0 +1,85 @@
+//! The manager end to end on the real MiniLM: the catalog's candle and ONNX specs, loaded
+//! by the real providers through `ModelManager`, embed through the one shared
+//! `sentence_embedding` preset and agree with sentence-transformers; cached texts come back
+//! bit for bit; the records name what ran.
+
+use std::sync::Arc;
+
+use dp_manager::ModelManager;
+use dp_manager::providers::candle::CandleProvider;
+use dp_manager::providers::onnx::{OnnxProvider, OnnxProviderConfig};
+use dp_spec::{Catalog, ModelProvider};
+
+/// sentence-transformers' output (`tests/data/reference/…`): sentences and embeddings.
+fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
+    let path = dp_tests::data_dir().join("reference/minilm_l6_v2_sentence_transformers.json");
+    let text = std::fs::read_to_string(&path).expect("reference file");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let sentences = serde_json::from_value(json["sentences"].clone()).expect("sentences");
+    let embeddings = serde_json::from_value(json["embeddings"].clone()).expect("embeddings");
+    (sentences, embeddings)
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
+    const TEST: &str = "candle_and_onnx_embed_like_sentence_transformers_through_the_manager";
+    let (Some(_), Some(models_root)) = (
+        dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", TEST),
+        dp_tests::asset("models", TEST),
+    ) else {
+        return;
+    };
+    let catalog = Catalog::load(&dp_tests::sample_catalog()).expect("sample catalog");
+    let providers: Vec<Arc<dyn ModelProvider>> = vec![
+        Arc::new(CandleProvider::new()),
+        Arc::new(OnnxProvider::new(OnnxProviderConfig::default())),
+    ];
+    let manager = ModelManager::builder(catalog, models_root)
+        .providers(providers)
+        .reaper(false)
+        .build()
+        .expect("builds");
+    let (sentences, expected) = reference();
+    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
+
+    let candle = manager
+        .embed("all-minilm-l6-v2", &texts)
+        .expect("candle embeds");
+    let onnx = manager
+        .embed("all-minilm-l6-v2-onnx", &texts)
+        .expect("onnx embeds");
+    let candle_diff = max_abs_diff(&candle.embeddings, &expected);
+    let onnx_diff = max_abs_diff(&onnx.embeddings, &expected);
+    assert!(candle_diff < 1e-5, "candle differs by {candle_diff}");
+    assert!(onnx_diff < 1e-5, "onnx differs by {onnx_diff}");
+
+    // The records say what ran; one preset, so one preprocess signature.
+    let (c, o) = (&candle.models_used[0], &onnx.models_used[0]);
+    assert_eq!((c.engine.as_str(), o.engine.as_str()), ("candle", "onnx"));
+    assert_eq!(c.device.to_string(), "cpu");
+    assert_eq!(c.preprocess_signature, o.preprocess_signature);
+    assert_ne!(candle.model_signature, onnx.model_signature);
+
+    // A second, partly new batch: cached texts come back identical, the new one is embedded.
+    let mut again = texts[..3].to_vec();
+    again.insert(1, "a sentence the reference does not have");
+    let out = manager.embed("all-minilm-l6-v2", &again).expect("embeds");
+    assert_eq!(out.embeddings[0], candle.embeddings[0]);
+    assert_eq!(out.embeddings[2..], candle.embeddings[1..3]);
+    let cache = manager.status().embedding_cache;
+    assert_eq!(cache.hits, 3);
+    assert_eq!(cache.misses, 2 * texts.len() as u64 + 1);
+    let norm: f32 = out.embeddings[1].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "normalized: {norm}");
+}

@@ -1,0 +1,136 @@
+//! End to end through the manager with the ONNX MiniLM on the real ONNX Runtime: the 21
+//! reference sentences must match sentence-transformers' embeddings (cosine ≥ 0.99999, max
+//! abs difference ≤ 1e-4), and the candle provider's embeddings of the same weights.
+//!
+//! Needs `cargo xtask setup` (assets `onnxruntime`, `minilm-onnx`, and `minilm` for the
+//! candle comparison); fails under CI=true when they are missing.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dp_manager::ModelManager;
+use dp_provider_candle::CandleProvider;
+use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
+use dp_spec::Catalog;
+use serde::Deserialize;
+
+const MODEL: &str = "all-minilm-l6-v2-onnx";
+
+#[derive(Deserialize)]
+struct Reference {
+    sentences: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    let path = dp_tests::data_dir().join("reference/minilm_l6_v2_sentence_transformers.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn catalog() -> Catalog {
+    Catalog::load(&dp_tests::workspace_root().join("specs/catalog")).unwrap()
+}
+
+/// The models root, once the ONNX model and the library are both set up.
+fn models_root(test: &str) -> Option<PathBuf> {
+    dp_tests::asset("onnxruntime/libonnxruntime.so", test)?;
+    let model = dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", test)?;
+    Some(model.parent()?.parent()?.to_path_buf())
+}
+
+fn embed(manager: &ModelManager, model: &str, sentences: &[&str]) -> Vec<Vec<f32>> {
+    let output = manager.embed(model, sentences).unwrap();
+    assert_eq!(output.embeddings.len(), sentences.len());
+    assert_eq!(output.models_used[0].model_name, model);
+    output.embeddings
+}
+
+fn onnx_manager(models_root: &Path) -> ModelManager {
+    // Default configuration: the library is found in the setup folder next to the models.
+    ModelManager::builder(catalog(), models_root)
+        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
+        .reaper(false)
+        .build()
+        .unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn onnx_minilm_matches_sentence_transformers_on_every_reference_sentence() {
+    let Some(root) =
+        models_root("onnx_minilm_matches_sentence_transformers_on_every_reference_sentence")
+    else {
+        return;
+    };
+    let reference = reference();
+    assert_eq!(reference.sentences.len(), 21);
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let got = embed(&onnx_manager(&root), MODEL, &sentences);
+    let mut worst_cos = f64::INFINITY;
+    let mut worst_diff = 0.0_f32;
+    for (i, (g, want)) in got.iter().zip(&reference.embeddings).enumerate() {
+        assert_eq!(g.len(), 384, "sentence {i}");
+        let cos = cosine(g, want);
+        let diff = max_abs_diff(g, want);
+        assert!(
+            cos >= 0.99999 && diff <= 1e-4,
+            "sentence {i} {:?}: cosine {cos}, max abs diff {diff}",
+            reference.sentences[i]
+        );
+        worst_cos = worst_cos.min(cos);
+        worst_diff = worst_diff.max(diff);
+    }
+    eprintln!(
+        "onnx vs sentence-transformers: worst cosine {worst_cos:.9}, worst max abs diff {worst_diff:.3e}"
+    );
+}
+
+#[test]
+fn onnx_and_candle_agree_on_the_same_weights() {
+    let test = "onnx_and_candle_agree_on_the_same_weights";
+    let Some(root) = models_root(test) else {
+        return;
+    };
+    if dp_tests::asset("models/all-minilm-l6-v2/model.safetensors", test).is_none() {
+        return;
+    }
+    let manager = ModelManager::builder(catalog(), &root)
+        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
+        .provider(Arc::new(CandleProvider::new()))
+        .reaper(false)
+        .build()
+        .unwrap();
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let onnx = embed(&manager, MODEL, &sentences);
+    let candle = embed(&manager, "all-minilm-l6-v2", &sentences);
+    let mut worst = 0.0_f32;
+    for (i, (o, c)) in onnx.iter().zip(&candle).enumerate() {
+        let diff = max_abs_diff(o, c);
+        assert!(
+            cosine(o, c) >= 0.99999 && diff <= 1e-4,
+            "sentence {i}: onnx and candle differ by {diff}"
+        );
+        worst = worst.max(diff);
+    }
+    eprintln!("onnx vs candle: worst max abs diff {worst:.3e}");
+}

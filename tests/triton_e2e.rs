@@ -1,0 +1,466 @@
+//! The Triton provider against a real `tritonserver` (the `triton` setup asset), started
+//! per test on a free 127.0.0.1 port with a repository written from
+//! `tests/data/triton-repo/`: inference of every element type in JSON and binary form,
+//! metadata and repository calls, the digest check, model control, and the faults (no
+//! server, server killed mid-flight and restarted, model unloaded, forbidden host); then
+//! MiniLM served by onnxruntime inside Triton, through the manager's shared preset, against
+//! sentence-transformers' reference embeddings.
+//!
+//! Needs `cargo xtask setup` (assets `triton`, and `minilm` + `minilm-onnx` for MiniLM);
+//! fails under CI=true when they are missing.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dp_provider_triton::{TensorEncoding, TritonModel, TritonProvider, TritonProviderConfig};
+use dp_spec::{
+    Catalog, ErrorCode, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
+    NamedTensors, Precision, ResolvedDevice, Tensor, TensorData,
+};
+use dp_tests::triton_harness::{
+    AFFINE_WEIGHTS_DIGEST, Deployment, MINILM_ONNX, REPOSITORY_TEMPLATES, TritonInstall,
+    TritonServer, free_port, write_repository,
+};
+
+const AFFINE_DIGEST: &str = AFFINE_WEIGHTS_DIGEST;
+
+/// A server with its repository; both go away on drop.
+struct Running {
+    server: TritonServer,
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+fn install(test: &str) -> Option<TritonInstall> {
+    let dir = dp_tests::asset("triton", test)?;
+    let install = TritonInstall::at(&dir);
+    if let Some(missing) = install.missing() {
+        assert!(
+            !dp_tests::in_ci(),
+            "{test}: {} is missing",
+            missing.display()
+        );
+        eprintln!(
+            "{test}: NOT RUN: {} is missing; run `cargo xtask setup`",
+            missing.display()
+        );
+        return None;
+    }
+    Some(install)
+}
+
+fn start(test: &str, deployments: &[Deployment], load: &[&str]) -> Option<Running> {
+    let install = install(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let templates = dp_tests::workspace_root().join(REPOSITORY_TEMPLATES);
+    write_repository(&templates, &repo, deployments).unwrap();
+    let mut server = TritonServer::start(
+        &install,
+        &repo,
+        free_port().unwrap(),
+        load,
+        &dir.path().join("server.log"),
+    )
+    .unwrap();
+    server.wait_ready(load, Duration::from_secs(120)).unwrap();
+    Some(Running {
+        server,
+        _dir: dir,
+        repo,
+    })
+}
+
+fn spec(endpoint: &str, model: &str, digest: Option<&str>) -> ModelSpec {
+    let mut value = serde_json::json!({
+        "model_name": model, "model_version": "1", "runtime": "triton", "engine": "onnx",
+        "triton": { "endpoint": endpoint, "model_name": model, "connect_timeout_ms": 300,
+                    "request_timeout_ms": 10000 }
+    });
+    if let Some(d) = digest {
+        value["weights_digest"] = d.into();
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+/// Through the provider contract, as the manager loads.
+fn load_boxed(provider: &TritonProvider, spec: &ModelSpec) -> Box<dyn LoadedModel> {
+    let loaded = provider.load(&LoadRequest {
+        spec,
+        models_root: std::path::Path::new("/nonexistent"),
+        device: ResolvedDevice::Cpu,
+        precision: Precision::Fp32,
+    });
+    loaded.map_err(|e| e.to_string()).unwrap()
+}
+
+fn load(provider: &TritonProvider, spec: &ModelSpec) -> Result<TritonModel, ModelError> {
+    provider.load_spec(spec).map_err(ModelError::from)
+}
+
+fn affine_input(rows: usize, cols: usize) -> (NamedTensors, Vec<f32>) {
+    #[allow(clippy::cast_precision_loss)]
+    let x: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.25 - 3.0).collect();
+    let y = x.iter().map(|v| 2.0 * v + 1.0).collect();
+    let mut inputs = NamedTensors::new();
+    inputs.insert(
+        "x".into(),
+        Tensor::new(vec![rows, cols], TensorData::Fp32(x)).unwrap(),
+    );
+    (inputs, y)
+}
+
+fn assert_affine(model: &dyn LoadedModel, rows: usize, cols: usize) {
+    let (inputs, expected) = affine_input(rows, cols);
+    let out = model.infer(&inputs).unwrap();
+    assert_eq!(out["y"].shape(), &[rows, cols]);
+    assert_eq!(out["y"].data(), &TensorData::Fp32(expected));
+}
+
+#[test]
+fn inference_metadata_digest_and_model_control_against_a_real_server() {
+    let test = "inference_metadata_digest_and_model_control_against_a_real_server";
+    let deployments = [
+        Deployment::new("affine", Some(AFFINE_DIGEST)),
+        Deployment::new("affine", None).named("affine-nodigest"),
+        Deployment::new("affine", Some("sha256:00")).named("affine-otherdigest"),
+        Deployment::new("affine", Some(AFFINE_DIGEST)).named("affine-spare"),
+        Deployment::new("echo", Some(AFFINE_DIGEST)),
+    ];
+    let names = [
+        "affine",
+        "affine-nodigest",
+        "affine-otherdigest",
+        "affine-spare",
+        "echo",
+    ];
+    let Some(run) = start(test, &deployments, &names) else {
+        return;
+    };
+    let endpoint = run.server.endpoint();
+    let provider = TritonProvider::new(TritonProviderConfig::default());
+
+    // Small (JSON) and large (binary extension) requests, batched, give exactly 2x + 1.
+    let affine = load_boxed(&provider, &spec(&endpoint, "affine", Some(AFFINE_DIGEST)));
+    assert_affine(affine.as_ref(), 1, 3);
+    assert_affine(affine.as_ref(), 4, 4096);
+
+    // Every element type, each encoding, through the echo model.
+    let echo_spec = spec(&endpoint, "echo", Some(AFFINE_DIGEST));
+    let echo = TritonProvider::new(TritonProviderConfig::default());
+    let client = echo.client(echo_spec.triton.as_ref().unwrap()).unwrap();
+    let meta = client.model_metadata("echo", None).unwrap();
+    assert_eq!(meta.inputs.len(), 7);
+    assert_eq!(meta.inputs[1].datatype, "FP16");
+    let mut inputs = NamedTensors::new();
+    let mut put = |name: &str, data: TensorData| {
+        let n = data.len();
+        inputs.insert(name.into(), Tensor::new(vec![n], data).unwrap());
+    };
+    put("f32", TensorData::Fp32(vec![1.5, -0.0, 3.25e-8]));
+    put("f16", TensorData::Fp16(vec![0x3c00, 0xc000, 0x7bff]));
+    put("i64", TensorData::Int64(vec![i64::MIN, 0, i64::MAX]));
+    put("i32", TensorData::Int32(vec![i32::MIN, 7, i32::MAX]));
+    put("u8", TensorData::Uint8(vec![0, 128, 255]));
+    put("flag", TensorData::Bool(vec![true, false, true]));
+    put(
+        "text",
+        TensorData::Bytes(vec![
+            b"hello".to_vec(),
+            Vec::new(),
+            "\u{e9}\u{1f600}".as_bytes().to_vec(),
+        ]),
+    );
+    let model: TritonModel = echo.load_spec(&echo_spec).unwrap();
+    for encoding in [
+        TensorEncoding::Json,
+        TensorEncoding::Binary,
+        TensorEncoding::default(),
+    ] {
+        let out = model.infer_with(&inputs, encoding).unwrap();
+        for (name, tensor) in &inputs {
+            assert_eq!(&out[&format!("{name}_out")], tensor, "{name} {encoding:?}");
+        }
+    }
+
+    // Server and repository calls.
+    assert!(client.server_live().unwrap());
+    assert!(client.server_ready().unwrap());
+    assert!(client.model_ready("affine", Some("1")).unwrap());
+    assert!(!client.model_ready("affine", Some("7")).unwrap());
+    let config = client.model_config("affine", None).unwrap();
+    assert_eq!(config["max_batch_size"], 64);
+    let index = client.repository_index().unwrap();
+    let mut listed: Vec<&str> = index.iter().map(|e| e.name.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, names);
+    assert!(index.iter().all(|e| e.state.as_deref() == Some("READY")));
+
+    // A 400 about the data is invalid_input with the server's own message.
+    let mut bad = NamedTensors::new();
+    bad.insert(
+        "x".into(),
+        Tensor::new(vec![3], TensorData::Fp32(vec![1.0; 3])).unwrap(),
+    );
+    let err = affine.infer(&bad).unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::InvalidInput, "{err}");
+    assert!(
+        err.details["server_message"]
+            .as_str()
+            .unwrap()
+            .contains("shape"),
+        "{err:?}"
+    );
+    // A wrong element type is caught locally, against the metadata.
+    let mut wrong = NamedTensors::new();
+    wrong.insert(
+        "x".into(),
+        Tensor::new(vec![1, 1], TensorData::Int32(vec![1])).unwrap(),
+    );
+    assert_eq!(
+        affine.infer(&wrong).unwrap_err().error_code,
+        ErrorCode::InvalidInput
+    );
+
+    // The deployment's digest must be the spec's: missing and different both fail.
+    for (name, actual) in [
+        ("affine-nodigest", None),
+        ("affine-otherdigest", Some("sha256:00")),
+    ] {
+        let err = load(&provider, &spec(&endpoint, name, Some(AFFINE_DIGEST))).unwrap_err();
+        assert_eq!(
+            err.error_code,
+            ErrorCode::WeightsDigestMismatch,
+            "{name}: {err}"
+        );
+        assert_eq!(err.details["actual"], serde_json::json!(actual));
+        assert_eq!(err.details["expected"], AFFINE_DIGEST);
+    }
+    let other = format!("sha256:{}", "2".repeat(64));
+    let err = load(&provider, &spec(&endpoint, "affine", Some(&other))).unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::WeightsDigestMismatch);
+
+    // Unknown model → model_not_found.
+    let err = load(
+        &provider,
+        &spec(&endpoint, "no-such-model", Some(AFFINE_DIGEST)),
+    )
+    .unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::ModelNotFound, "{err}");
+
+    // Model control: refused by default; when allowed, unload makes the loaded model
+    // model_not_found, and load brings it back for a new load.
+    let spare = spec(&endpoint, "affine-spare", Some(AFFINE_DIGEST));
+    let err = client.unload_model("affine-spare").unwrap_err();
+    assert_eq!(
+        ModelError::from(err).error_code,
+        ErrorCode::NetworkForbidden
+    );
+    let spare_model = load(&provider, &spare).unwrap();
+    let control = TritonProvider::new(TritonProviderConfig {
+        allow_model_control: true,
+        ..TritonProviderConfig::default()
+    });
+    let control_client = control.client(spare.triton.as_ref().unwrap()).unwrap();
+    control_client.unload_model("affine-spare").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while control_client.model_ready("affine-spare", None).unwrap() {
+        assert!(Instant::now() < deadline, "unload did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (inputs, _) = affine_input(1, 2);
+    let err = spare_model.infer(&inputs).unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::ModelNotFound, "{err}");
+    let err = load(&provider, &spare).unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::ModelNotFound, "{err}");
+    // With model control allowed, load() asks the server to load it.
+    let reloaded = load(&control, &spare).unwrap();
+    assert_affine(&reloaded, 2, 5);
+    assert_affine(&spare_model, 2, 5);
+    drop(run);
+}
+
+#[test]
+fn no_server_is_triton_unavailable_in_under_a_second() {
+    let port = free_port().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let provider = TritonProvider::new(TritonProviderConfig::default());
+    let started = Instant::now();
+    let err = load(&provider, &spec(&endpoint, "affine", Some(AFFINE_DIGEST))).unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.error_code, ErrorCode::TritonUnavailable, "{err}");
+    assert_eq!(err.details["endpoint"], endpoint);
+    assert!(err.details["cause"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+}
+
+#[test]
+fn non_loopback_endpoint_is_network_forbidden() {
+    let provider = TritonProvider::new(TritonProviderConfig::default());
+    for endpoint in [
+        "http://192.0.2.10:8000",
+        "http://example.com:8000",
+        "http://10.0.0.1",
+    ] {
+        let started = Instant::now();
+        let err = load(&provider, &spec(endpoint, "affine", Some(AFFINE_DIGEST))).unwrap_err();
+        assert_eq!(
+            err.error_code,
+            ErrorCode::NetworkForbidden,
+            "{endpoint}: {err}"
+        );
+        // Checked before any socket or name lookup: TEST-NET would hang until the timeout.
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn server_killed_in_flight_then_restarted_and_the_same_provider_recovers() {
+    let test = "server_killed_in_flight_then_restarted_and_the_same_provider_recovers";
+    let deployments = [Deployment::new("affine", Some(AFFINE_DIGEST))];
+    let Some(mut run) = start(test, &deployments, &["affine"]) else {
+        return;
+    };
+    let port = run.server.port();
+    let endpoint = run.server.endpoint();
+    let provider = Arc::new(TritonProvider::new(TritonProviderConfig::default()));
+    let model: Arc<dyn LoadedModel> = Arc::from(load_boxed(
+        &provider,
+        &spec(&endpoint, "affine", Some(AFFINE_DIGEST)),
+    ));
+    assert_affine(model.as_ref(), 2, 8);
+
+    // Four threads infer in a loop while the server is killed under them.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let model = Arc::clone(&model);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (inputs, _) = affine_input(8, 2048);
+                let mut errors = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(e) = model.infer(&inputs) {
+                        errors.push(e);
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    run.server.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let errors: Vec<ModelError> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(!errors.is_empty(), "killing the server must fail requests");
+    for err in &errors {
+        assert_eq!(err.error_code, ErrorCode::TritonUnavailable, "{err}");
+        assert_eq!(err.details["endpoint"], endpoint);
+    }
+    // Down: fast, clear errors.
+    let (inputs, expected) = affine_input(1, 4);
+    assert_eq!(
+        model.infer(&inputs).unwrap_err().error_code,
+        ErrorCode::TritonUnavailable
+    );
+
+    // Restart on the same port; the same loaded model (same provider, same pool) works again.
+    let install = install(test).unwrap();
+    let log = run.repo.with_file_name("server2.log");
+    let mut restarted = TritonServer::start(&install, &run.repo, port, &["affine"], &log).unwrap();
+    restarted
+        .wait_ready(&["affine"], Duration::from_secs(120))
+        .unwrap();
+    let out = model.infer(&inputs).unwrap();
+    assert_eq!(out["y"].data(), &TensorData::Fp32(expected));
+    assert_affine(model.as_ref(), 3, 300);
+    drop(restarted);
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    sentences: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn minilm_served_by_triton_through_the_manager_matches_sentence_transformers() {
+    let test = "minilm_served_by_triton_through_the_manager_matches_sentence_transformers";
+    let Some(onnx) = dp_tests::asset(MINILM_ONNX.trim_start_matches(".dp-assets/"), test) else {
+        return;
+    };
+    let Some(models_root) = dp_tests::asset("models/all-minilm-l6-v2", test)
+        .and_then(|p| p.parent().map(PathBuf::from))
+    else {
+        return;
+    };
+    // The deployment declares the digest of the file it actually serves.
+    let digest = dp_digest::digest_file(
+        &onnx,
+        dp_digest::DigestAlgorithm::Sha256,
+        &dp_digest::NoProgress,
+    )
+    .unwrap()
+    .to_string();
+    let deployment = Deployment::new("all-minilm-l6-v2", Some(&digest))
+        .parameter("onnx_path", onnx.to_str().unwrap());
+    let Some(run) = start(test, &[deployment], &["all-minilm-l6-v2"]) else {
+        return;
+    };
+    let root = dp_tests::workspace_root().join("specs/catalog");
+    let catalog = Catalog::load(&root).unwrap();
+    let overrides = dp_spec::Layer::from_overrides(&[format!(
+        "all-minilm-l6-v2-triton.triton.endpoint={}",
+        run.server.endpoint()
+    )])
+    .unwrap();
+    let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
+    let manager = dp_manager::ModelManager::builder(catalog, &models_root)
+        .provider(Arc::new(TritonProvider::new(
+            TritonProviderConfig::default(),
+        )))
+        .reaper(false)
+        .build()
+        .unwrap();
+    let reference: Reference = serde_json::from_slice(
+        &std::fs::read(
+            dp_tests::data_dir().join("reference/minilm_l6_v2_sentence_transformers.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let output = manager
+        .embed("all-minilm-l6-v2-triton", &sentences)
+        .unwrap();
+    assert_eq!(output.embeddings.len(), sentences.len());
+    assert_eq!(output.models_used[0].model_name, "all-minilm-l6-v2-triton");
+    for (i, (got, want)) in output
+        .embeddings
+        .iter()
+        .zip(&reference.embeddings)
+        .enumerate()
+    {
+        assert_eq!(got.len(), 384);
+        let c = cosine(got, want);
+        assert!(c >= 0.99999, "sentence {i} {:?}: cosine {c}", sentences[i]);
+    }
+}

@@ -1,0 +1,36 @@
+"""The Python anchor of `cargo xtask bench triton`: sequential requests to the `affine`
+model with tritonclient[http] (its defaults: binary tensor data), printing requests/s.
+
+Usage: bench_tritonclient.py HOST:PORT small SECONDS
+"""
+
+import sys
+import time
+
+import numpy as np
+import tritonclient.http as httpclient
+
+
+def main() -> None:
+    url, mode, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    if mode != "small":
+        raise SystemExit(f"unknown mode {mode!r}")
+    client = httpclient.InferenceServerClient(url=url)
+    x = (np.arange(16, dtype=np.float32) % 1000) * np.float32(0.5)
+    x = x.reshape(1, 16)
+    inp = httpclient.InferInput("x", [1, 16], "FP32")
+    inp.set_data_from_numpy(x)
+    out = httpclient.InferRequestedOutput("y")
+    y = client.infer("affine", [inp], outputs=[out]).as_numpy("y")
+    if not np.array_equal(y, 2 * x + 1):
+        raise SystemExit("affine returned a wrong answer")
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        client.infer("affine", [inp], outputs=[out])
+        count += 1
+    print(f"{count / (time.perf_counter() - start):.3f}")
+
+
+if __name__ == "__main__":
+    main()
