@@ -213,7 +213,7 @@ fn safetensors_bytes(tensors: &Tensors) -> Vec<u8> {
         offset = end;
     }
     let mut header = Value::Object(header).to_string().into_bytes();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header.len() + offset);

@@ -85,16 +85,16 @@ fn check_outlets(
             )));
         }
     }
-    if all_required && !declared.is_empty() {
-        if let Some(missing) = actual
+    if all_required
+        && !declared.is_empty()
+        && let Some(missing) = actual
             .iter()
             .find(|o| !declared.iter().any(|d| d.name == o.name()))
-        {
-            return Err(invalid(format!(
-                "the ONNX file needs {kind} tensor '{}' that {kind}_schema does not declare",
-                missing.name()
-            )));
-        }
+    {
+        return Err(invalid(format!(
+            "the ONNX file needs {kind} tensor '{}' that {kind}_schema does not declare",
+            missing.name()
+        )));
     }
     Ok(())
 }
