@@ -97,7 +97,7 @@ fn write_model(root: &Path) {
 }
 
 fn spec() -> ModelSpec {
-    let text = "model_name: tiny\nmodel_version: '1'\nruntime: inprocess\nengine: candle\n\
+    let text = "model_name: tiny\nmodel_version: '1'\nrole: text_embedding\nruntime: inprocess\nengine: candle\n\
                 local_artifacts:\n  - tiny/model.safetensors\n  - tiny/config.json\n  - tiny/modules.json\n\
                 weights_digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
     let doc = SourceDocument::parse_str("tiny.yaml", text, SourceFormat::Yaml).unwrap();
