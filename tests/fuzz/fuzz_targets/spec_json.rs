@@ -1,17 +1,8 @@
-//! The JSON spec reader and validator on arbitrary text: never a panic, and it agrees with
-//! serde_json on which documents are well-formed and what they hold.
+//! Fuzz target: the JSON spec reader and validator (agreement with serde_json).
+//! The property itself lives in `tests/fuzz/checks.rs`, shared with the regression replay.
 #![no_main]
 
-use dp_spec::{SourceDocument, SourceFormat, validate_document};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|text: &str| {
-    let ours = SourceDocument::parse_str("fuzz.json", text, SourceFormat::Json);
-    if let Ok(doc) = &ours {
-        let _ = validate_document(doc);
-        // Whatever we accept, serde_json reads as the same value.
-        let reference: serde_json::Value =
-            serde_json::from_str(text).expect("accepted JSON that serde_json rejects");
-        assert_eq!(reference, doc.value);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::spec_json(data));
