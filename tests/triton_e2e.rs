@@ -332,6 +332,16 @@ fn server_killed_in_flight_then_restarted_and_the_same_provider_recovers() {
         &spec(&endpoint, "affine", Some(AFFINE_DIGEST)),
     ));
     assert_affine(model.as_ref(), 2, 8);
+    // Health asks the endpoint: up and ready; a model the server does not have is not ready.
+    let root = std::path::Path::new("/nonexistent");
+    let health = provider.health(&spec(&endpoint, "affine", Some(AFFINE_DIGEST)), root);
+    assert!(
+        health.runtime_found && health.model_ready == Some(true),
+        "{health:?}"
+    );
+    let health = provider.health(&spec(&endpoint, "absent", Some(AFFINE_DIGEST)), root);
+    assert!(health.runtime_found, "{health:?}");
+    assert_eq!(health.model_ready, Some(false), "{health:?}");
 
     // Four threads infer in a loop while the server is killed under them.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -364,7 +374,16 @@ fn server_killed_in_flight_then_restarted_and_the_same_provider_recovers() {
         assert_eq!(err.error_code, ErrorCode::TritonUnavailable, "{err}");
         assert_eq!(err.details["endpoint"], endpoint);
     }
-    // Down: fast, clear errors.
+    // Down: fast, clear errors; health says the runtime is gone and why.
+    let health = provider.health(&spec(&endpoint, "affine", Some(AFFINE_DIGEST)), root);
+    assert!(!health.runtime_found, "{health:?}");
+    assert!(
+        health
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&endpoint)),
+        "{health:?}"
+    );
     let (inputs, expected) = affine_input(1, 4);
     assert_eq!(
         model.infer(&inputs).unwrap_err().error_code,

@@ -54,8 +54,11 @@ pub enum DigestHealth {
     Mismatch,
     /// Not checked: artifacts are missing.
     NotChecked,
-    /// The spec pins no digest (Triton models keep their weights on the server).
+    /// The spec pins no digest.
     NotPinned,
+    /// A Triton model: its weights live on the server, whose deployment declares their
+    /// digest; the provider compares that with the spec's pin when it loads the model.
+    DeclaredByDeployment,
 }
 
 /// The health of one model.
@@ -145,12 +148,23 @@ impl ModelManager {
         };
 
         let (artifacts_present, digest) = if spec.local_artifacts.is_empty() {
-            (true, DigestHealth::NotPinned)
+            let digest = if spec.runtime == Runtime::Triton {
+                DigestHealth::DeclaredByDeployment
+            } else {
+                DigestHealth::NotPinned
+            };
+            (true, digest)
         } else {
+            // A Triton spec's pin is the server's deployment's; its local files (tokenizer,
+            // pooling config) are only checked for presence, as at load.
+            let pinned = match spec.runtime {
+                Runtime::Inprocess => spec.weights_digest.as_ref(),
+                Runtime::Triton => None,
+            };
             match verify_artifacts(
                 self.models_root(),
                 &spec.local_artifacts,
-                spec.weights_digest.as_ref(),
+                pinned,
                 None,
                 options,
             ) {
@@ -173,6 +187,7 @@ impl ModelManager {
                     }
                     let digest = match (status, spec.weights_digest) {
                         (VerifyStatus::Missing, _) => DigestHealth::NotChecked,
+                        _ if spec.runtime == Runtime::Triton => DigestHealth::DeclaredByDeployment,
                         (_, None) => DigestHealth::NotPinned,
                         (VerifyStatus::Ok, Some(_)) => DigestHealth::Verified,
                         _ => {

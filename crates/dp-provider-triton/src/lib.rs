@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dp_spec::{
-    LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, Runtime,
-    TritonSettings,
+    LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, ProviderHealth,
+    Runtime, TensorSpec, TritonSettings,
 };
 use serde_json::Value;
 
@@ -190,6 +190,7 @@ impl TritonProvider {
             version: version.map(str::to_owned),
             metadata,
             outputs,
+            declared_outputs: spec.output_schema.clone(),
             encoding: self.config.encoding,
             idempotence: if stateful {
                 Idempotence::Once
@@ -272,6 +273,41 @@ impl ModelProvider for TritonProvider {
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         Ok(Box::new(self.load_spec(request.spec)?))
     }
+
+    /// Asks the spec's (allowed) endpoint whether the model is ready; contacts nothing else.
+    /// A server that does not answer is "runtime not found", with the cause.
+    fn health(&self, spec: &ModelSpec, _models_root: &Path) -> ProviderHealth {
+        let ready = triton_section(spec).and_then(|triton| {
+            let client = self.client(triton)?;
+            let version = triton.model_version.as_deref();
+            let ready = client.model_ready(&triton.model_name, version)?;
+            Ok((
+                ready,
+                client.endpoint().base().to_owned(),
+                &triton.model_name,
+            ))
+        });
+        match ready {
+            Ok((true, _, _)) => ProviderHealth {
+                runtime_found: true,
+                model_ready: Some(true),
+                detail: None,
+            },
+            Ok((false, endpoint, model)) => ProviderHealth {
+                runtime_found: true,
+                model_ready: Some(false),
+                detail: Some(format!(
+                    "{endpoint} answers but model {model:?} is not ready; load it on the \
+                     server (or allow model control)"
+                )),
+            },
+            Err(err) => ProviderHealth {
+                runtime_found: false,
+                model_ready: None,
+                detail: Some(err.to_string()),
+            },
+        }
+    }
 }
 
 /// A model served by Triton, checked at load (ready, digest) and described by its metadata.
@@ -282,6 +318,8 @@ pub struct TritonModel {
     version: Option<String>,
     metadata: ModelMetadata,
     outputs: Vec<OutputRequest>,
+    /// The spec's `output_schema`: every reply is checked against it.
+    declared_outputs: Vec<TensorSpec>,
     encoding: TensorEncoding,
     idempotence: Idempotence,
 }
@@ -303,14 +341,25 @@ impl TritonModel {
         encoding: TensorEncoding,
     ) -> Result<NamedTensors, TritonError> {
         self.check_inputs(inputs)?;
-        self.client.infer(
+        let outputs = self.client.infer(
             &self.name,
             self.version.as_deref(),
             inputs,
             &self.outputs,
             encoding,
             self.idempotence,
-        )
+        )?;
+        // The server is outside this process: a misdeployed or misbehaving model could
+        // answer tensors of another shape or type than the spec promises its callers, and
+        // nothing downstream would notice. In-process providers check this at load.
+        check_outputs(&self.declared_outputs, &outputs).map_err(|problem| {
+            TritonError::BadReply {
+                endpoint: self.client.endpoint().base().to_owned(),
+                model: self.name.clone(),
+                problem,
+            }
+        })?;
+        Ok(outputs)
     }
 
     /// Names and element types against the metadata, so a mistake reads clearly without a
@@ -354,6 +403,36 @@ impl TritonModel {
     }
 }
 
+/// Checks a reply against the spec's `output_schema`: each declared output present, of
+/// the declared element type, with the declared rank and every fixed (non `-1`) dimension.
+fn check_outputs(declared: &[TensorSpec], outputs: &NamedTensors) -> Result<(), String> {
+    for spec in declared {
+        let Some(tensor) = outputs.get(&spec.name) else {
+            return Err(format!("no output {:?}", spec.name));
+        };
+        if tensor.dtype() != spec.dtype {
+            return Err(format!(
+                "output {:?} of type {:?}, but the spec declares {:?}",
+                spec.name,
+                tensor.dtype(),
+                spec.dtype
+            ));
+        }
+        let shape = tensor.shape();
+        let fits = shape.len() == spec.shape.len()
+            && shape.iter().zip(&spec.shape).all(|(&got, &want)| {
+                want < 0 || u64::try_from(got).ok() == u64::try_from(want).ok()
+            });
+        if !fits {
+            return Err(format!(
+                "output {:?} of shape {shape:?}, but the spec declares {:?}",
+                spec.name, spec.shape
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl LoadedModel for TritonModel {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
         Ok(self.infer_with(inputs, self.encoding)?)
@@ -389,6 +468,43 @@ mod tests {
         let err = ModelError::from(err);
         assert_eq!(err.error_code, ErrorCode::WeightsDigestMismatch);
         assert_eq!(err.details["actual"], Value::Null);
+    }
+
+    #[test]
+    fn replies_are_checked_against_the_declared_outputs() {
+        use dp_spec::{Tensor, TensorDType, TensorData};
+        let declared = [TensorSpec {
+            name: "y".into(),
+            dtype: TensorDType::Fp32,
+            shape: vec![-1, 2],
+        }];
+        let reply = |shape: Vec<usize>, data: TensorData| {
+            NamedTensors::from([("y".to_owned(), Tensor::new(shape, data).expect("tensor"))])
+        };
+        check_outputs(
+            &declared,
+            &reply(vec![3, 2], TensorData::Fp32(vec![0.0; 6])),
+        )
+        .expect("fits: the batch dimension is dynamic");
+        check_outputs(&[], &reply(vec![1, 3], TensorData::Fp32(vec![0.0; 3])))
+            .expect("nothing declared, nothing checked");
+        for (shape, data, says) in [
+            (vec![1, 3], TensorData::Fp32(vec![0.0; 3]), "[1, 3]"),
+            (vec![2], TensorData::Fp32(vec![0.0; 2]), "[2]"),
+            (vec![1, 2], TensorData::Int64(vec![0; 2]), "Int64"),
+        ] {
+            let problem = check_outputs(&declared, &reply(shape, data)).expect_err(says);
+            assert!(problem.contains(says), "{problem}");
+        }
+        let problem = check_outputs(&declared, &NamedTensors::new()).expect_err("missing");
+        assert!(problem.contains("no output \"y\""), "{problem}");
+        let err = ModelError::from(TritonError::BadReply {
+            endpoint: "http://127.0.0.1:1".into(),
+            model: "m".into(),
+            problem,
+        });
+        assert_eq!(err.error_code, ErrorCode::TritonUnavailable);
+        assert!(err.message.contains("output_schema"), "{}", err.message);
     }
 
     #[test]
