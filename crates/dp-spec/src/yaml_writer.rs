@@ -33,10 +33,27 @@ pub fn to_yaml(value: &Value) -> String {
 fn write_mapping(map: &serde_json::Map<String, Value>, indent: usize, out: &mut String) {
     for (key, value) in map {
         out.push_str(&" ".repeat(indent));
-        out.push_str(&scalar_string(key));
-        out.push(':');
+        write_key(key, indent, out);
         write_value_after_key(value, indent, out);
     }
+}
+
+/// YAML caps an implicit key at 1024 characters (YAML 1.2, 7.4.2); the quotes count too.
+const IMPLICIT_KEY_MAX: usize = 1024;
+
+/// Writes `key:` at the current position (already indented to `indent`); a key too long to
+/// be implicit becomes explicit (`? key` then `:` on the next line, at `indent`).
+fn write_key(key: &str, indent: usize, out: &mut String) {
+    let rendered = scalar_string(key);
+    if rendered.chars().count() < IMPLICIT_KEY_MAX {
+        out.push_str(&rendered);
+    } else {
+        out.push_str("? ");
+        out.push_str(&rendered);
+        out.push('\n');
+        out.push_str(&" ".repeat(indent));
+    }
+    out.push(':');
 }
 
 fn write_value_after_key(value: &Value, indent: usize, out: &mut String) {
@@ -78,8 +95,7 @@ fn write_sequence(items: &[Value], indent: usize, out: &mut String) {
                     } else {
                         out.push_str(&" ".repeat(indent + 2));
                     }
-                    out.push_str(&scalar_string(key));
-                    out.push(':');
+                    write_key(key, indent + 2, out);
                     write_value_after_key(value, indent + 2, out);
                 }
             }
@@ -177,6 +193,24 @@ mod tests {
             }
         }
         assert!(checked >= 18);
+    }
+
+    #[test]
+    fn keys_too_long_to_be_implicit_are_written_as_explicit_keys() {
+        // Found by the spec_yaml fuzzer: a 1,300-character key made unreadable output.
+        for len in [1020, 1022, 1023, 1024, 1300] {
+            let long = "k".repeat(len);
+            let quoted = format!("\u{18}{}", "x".repeat(len));
+            let value = serde_json::json!({
+                long.clone(): 1,
+                "list": [{ "a": 1, quoted.clone(): { long.clone(): [1, 2] } }],
+                quoted: "v",
+            });
+            let text = to_yaml(&value);
+            let back = SourceDocument::parse_str("x.yaml", &text, SourceFormat::Yaml)
+                .unwrap_or_else(|e| panic!("{len}: {e}\n{text}"));
+            assert_eq!(back.value, value, "{len}");
+        }
     }
 
     #[test]
