@@ -9,12 +9,12 @@ use std::sync::OnceLock;
 use arbitrary::{Arbitrary, Unstructured};
 use dp_digest::{DigestAlgorithm, ManifestOptions, WeightsDigest, digest_bytes, manifest_of_dir};
 use dp_provider_candle::CandleProvider;
+use dp_provider_triton::http::{HeaderMap, HeaderName, HeaderValue};
 use dp_provider_triton::{INFERENCE_HEADER, decode_infer_response};
 use dp_spec::{
     ErrorCode, LoadRequest, ModelProvider, ModelSpec, NamedTensors, Precision, ResolvedDevice,
     SourceDocument, SourceFormat, Tensor, TensorData, validate_document, yaml_writer,
 };
-use ureq::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A property check over raw fuzzer bytes.
 pub(crate) type Check = fn(&[u8]);

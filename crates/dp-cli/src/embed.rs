@@ -20,6 +20,11 @@ pub(crate) struct EmbedArgs {
     /// `-` (the default) reads stdin.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     input: PathBuf,
+    /// Verification cache file, so unchanged weights are not re-hashed on every run (as for
+    /// `dp verify`; default: `$XDG_CACHE_HOME/dp-models/verify-cache.json`, else
+    /// `~/.cache/dp-models/…`).
+    #[arg(long, value_name = "FILE", env = "DP_VERIFY_CACHE")]
+    cache: Option<PathBuf>,
 }
 
 /// Reads the texts: a JSON array of strings when the input starts with `[`, else lines.
@@ -58,7 +63,11 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         Ok(texts) => texts,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
-    let manager = match manager(cli, None) {
+    let cache = args
+        .cache
+        .clone()
+        .or_else(crate::verify::default_cache_path);
+    let manager = match manager(cli, cache) {
         Ok(manager) => manager,
         Err(code) => return Ok(code),
     };

@@ -32,6 +32,9 @@ pub use client::{
 };
 pub use endpoint::Endpoint;
 pub use error::TritonError;
+/// The HTTP types of this crate's public API ([`decode_infer_response`] takes a
+/// [`http::HeaderMap`]), so callers need no HTTP client of their own.
+pub use ureq::http;
 pub use wire::{
     DecodeError, EncodedRequest, INFERENCE_HEADER, OutputRequest, TensorEncoding,
     decode_infer_response, dtype_from_triton, encode_infer_request, triton_datatype,
