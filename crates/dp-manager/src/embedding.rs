@@ -176,7 +176,12 @@ impl ModelManager {
                 ),
             })
         })?;
-        let entry = handle.models_used().clone();
+        let mut entry = handle.models_used().clone();
+        // Record the preprocessing that ran: the preset's settings resolved from the spec
+        // *and* the model's own files, not only what the spec declares.
+        preset
+            .preprocess_signature()
+            .clone_into(&mut entry.preprocess_signature);
         let cache = &self.inner().embedding_cache;
         let embeddings = match &cache.vectors {
             None => preset.embed(handle.model(), texts)?,
