@@ -1,7 +1,8 @@
 """The Python anchor of `cargo xtask bench triton`: sequential requests to the `affine`
 model with tritonclient[http] (its defaults: binary tensor data), printing requests/s.
 
-Usage: bench_tritonclient.py HOST:PORT small SECONDS
+Usage: bench_tritonclient.py HOST:PORT small|large SECONDS (small: a [1, 16] FP32 tensor;
+large: a 1 MiB [1, 262144] FP32 tensor)
 """
 
 import sys
@@ -13,12 +14,14 @@ import tritonclient.http as httpclient
 
 def main() -> None:
     url, mode, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    if mode != "small":
+    sizes = {"small": 16, "large": 262_144}
+    if mode not in sizes:
         raise SystemExit(f"unknown mode {mode!r}")
+    n = sizes[mode]
     client = httpclient.InferenceServerClient(url=url)
-    x = (np.arange(16, dtype=np.float32) % 1000) * np.float32(0.5)
-    x = x.reshape(1, 16)
-    inp = httpclient.InferInput("x", [1, 16], "FP32")
+    x = (np.arange(n, dtype=np.float32) % 1000) * np.float32(0.5)
+    x = x.reshape(1, n)
+    inp = httpclient.InferInput("x", [1, n], "FP32")
     inp.set_data_from_numpy(x)
     out = httpclient.InferRequestedOutput("y")
     y = client.infer("affine", [inp], outputs=[out]).as_numpy("y")

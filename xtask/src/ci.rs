@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::process::{self, cargo_command};
 use crate::setup::{self, SetupArgs};
+use crate::stress::{self, StressArgs};
 use crate::{deps, schema};
 
 /// One CI step: the name in its `== name ==` header and what it runs.
@@ -78,6 +79,19 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    // The manager's stress test (ignored by `test`), short: the debug build `test` made.
+    Step {
+        name: "stress",
+        run: |root, _| {
+            stress::run(
+                root,
+                &StressArgs {
+                    secs: 5,
+                    release: false,
+                },
+            )
+        },
+    },
 ];
 
 /// `cargo xtask ci`: runs [`STEPS`] in order.
@@ -128,7 +142,8 @@ mod tests {
                 "schema --check",
                 "deps",
                 "cargo-deny",
-                "test"
+                "test",
+                "stress"
             ]
         );
     }

@@ -12,6 +12,7 @@ mod fsutil;
 mod process;
 mod schema;
 mod setup;
+mod stress;
 mod triton_up;
 // The tests' Triton harness (std only), shared so that `triton-up` and `bench triton` start
 // the server exactly as the tests do. Not every item is used here.
@@ -65,7 +66,8 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Run every CI step in order, stopping at the first failure.
     ///
-    /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests.
+    /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests, and the
+    /// stress test for 5 seconds.
     Ci(setup::SetupArgs),
     /// Start tritonserver (asset `triton`) on 127.0.0.1 with the test model repository.
     ///
@@ -74,6 +76,11 @@ enum Command {
     TritonUp(triton_up::TritonUpArgs),
     /// Run benchmarks (criterion).
     Bench(bench::BenchArgs),
+    /// Run the manager's stress test: 64 threads, 10 models, a small memory budget.
+    ///
+    /// It is ignored by the default test run; this runs it (debug build unless --release)
+    /// and prints its figures: operations, ops/s, loads, evictions.
+    Stress(stress::StressArgs),
     /// Generate the tiny BERT `dp demo` embeds (crates/dp-cli/demo/), deterministically.
     ///
     /// With --check, nothing is written: the command fails if the committed files differ
@@ -111,6 +118,7 @@ fn run(command: Command) -> Result<()> {
         Command::Setup(args) => setup::run(&root, &args),
         Command::Ci(args) => ci::run(&root, &args),
         Command::Bench(args) => bench::run(&root, &args),
+        Command::Stress(args) => stress::run(&root, &args),
         Command::TritonUp(args) => triton_up::run(&root, &args),
         Command::TinyBert { check } => tiny_bert::run(&root, check),
     }

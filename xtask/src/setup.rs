@@ -128,6 +128,31 @@ pub(crate) fn run(root: &Path, args: &SetupArgs) -> Result<()> {
     Ok(())
 }
 
+/// Makes only the named assets current, in setup order (for `bench`, whose groups each
+/// need a few). The interpreter is `DP_PYTHON`, else `python3`, as for `setup`.
+pub(crate) fn ensure_assets(root: &Path, names: &[&str]) -> Result<()> {
+    if let Some(unknown) = names.iter().find(|n| !asset_names().contains(n)) {
+        bail!("no setup asset is named `{unknown}`");
+    }
+    let dir = root.join(ASSETS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let args = SetupArgs {
+        python: std::env::var_os("DP_PYTHON").unwrap_or_else(|| "python3".into()),
+    };
+    let cx = StepContext { root, args: &args };
+    for asset in ASSETS.iter().filter(|a| names.contains(&a.name)) {
+        let summary =
+            (asset.ensure)(&cx).with_context(|| format!("setup of `{}` failed", asset.name))?;
+        println!("{}: {summary}", asset.name);
+    }
+    Ok(())
+}
+
+/// The names of every asset, in setup order.
+pub(crate) fn asset_names() -> Vec<&'static str> {
+    ASSETS.iter().map(|a| a.name).collect()
+}
+
 /// The venv's `bin/` folder.
 pub(crate) fn venv_bin(root: &Path) -> PathBuf {
     root.join(VENV_DIR).join("bin")

@@ -1,6 +1,6 @@
 //! `dp verify` end to end on a real catalog and models root: each kind of drift reported
-//! precisely, `version_drift` for locked models, exit codes, and a lock file that survives
-//! `SIGKILL` at any moment.
+//! precisely, `version_drift` for locked models, exit codes, a lock file that survives
+//! `SIGKILL` at any moment, and concurrent `--lock` runs that take turns.
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
@@ -314,17 +314,27 @@ impl Delays {
 
 #[test]
 fn sigkill_at_random_moments_always_leaves_a_complete_lock_file() {
-    const RUNS: usize = 60;
+    /// Runs killed by SIGKILL before the test ends (runs that finish first don't count).
+    const KILLS: usize = 100;
+    /// Gives up if the kills keep arriving too late.
+    const MAX_RUNS: usize = 400;
     // Enough files that the lock file (~60 KB) takes a while to render and write.
     let f = Fixture::new(400);
     let churn = f.models().join("tiny/assets/churn.txt");
     std::fs::write(&churn, b"run -1").expect("write");
     f.lock();
-    // How long one complete `--lock` takes, to spread the kills over its whole life.
-    std::fs::write(&churn, b"calibration").expect("write");
-    let started = Instant::now();
-    f.lock();
-    let full = started.elapsed();
+    // How long one complete `--lock` like those below takes (the median of three), to
+    // spread the kills over its whole life.
+    let mut calibration: Vec<Duration> = (0..3)
+        .map(|i| {
+            std::fs::write(&churn, format!("calibration {i}")).expect("write");
+            let started = Instant::now();
+            f.lock();
+            started.elapsed()
+        })
+        .collect();
+    calibration.sort();
+    let full = calibration[1];
     let mut expected_previous = f.aggregate();
     assert_eq!(
         LockFile::read(&f.lock_file()).expect("lock").models["tiny"].aggregate,
@@ -338,8 +348,15 @@ fn sigkill_at_random_moments_always_leaves_a_complete_lock_file() {
         })
         | 1;
     let mut delays = Delays(seed);
-    let (mut killed, mut completed, mut new_state) = (0, 0, 0);
-    for run in 0..RUNS {
+    let (mut runs, mut killed, mut completed) = (0, 0, 0);
+    let (mut new_state, mut killed_after_replacing) = (0, 0);
+    while killed < KILLS {
+        assert!(
+            runs < MAX_RUNS,
+            "only {killed} of {runs} runs were killed before they ended (full run {full:?})"
+        );
+        let run = runs;
+        runs += 1;
         // Each run locks different bytes, so "previous" and "new" are distinguishable.
         std::fs::write(&churn, format!("run {run}")).expect("write");
         let expected_new = f.aggregate();
@@ -349,20 +366,22 @@ fn sigkill_at_random_moments_always_leaves_a_complete_lock_file() {
             .stderr(Stdio::null())
             .spawn()
             .expect("dp starts");
-        // Half the kills anywhere in the run, half in its last part, where the lock file
+        // Half the kills anywhere in the run, half in its second half, where the lock file
         // is rendered, written and renamed.
         let delay = if run % 2 == 0 {
-            delays.next_below(full + full / 4)
+            delays.next_below(full)
         } else {
-            full / 2 + delays.next_below(full * 3 / 4)
+            full / 2 + delays.next_below(full / 2)
         };
         std::thread::sleep(delay);
         // SIGKILL; a process that already exited is left as it is.
         let _ = child.kill();
         let status = child.wait().expect("wait");
-        if status.signal() == Some(9) {
+        let was_killed = status.signal() == Some(9);
+        if was_killed {
             killed += 1;
-        } else if status.success() {
+        } else {
+            assert!(status.success(), "run {run} failed: {status}");
             completed += 1;
         }
         let lock = LockFile::read(&f.lock_file())
@@ -375,21 +394,14 @@ fn sigkill_at_random_moments_always_leaves_a_complete_lock_file() {
         );
         if found == expected_new {
             new_state += 1;
+            killed_after_replacing += usize::from(was_killed);
             expected_previous = expected_new;
         }
     }
     eprintln!(
-        "{RUNS} runs (full run {full:?}): {killed} killed, {completed} completed, \
-         {new_state} left the new state"
-    );
-    assert!(
-        killed > 0,
-        "no run was killed by SIGKILL: the delays are too long"
-    );
-    assert_eq!(
-        killed + completed,
-        RUNS,
-        "every run either completed or was killed"
+        "{runs} runs (full run {full:?}, seed {seed}): {killed} killed ({killed_after_replacing} \
+         after replacing the file), {completed} completed; {new_state} left the new state, \
+         the others the previous one"
     );
     // Leftover temp files of killed writers are cleaned by the next locker.
     f.lock();
@@ -421,4 +433,107 @@ fn default_lock_file_is_beside_the_catalog() {
             .models
             .contains_key("tiny")
     );
+}
+
+/// One `dp verify --lock MODEL` run with debug logs of the lock file's lock, as JSON lines.
+struct LockRun {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl LockRun {
+    fn start(f: &Fixture, model: &str) -> Self {
+        let log = f.dir.path().join(format!("{model}.log"));
+        let child = f
+            .command(&["--log-format", "json", "verify", "--lock", model])
+            .env("RUST_LOG", "dp_digest::lock=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("dp starts");
+        Self { child, log }
+    }
+
+    /// The `timestamp` of the log event `event` (RFC 3339, UTC, fixed width: comparable as
+    /// strings), if it was logged.
+    fn logged(&self, event: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|json| json["fields"]["event"] == event)
+            .map(|json| {
+                let at = json["timestamp"].as_str().expect("timestamp").to_owned();
+                assert!(at.ends_with('Z') && at.len() >= 27, "timestamp {at:?}");
+                at
+            })
+    }
+}
+
+#[test]
+fn concurrent_lock_runs_take_turns() {
+    let f = Fixture::new(0);
+    // A second model, so that each run writes its own entry: a run that did not re-read
+    // the file under the lock would drop the other's.
+    std::fs::create_dir_all(f.models().join("other")).expect("mkdir");
+    std::fs::write(f.models().join("other/model.onnx"), b"weights").expect("write");
+    let pin = dp_digest::digest_bytes(dp_digest::DigestAlgorithm::Sha256, b"weights");
+    std::fs::write(
+        f.catalog().join("text_embedding/other.yaml"),
+        format!(
+            "model_name: other\nmodel_version: \"2.0.0\"\nrole: text_embedding\n\
+             runtime: inprocess\nengine: onnx\nlocal_artifacts: [other/model.onnx]\n\
+             weights_digest: {pin}\n"
+        ),
+    )
+    .expect("write spec");
+
+    // Hold the lock ourselves (the same flock `dp` takes), so both runs reach it together.
+    let sidecar = f.dir.path().join("specs/catalog.lock.lck");
+    let ours = std::fs::File::create(&sidecar).expect("sidecar");
+    ours.lock().expect("lock");
+    let mut runs = [LockRun::start(&f, "tiny"), LockRun::start(&f, "other")];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !runs.iter().all(|r| r.logged("lock_file_wait").is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "the runs never waited for the lock"
+        );
+        for run in &mut runs {
+            assert!(
+                run.child.try_wait().expect("wait").is_none(),
+                "a run ended while the lock was held: {}",
+                std::fs::read_to_string(&run.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !f.lock_file().exists(),
+        "a run wrote the lock file without holding its lock"
+    );
+    drop(ours);
+
+    let mut spans = Vec::new();
+    for run in &mut runs {
+        let status = run.child.wait().expect("wait");
+        let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+        assert!(status.success(), "{status}: {log}");
+        let acquired = run.logged("lock_file_acquired").expect(&log);
+        let released = run.logged("lock_file_released").expect(&log);
+        assert!(acquired <= released, "{log}");
+        spans.push((acquired, released));
+    }
+    // Their critical sections did not overlap: one released before the other acquired.
+    let [(a_in, a_out), (b_in, b_out)] = [&spans[0], &spans[1]];
+    assert!(
+        a_out <= b_in || b_out <= a_in,
+        "overlapping critical sections: tiny {a_in}..{a_out}, other {b_in}..{b_out}"
+    );
+    eprintln!("lock held by tiny {a_in}..{a_out}, by other {b_in}..{b_out}");
+    // Neither lost the other's entry, and the file is complete.
+    let lock = LockFile::read(&f.lock_file()).expect("a valid lock file");
+    let names: Vec<&str> = lock.models.keys().map(String::as_str).collect();
+    assert_eq!(names, ["other", "tiny"]);
+    assert_eq!(lock.models["tiny"].aggregate, f.aggregate());
+    assert_eq!(lock.models["other"].model_version, "2.0.0");
 }

@@ -259,8 +259,8 @@ impl LockFile {
             .write(true)
             .open(&lock_path)
             .map_err(lock_error)?;
-        // Released when `sidecar` is closed at the end of this function, on every path.
-        sidecar.lock().map_err(lock_error)?;
+        // Released when `_held` is dropped at the end of this function, on every path.
+        let _held = HeldLock::acquire(sidecar, &lock_path).map_err(lock_error)?;
         remove_stale_temp_files(path);
 
         let current = match fs::read(path) {
@@ -291,6 +291,56 @@ impl LockFile {
             write_atomically(path, &bytes, Visibility::Shared)?;
         }
         Ok(result)
+    }
+}
+
+/// The exclusive lock on a lock file's sidecar, held until dropped.
+///
+/// It is an advisory `flock(2)` lock (`File::lock`): it serializes every `dp` process and
+/// thread that updates the lock file, and the kernel releases it when its holder dies, so
+/// a killed writer never leaves the file locked. Taking and releasing it are logged at
+/// `debug` level (with the `lock_file_acquired` / `lock_file_released` events) and waiting
+/// for another holder at `info`, so concurrent runs can be seen to take turns.
+struct HeldLock<'a> {
+    /// Locked; closing it releases the lock.
+    _file: fs::File,
+    path: &'a Path,
+}
+
+impl<'a> HeldLock<'a> {
+    fn acquire(file: fs::File, path: &'a Path) -> io::Result<Self> {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    event = "lock_file_wait",
+                    lock = %path.display(),
+                    pid = std::process::id(),
+                    "another process is updating the lock file; waiting for it to finish"
+                );
+                file.lock()?;
+            }
+            Err(fs::TryLockError::Error(err)) => return Err(err),
+        }
+        tracing::debug!(
+            event = "lock_file_acquired",
+            lock = %path.display(),
+            pid = std::process::id(),
+            "lock file locked"
+        );
+        Ok(Self { _file: file, path })
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        // Logged while still held: the file (and with it the lock) closes after this.
+        tracing::debug!(
+            event = "lock_file_released",
+            lock = %self.path.display(),
+            pid = std::process::id(),
+            "lock file unlocked"
+        );
     }
 }
 

@@ -10,6 +10,10 @@
 //!
 //! `get_and_drop` drops each handle at once, so every iteration also makes the model idle
 //! (one clock read); `get_while_held` keeps another handle alive, so drops only decrement.
+//!
+//! `manager --figures` is the Rust runner of `cargo xtask bench manager`: the same
+//! measurements without criterion, printed as one JSON object (nanoseconds, medians of
+//! repeated timed loops), so that xtask can interleave them with the Python anchor.
 
 use std::fs;
 use std::hint::black_box;
@@ -17,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use dashmap::DashMap;
 use dp_manager::ModelManager;
 use dp_spec::{
@@ -103,8 +107,10 @@ fn manager() -> (tempfile::TempDir, ModelManager) {
     )
     .expect("write");
     let catalog = Catalog::load(&dir.path().join("catalog")).expect("valid catalog");
+    // The null provider reads no file and the pins are placeholders: nothing to verify.
     let manager = ModelManager::builder(catalog, dir.path().join("models"))
         .provider(Arc::new(NullProvider))
+        .verify_before_load(false)
         .reaper(false)
         .build()
         .expect("builds");
@@ -217,4 +223,84 @@ criterion_group! {
         .sample_size(50);
     targets = bench
 }
-criterion_main!(benches);
+
+/// Median nanoseconds per operation of `run(n)`, which performs about `n` operations and
+/// returns its time and the exact count: `n` is first grown until one run takes ≥ 50 ms,
+/// then 7 runs are timed.
+fn median_ns(mut run: impl FnMut(u64) -> (Duration, u64)) -> f64 {
+    let mut n = 1_000_u64;
+    while run(n).0 < Duration::from_millis(50) {
+        n *= 2;
+    }
+    let mut ns: Vec<f64> = (0..7)
+        .map(|_| {
+            let (time, ops) = run(n);
+            #[allow(clippy::cast_precision_loss, reason = "operation counts below 2^52")]
+            let per = time.as_secs_f64() * 1e9 / ops as f64;
+            per
+        })
+        .collect();
+    ns.sort_by(f64::total_cmp);
+    ns[ns.len() / 2]
+}
+
+/// The xtask runner: prints the figures as one JSON object.
+fn figures() {
+    let (_dir, manager) = manager();
+    let get_1 = median_ns(|n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            drop(black_box(manager.get(black_box(MODELS[0]))));
+        }
+        (start.elapsed(), n)
+    });
+    // Aggregate: wall time of both threads over all their gets.
+    let get_2 = median_ns(|n| (threaded(&manager, 2, false, n / 2), n / 2 * 2));
+    let texts: Vec<String> = (0..32)
+        .map(|i| format!("sentence number {i} of the benchmark, about a cat on a mat"))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    manager.embed("embedder", &texts).expect("embeds");
+    let hit_1 = median_ns(|n| {
+        let start = Instant::now();
+        for chunk in texts
+            .chunks(1)
+            .cycle()
+            .take(usize::try_from(n).unwrap_or(usize::MAX))
+        {
+            black_box(manager.embed("embedder", black_box(chunk)).expect("hit"));
+        }
+        (start.elapsed(), n)
+    });
+    let hit_32 = median_ns(|n| {
+        let batches = n.div_ceil(32);
+        let start = Instant::now();
+        for _ in 0..batches {
+            black_box(manager.embed("embedder", black_box(&texts)).expect("hit"));
+        }
+        (start.elapsed(), batches * 32)
+    });
+    assert_eq!(
+        manager.status().embedding_cache.misses,
+        32,
+        "every timed call was a cache hit"
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "get_ns": get_1,
+            "get_2threads_ns": get_2,
+            "embedding_hit_1_ns_per_text": hit_1,
+            "embedding_hit_32_ns_per_text": hit_32,
+        })
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--figures") {
+        figures();
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}

@@ -53,6 +53,7 @@ pub struct ManagerBuilder {
     embedding_cache: EmbeddingCacheConfig,
     allowed_triton_hosts: Vec<String>,
     verify_cache: Option<PathBuf>,
+    verify_before_load: bool,
 }
 
 impl ManagerBuilder {
@@ -74,6 +75,7 @@ impl ManagerBuilder {
             embedding_cache: EmbeddingCacheConfig::default(),
             allowed_triton_hosts: LOOPBACK_HOSTS.map(str::to_owned).to_vec(),
             verify_cache: None,
+            verify_before_load: true,
         }
     }
 
@@ -150,6 +152,19 @@ impl ManagerBuilder {
     /// the operator can write (see `docs/digests.md`).
     pub fn verification_cache(mut self, path: impl Into<PathBuf>) -> Self {
         self.verify_cache = Some(path.into());
+        self
+    }
+
+    /// Whether each load first verifies the model's local artifacts (default `true`): all
+    /// present, none reaching outside the models root through a symbolic link, and, for an
+    /// in-process model, the pinned artifact's bytes equal to `weights_digest` (a Triton
+    /// model's pin describes its deployment, which its provider checks). With a
+    /// [`Self::verification_cache`], an unchanged tree costs one `stat` per file.
+    ///
+    /// Turn it off only for providers that read no files (test doubles): with it off, an
+    /// altered or swapped weights file is loaded as is.
+    pub fn verify_before_load(mut self, enabled: bool) -> Self {
+        self.verify_before_load = enabled;
         self
     }
 
@@ -233,6 +248,7 @@ impl ManagerBuilder {
             next_serial: AtomicU64::new(0),
             embedding_cache: EmbeddingCache::new(self.embedding_cache),
             verify_cache: self.verify_cache,
+            verify_before_load: self.verify_before_load,
             _reaper_stop: stop_tx,
         });
         let reaper = match stop_rx {
@@ -328,6 +344,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("embedding_cache", &self.embedding_cache)
             .field("allowed_triton_hosts", &self.allowed_triton_hosts)
             .field("verification_cache", &self.verify_cache)
+            .field("verify_before_load", &self.verify_before_load)
             .finish()
     }
 }

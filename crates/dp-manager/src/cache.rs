@@ -2,25 +2,22 @@
 //! single-flight [`Pending`] load that waiters block on, the loaded [`Resident`] instance
 //! with its per-model counters, and the [`ModelHandle`] users hold.
 //!
-//! # The handle count and idleness
+//! The handle count and the single-flight rendezvous themselves live in
+//! [`crate::single_flight`] (model-checked by `tests/loom.rs`); this module wraps them
+//! around loaded models.
 //!
-//! A resident's handle count and the moment it became idle share one atomic word:
-//! either `n > 0` live handles, or the `IDLE` bit plus the clock reading (in nanoseconds)
-//! taken by the drop that released the last handle. Because the transition to idle writes
-//! the time in the same atomic step, the reaper can never see an idle model with a stale
-//! idle time (and release a model that has just been used for an hour as if it had been
-//! idle all along).
+//! # Handles and eviction
 //!
 //! Evicting or expiring a resident is only done under the dashmap shard *write* lock
-//! (`remove_if`), after checking the `IDLE` bit; acquiring a handle from the map is only
+//! (`remove_if`), after checking that it is idle; acquiring a handle from the map is only
 //! done under the shard *read* guard. The two exclude each other, so a handle is never
 //! given out for an instance the cache has just dropped. Cloning an existing handle needs
 //! no lock: a model with a live handle is not idle and cannot be evicted.
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dp_signature::ModelsUsedEntry;
@@ -30,9 +27,7 @@ use crate::budget::{Demand, Reservation};
 use crate::clock::{Clock, to_nanos};
 use crate::key::{CacheKey, PackedKey};
 use crate::preset::SentenceEmbedding;
-
-/// Set in [`Resident::state`] when no handle is live; the low bits then hold the time.
-const IDLE: u64 = 1 << 63;
+use crate::single_flight::{self, Counted, HandleCount};
 
 /// Everything the manager precomputes for one catalog entry whose device resolved.
 #[derive(Debug)]
@@ -63,8 +58,8 @@ pub(crate) enum Slot {
 /// different models then never contend, which is what lets throughput scale with threads.
 #[repr(align(64))]
 pub(crate) struct Resident {
-    /// Live handle count, or `IDLE | idle_since_nanos` (see the module docs).
-    state: AtomicU64,
+    /// Live handle count, or idle since when (see [`HandleCount`]).
+    state: HandleCount,
     /// Requests served from the cache (hot path; per model, never global).
     hits: AtomicU64,
     /// How long the model may stay idle before the reaper releases it, in nanoseconds.
@@ -102,7 +97,7 @@ impl Resident {
     /// Wraps a loaded model; it starts with no handle, idle since it was loaded.
     pub(crate) fn new(parts: NewResident) -> Self {
         Self {
-            state: AtomicU64::new(IDLE | (to_nanos(parts.loaded_at) & !IDLE)),
+            state: HandleCount::idle_since(to_nanos(parts.loaded_at)),
             hits: AtomicU64::new(0),
             keep_alive: AtomicU64::new(to_nanos(parts.keep_alive)),
             serial: parts.serial,
@@ -120,28 +115,10 @@ impl Resident {
     /// already own a handle or the unpublished instance.
     #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> ModelHandle {
-        let mut current = self.state.load(Ordering::Relaxed);
-        loop {
-            let next = if current & IDLE == 0 { current + 1 } else { 1 };
-            match self.state.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
+        self.state.acquire();
         ModelHandle {
             resident: Arc::clone(self),
         }
-    }
-
-    /// Sets the handle count of an instance nobody else can see yet (single-flight hand-off:
-    /// the loader and every waiter it found).
-    pub(crate) fn preset_handles(&self, handles: u64) {
-        self.state.store(handles, Ordering::Release);
     }
 
     #[inline]
@@ -155,18 +132,16 @@ impl Resident {
 
     /// Live handles (0 when idle).
     pub(crate) fn handles(&self) -> u64 {
-        let state = self.state.load(Ordering::Acquire);
-        if state & IDLE == 0 { state } else { 0 }
+        self.state.handles()
     }
 
     /// When the model became idle, if it is idle.
     pub(crate) fn idle_since(&self) -> Option<Duration> {
-        let state = self.state.load(Ordering::Acquire);
-        (state & IDLE != 0).then(|| Duration::from_nanos(state & !IDLE))
+        self.state.idle_since_nanos().map(Duration::from_nanos)
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.state.load(Ordering::Acquire) & IDLE != 0
+        self.state.is_idle()
     }
 
     /// Idle for at least its keep-alive at `now`.
@@ -201,24 +176,15 @@ impl Resident {
     }
 }
 
-/// A single-flight load: the first request for a cold key loads, later ones wait here.
-pub(crate) struct Pending {
-    state: Mutex<PendingState>,
-    done: Condvar,
+impl Counted for Arc<Resident> {
+    fn handle_count(&self) -> &HandleCount {
+        &self.state
+    }
 }
 
-enum PendingState {
-    /// The load runs; `waiters` requests are blocked on it.
-    Loading { waiters: u64 },
-    /// Loaded: `unclaimed` waiters have not yet taken their (pre-counted) handle; the last
-    /// one takes the instance out so this struct stops keeping it alive.
-    Loaded {
-        unclaimed: u64,
-        resident: Option<Arc<Resident>>,
-    },
-    /// Failed; every waiter gets this error. The slot is already gone from the map.
-    Failed(ModelError),
-}
+/// A single-flight load: the first request for a cold key loads, later ones wait here
+/// (see [`single_flight::Pending`]).
+pub(crate) struct Pending(single_flight::Pending<Arc<Resident>, ModelError>);
 
 /// What a waiter gets.
 pub(crate) enum Waited {
@@ -232,93 +198,40 @@ pub(crate) enum Waited {
 
 impl Pending {
     pub(crate) fn new() -> Self {
-        Self {
-            state: Mutex::new(PendingState::Loading { waiters: 0 }),
-            done: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PendingState> {
-        // Critical sections only move values; a poisoned lock still holds a valid state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        Self(single_flight::Pending::new())
     }
 
     /// Requests blocked on this load (for status).
     pub(crate) fn waiters(&self) -> u64 {
-        match &*self.lock() {
-            PendingState::Loading { waiters } => *waiters,
-            PendingState::Loaded { .. } | PendingState::Failed(_) => 0,
-        }
+        self.0.waiters()
     }
 
     /// Blocks until the load ends.
     pub(crate) fn wait(&self) -> Waited {
-        let mut state = self.lock();
-        match &mut *state {
-            PendingState::Loading { waiters } => *waiters += 1,
-            PendingState::Loaded { .. } => return Waited::Retry,
-            PendingState::Failed(err) => return Waited::Failed(err.clone()),
-        }
-        loop {
-            match &mut *state {
-                PendingState::Loading { .. } => {
-                    state = self
-                        .done
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                PendingState::Loaded {
-                    unclaimed,
-                    resident,
-                } => {
-                    *unclaimed = unclaimed.saturating_sub(1);
-                    let ours = if *unclaimed == 0 {
-                        resident.take()
-                    } else {
-                        resident.clone()
-                    };
-                    // The loader counted this waiter's handle before publishing.
-                    return ours.map_or(Waited::Retry, |resident| {
-                        Waited::Adopted(ModelHandle { resident })
-                    });
-                }
-                PendingState::Failed(err) => return Waited::Failed(err.clone()),
-            }
+        match self.0.wait() {
+            // The loader counted this waiter's handle: adopt it without counting again.
+            single_flight::Waited::Adopted(resident) => Waited::Adopted(ModelHandle { resident }),
+            single_flight::Waited::Failed(err) => Waited::Failed(err),
+            single_flight::Waited::Retry => Waited::Retry,
         }
     }
 
-    /// Ends the load with an instance. While the waiter list is frozen, the instance's handle
-    /// count is set to cover the loader and every waiter, *then* `publish` makes it visible
-    /// in the map: no eviction can see it idle in between.
+    /// Ends the load with an instance: its handle count is set to cover the loader and every
+    /// waiter, *then* `publish` makes it visible in the map. Returns the loader's handle.
     pub(crate) fn finish_loaded(
         &self,
         resident: Arc<Resident>,
         publish: impl FnOnce(&Arc<Resident>),
     ) -> ModelHandle {
-        let mut state = self.lock();
-        let waiters = match &*state {
-            PendingState::Loading { waiters } => *waiters,
-            PendingState::Loaded { .. } | PendingState::Failed(_) => 0,
-        };
-        resident.preset_handles(waiters + 1);
-        publish(&resident);
-        *state = PendingState::Loaded {
-            unclaimed: waiters,
-            resident: (waiters > 0).then(|| Arc::clone(&resident)),
-        };
-        drop(state);
-        self.done.notify_all();
-        ModelHandle { resident }
+        ModelHandle {
+            resident: self.0.finish_loaded(resident, publish),
+        }
     }
 
     /// Ends the load with an error: `unpublish` removes the slot (so the next request
     /// retries) and every registered waiter gets `err`.
     pub(crate) fn finish_failed(&self, err: ModelError, unpublish: impl FnOnce()) {
-        let mut state = self.lock();
-        unpublish();
-        *state = PendingState::Failed(err);
-        drop(state);
-        self.done.notify_all();
+        self.0.finish_failed(err, unpublish);
     }
 }
 
@@ -393,9 +306,7 @@ impl Deref for ModelHandle {
 
 impl Clone for ModelHandle {
     fn clone(&self) -> Self {
-        // This handle is live, so the state is a count ≥ 1 and cannot turn idle meanwhile:
-        // a plain increment is enough.
-        self.resident.state.fetch_add(1, Ordering::Relaxed);
+        self.resident.state.add_copy();
         Self {
             resident: Arc::clone(&self.resident),
         }
@@ -404,26 +315,8 @@ impl Clone for ModelHandle {
 
 impl Drop for ModelHandle {
     fn drop(&mut self) {
-        let state = &self.resident.state;
-        let mut current = state.load(Ordering::Relaxed);
-        let mut now = None;
-        loop {
-            if current & IDLE != 0 || current == 0 {
-                // Cannot happen while this handle lives; never corrupt the word if it did.
-                return;
-            }
-            let next = if current == 1 {
-                // Last handle: the model becomes idle now, and says since when.
-                let at = *now.get_or_insert_with(|| to_nanos(self.resident.clock.now()));
-                IDLE | (at & !IDLE)
-            } else {
-                current - 1
-            };
-            match state.compare_exchange_weak(current, next, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
+        let resident = &self.resident;
+        resident.state.release(|| to_nanos(resident.clock.now()));
     }
 }
 

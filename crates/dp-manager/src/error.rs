@@ -150,6 +150,55 @@ pub enum ManagerError {
         message: String,
     },
 
+    /// Artifacts the spec lists are not under the models root (checked before a load).
+    #[error(
+        "model {model}: {} missing under {}; put the files there (dp-models never downloads \
+         anything) or fix the spec's local_artifacts",
+        missing.join(", "), models_root
+    )]
+    ArtifactsMissing {
+        /// The model.
+        model: String,
+        /// The models root.
+        models_root: String,
+        /// The missing artifacts, relative to the root.
+        missing: Vec<String>,
+    },
+
+    /// Entries under the artifacts that cannot be verified (a symbolic link leaving the
+    /// models root, a special file, a name `sha256sum` would escape): loading them would
+    /// read bytes nobody pinned.
+    #[error("model {model}: refusing to load unverifiable artifacts: {}", problems.join("; "))]
+    ArtifactsRefused {
+        /// The model.
+        model: String,
+        /// One sentence per refused entry, naming it and saying what to do.
+        problems: Vec<String>,
+    },
+
+    /// The bytes of the pinned artifact differ from the spec's `weights_digest`.
+    #[error(
+        "model {model}: the bytes of {artifact} do not match weights_digest: the spec pins \
+         {expected}, the file is {}; restore the pinned files, or re-pin with `dp digest \
+         <models root>/{artifact}` if the change is intended",
+        actual.as_deref().unwrap_or("unverifiable")
+    )]
+    DigestMismatch {
+        /// The model.
+        model: String,
+        /// The pinned artifact, relative to the models root.
+        artifact: String,
+        /// The spec's digest.
+        expected: String,
+        /// The digest of the bytes on disk, when computable.
+        actual: Option<String>,
+    },
+
+    /// Verifying the artifacts failed (an unreadable file, an invalid path): the
+    /// `dp-digest` error in the shared vocabulary.
+    #[error(transparent)]
+    Verification(ModelError),
+
     /// A provider's own error, unchanged (its code is already the right one).
     #[error(transparent)]
     Provider(ModelError),
@@ -230,7 +279,11 @@ impl ManagerError {
             Self::CatalogTooLarge { .. } => ErrorCode::InvalidSpec,
             Self::NetworkForbidden { .. } => ErrorCode::NetworkForbidden,
             Self::BadTask { .. } => ErrorCode::InvalidInput,
-            Self::Provider(err) => err.error_code,
+            Self::ArtifactsMissing { .. } => ErrorCode::WeightsMissing,
+            Self::ArtifactsRefused { .. } | Self::DigestMismatch { .. } => {
+                ErrorCode::WeightsDigestMismatch
+            }
+            Self::Verification(err) | Self::Provider(err) => err.error_code,
         }
     }
 }
@@ -240,7 +293,34 @@ impl From<ManagerError> for ModelError {
         let code = err.code();
         let message = err.to_string();
         match err {
-            ManagerError::Provider(inner) => inner,
+            ManagerError::Provider(inner) | ManagerError::Verification(inner) => inner,
+            ManagerError::ArtifactsMissing {
+                model,
+                models_root,
+                missing,
+            } => {
+                // `file`, as the providers' `weights_missing` errors have it: the first
+                // absent path, in full.
+                let file = missing.first().map(|m| format!("{models_root}/{m}"));
+                Self::new(code, message)
+                    .with_detail("model", model)
+                    .with_detail("file", file)
+                    .with_detail("models_root", models_root)
+                    .with_detail("missing", missing)
+            }
+            ManagerError::ArtifactsRefused { model, problems } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("refused", problems),
+            ManagerError::DigestMismatch {
+                model,
+                artifact,
+                expected,
+                actual,
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("artifact", artifact)
+                .with_detail("expected", expected)
+                .with_detail("actual", actual),
             ManagerError::ModelNotFound { name } => {
                 Self::new(code, message).with_detail("model", name)
             }

@@ -75,8 +75,19 @@ mod offline;
 pub mod preset;
 mod reaper;
 mod resolve;
+mod single_flight;
 mod status;
 mod task;
+
+/// The primitives [`single_flight`] is written against: std's here; `tests/loom.rs`
+/// compiles that module against loom's instead.
+mod sync {
+    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+
+    pub(crate) mod atomic {
+        pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+    }
+}
 
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;

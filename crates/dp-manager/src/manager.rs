@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use dp_digest::{VerificationCache, VerifyOptions, verify_artifacts};
 use dp_signature::ModelsUsedEntry;
-use dp_spec::{Catalog, CatalogEntry, LoadRequest, ModelError, ModelProvider};
+use dp_spec::{Catalog, CatalogEntry, LoadRequest, ModelError, ModelProvider, Runtime};
 
 use crate::budget::{Accounting, Counters, Reservation, Shortfall};
 use crate::builder::{ManagerBuilder, no_provider};
@@ -50,8 +51,10 @@ pub(crate) struct Inner {
     pub(crate) min_keep_alive: AtomicU64,
     pub(crate) next_serial: AtomicU64,
     pub(crate) embedding_cache: EmbeddingCache,
-    /// The digest verification cache file health uses, if any.
+    /// The digest verification cache file health and loads use, if any.
     pub(crate) verify_cache: Option<PathBuf>,
+    /// Whether a load first verifies the artifacts ([`ManagerBuilder::verify_before_load`]).
+    pub(crate) verify_before_load: bool,
     /// Dropped with the last manager clone; the reaper sees the channel close and stops.
     pub(crate) _reaper_stop: Option<mpsc::Sender<()>>,
 }
@@ -344,6 +347,14 @@ impl Inner {
         let reservation = self.reserve(route)?;
         Counters::bump(&self.accounting.counters.loads);
         let started = Instant::now();
+        // Nothing altered, swapped or linked from outside the models root is ever loaded:
+        // the files are verified before the preset or the provider reads any of them.
+        if self.verify_before_load {
+            self.verify_artifacts(spec).inspect_err(|err| {
+                Counters::bump(&self.accounting.counters.load_errors);
+                tracing::warn!(event = "model_load_failed", model = %route.key, error = %err, "artifacts not verified");
+            })?;
+        }
         // The preset (tokenizer) first: a bad tokenizer.json fails fast, before the weights.
         let preset = crate::preset::load_preset(spec, &self.models_root).map_err(|err| {
             Counters::bump(&self.accounting.counters.load_errors);
@@ -381,6 +392,62 @@ impl Inner {
             preset,
             reservation,
         })))
+    }
+
+    /// Verifies a spec's local artifacts before a load: present, free of entries that
+    /// cannot be verified (links out of the models root…), and, for an in-process model,
+    /// matching its pin. Uses the verification cache when one is configured.
+    fn verify_artifacts(&self, spec: &dp_spec::ModelSpec) -> Result<(), ManagerError> {
+        if spec.local_artifacts.is_empty() {
+            return Ok(());
+        }
+        // A Triton spec's digest pins the server's deployment (its provider compares it);
+        // its local artifacts (tokenizer files) are only walked.
+        let pinned = match spec.runtime {
+            Runtime::Inprocess => spec.weights_digest.as_ref(),
+            Runtime::Triton => None,
+        };
+        let cache = self.verify_cache.as_ref().map(VerificationCache::load);
+        let options = VerifyOptions {
+            cache: cache.as_ref(),
+            ..VerifyOptions::default()
+        };
+        let report = verify_artifacts(
+            &self.models_root,
+            &spec.local_artifacts,
+            pinned,
+            None,
+            &options,
+        )
+        .map_err(|err| ManagerError::Verification(err.into()))?;
+        if let Some(cache) = &cache
+            && let Err(err) = cache.save_if_changed()
+        {
+            tracing::warn!(path = %cache.path().display(), error = %err, "could not save the verification cache");
+        }
+        let model = || spec.model_name.clone();
+        if !report.missing.is_empty() {
+            return Err(ManagerError::ArtifactsMissing {
+                model: model(),
+                models_root: self.models_root.display().to_string(),
+                missing: report.missing,
+            });
+        }
+        if !report.rejected.is_empty() {
+            return Err(ManagerError::ArtifactsRefused {
+                model: model(),
+                problems: report.rejected.into_iter().map(|r| r.problem).collect(),
+            });
+        }
+        match report.pin {
+            Some(pin) if !pin.matches() => Err(ManagerError::DigestMismatch {
+                model: model(),
+                artifact: pin.artifact,
+                expected: pin.expected.to_string(),
+                actual: pin.actual.map(|d| d.to_string()),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Reserves `route`'s demand, evicting least recently used idle models until it fits.

@@ -27,7 +27,7 @@ pub(crate) struct ExternalRef {
 pub(crate) fn check_model_file(model_path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
     let refs = external_refs(bytes).map_err(|why| {
         OnnxError::InvalidSpec(format!(
-            "{} is not a valid ONNX model ({why})",
+            "{} is not a valid ONNX model ({why}); replace it with the file the spec pins",
             model_path.display()
         ))
     })?;
@@ -39,13 +39,7 @@ pub(crate) fn check_model_file(model_path: &Path, bytes: &[u8]) -> Result<(), On
             && location
                 .components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        let inside = plain
-            && match dir.join(location).canonicalize() {
-                Ok(real) => real.starts_with(&canonical_dir),
-                // Absent data: ONNX Runtime reports it; the path itself is harmless.
-                Err(_) => true,
-            };
-        if !inside {
+        if !plain {
             return Err(OnnxError::InvalidSpec(format!(
                 "{}: tensor '{}' keeps its data at {:?}, outside the model's folder; external \
                  data must be a relative path inside {}",
@@ -54,6 +48,22 @@ pub(crate) fn check_model_file(model_path: &Path, bytes: &[u8]) -> Result<(), On
                 r.location,
                 dir.display()
             )));
+        }
+        match dir.join(location).canonicalize() {
+            // A plain relative path that still resolves elsewhere goes through a symbolic
+            // link: name where it leads, since the path itself looks harmless.
+            Ok(real) if !real.starts_with(&canonical_dir) => {
+                return Err(OnnxError::InvalidSpec(format!(
+                    "{}: tensor '{}' keeps its data at {:?}, which a symbolic link resolves to \
+                     {}, outside the model's folder; replace the link by the data file itself",
+                    model_path.display(),
+                    r.tensor,
+                    r.location,
+                    real.display()
+                )));
+            }
+            // Inside, or absent (ONNX Runtime reports missing data; the path is harmless).
+            Ok(_) | Err(_) => {}
         }
     }
     Ok(())
@@ -303,7 +313,10 @@ mod tests {
             .unwrap();
         let model = model_with(&tensor_with_location("w", "w.bin"), false);
         let err = check_model_file(&dir.path().join("model.onnx"), &model).unwrap_err();
-        assert!(matches!(err, OnnxError::InvalidSpec(_)));
+        assert!(
+            matches!(&err, OnnxError::InvalidSpec(m) if m.contains("symbolic link")),
+            "{err}"
+        );
     }
 
     #[test]

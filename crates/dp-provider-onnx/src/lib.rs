@@ -114,7 +114,7 @@ impl OnnxProvider {
         // relative to the model's folder only when it knows the file's path.
         let session = builder
             .commit_from_file(&model_path)
-            .map_err(|e| runtime(e.to_string()))?;
+            .map_err(|e| session_error(&spec.model_name, &model_path, &e))?;
         drop(bytes);
         OnnxModel::new(
             &spec.model_name,
@@ -139,6 +139,30 @@ impl OnnxProvider {
         }
         let _ = self;
         Self::model_path(spec, models_root).map(drop)
+    }
+}
+
+/// Why ONNX Runtime could not create a session from a model file. The library is loaded
+/// and the file was read, so a malformed file or graph (ONNX Runtime reports most of those
+/// as a generic failure: a missing operator set, an unknown node input…) is the file's
+/// fault, `invalid_spec` like any other broken artifact; only failures of the runtime
+/// itself (execution provider, engine, unimplemented operator) stay `provider_unavailable`.
+fn session_error(model: &str, path: &Path, err: &ort::Error) -> OnnxError {
+    use ort::ErrorCode as Ort;
+    match err.code() {
+        Ort::GenericFailure
+        | Ort::InvalidArgument
+        | Ort::InvalidProtobuf
+        | Ort::InvalidGraph
+        | Ort::NoModel
+        | Ort::NoSuchFile
+        | Ort::NotFound => OnnxError::InvalidSpec(format!(
+            "model '{model}': ONNX Runtime cannot load {}: {}; replace it with the file the \
+             spec pins",
+            path.display(),
+            err.message()
+        )),
+        _ => OnnxError::Runtime(format!("model '{model}': {err}")),
     }
 }
 

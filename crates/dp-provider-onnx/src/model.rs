@@ -67,7 +67,8 @@ fn check_outlets(
         };
         if element_type(spec.dtype) != Some(*ty) {
             return Err(invalid(format!(
-                "{kind} tensor '{}' is {:?} in the spec but {ty} in the ONNX file",
+                "{kind} tensor '{}' is {:?} in the spec but {ty} in the ONNX file; fix \
+                 {kind}_schema",
                 spec.name, spec.dtype
             )));
         }
@@ -80,7 +81,7 @@ fn check_outlets(
         if !fits {
             return Err(invalid(format!(
                 "{kind} tensor '{}' has shape {:?} in the spec but {dims:?} in the ONNX file \
-                 (-1 = dynamic)",
+                 (-1 = dynamic); fix {kind}_schema",
                 spec.name, spec.shape
             )));
         }

@@ -304,6 +304,30 @@ fn explicit_cuda_without_a_cuda_library_is_an_error_and_auto_falls_back() {
 }
 
 #[test]
+fn a_model_file_onnx_runtime_rejects_is_invalid_spec() {
+    let Some(lib) = library() else { return };
+    // affine.onnx without its last field (opset_import): still well-formed protobuf, so
+    // only ONNX Runtime can tell the model is broken.
+    let bytes = std::fs::read(data_dir().join("affine.onnx")).unwrap();
+    let opset_import = [0x42, 0x04]; // field 8, length-delimited, 4 bytes
+    assert_eq!(bytes[bytes.len() - 6..bytes.len() - 4], opset_import);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("affine.onnx"), &bytes[..bytes.len() - 6]).unwrap();
+    let err = provider(lib)
+        .load(&LoadRequest {
+            spec: &affine_spec(),
+            models_root: root.path(),
+            device: ResolvedDevice::Cpu,
+            precision: Precision::Fp32,
+        })
+        .err()
+        .unwrap();
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec, "{err}");
+    assert!(err.message.contains("affine.onnx"), "{err}");
+    assert!(err.message.contains("replace it"), "{err}");
+}
+
+#[test]
 fn missing_artifacts_are_weights_missing() {
     let provider = OnnxProvider::default();
     let spec = spec("absent/model.onnx", json!([]), json!([]));

@@ -302,6 +302,16 @@ impl TritonClient {
             ureq::Error::BodyExceedsLimit(n) => {
                 format!("response larger than the {n} byte cap")
             }
+            // ureq's own text ("timeout: global") names neither the limit nor the setting.
+            ureq::Error::Timeout(ureq::Timeout::Connect) => format!(
+                "no connection within {} ms (the spec's triton.connect_timeout_ms)",
+                self.settings.connect_timeout.as_millis()
+            ),
+            ureq::Error::Timeout(_) => format!(
+                "no complete reply within {} ms (the spec's triton.request_timeout_ms; raise \
+                 it if the model is merely slow)",
+                self.settings.request_timeout.as_millis()
+            ),
             other => other.to_string(),
         };
         (self.unavailable(cause), class)

@@ -86,6 +86,20 @@ pub enum TritonError {
         /// The deployment's, or `None` when its config has no `weights_digest` parameter.
         actual: Option<String>,
     },
+    /// A reply does not match the spec's `output_schema` (a missing output, another element
+    /// type or shape): the deployment does not serve what the spec declares.
+    #[error(
+        "triton model {model:?} on {endpoint} answered {problem}; the deployment does not \
+         serve what the spec's output_schema declares: fix its config.pbtxt outputs or the spec"
+    )]
+    BadReply {
+        /// The endpoint.
+        endpoint: String,
+        /// The model.
+        model: String,
+        /// What differs.
+        problem: String,
+    },
     /// The spec cannot be served by this provider.
     #[error("{0}")]
     InvalidSpec(String),
@@ -142,6 +156,16 @@ impl From<TritonError> for ModelError {
                 .with_detail("model", model)
                 .with_detail("expected", expected)
                 .with_detail("actual", actual),
+            // The server failed to serve the model as declared: to the caller, the endpoint
+            // failed, exactly as if it had answered garbage.
+            TritonError::BadReply {
+                endpoint,
+                model,
+                problem,
+            } => Self::new(ErrorCode::TritonUnavailable, message)
+                .with_detail("endpoint", endpoint)
+                .with_detail("model", model)
+                .with_detail("problem", problem),
             TritonError::InvalidSpec(_) => Self::new(ErrorCode::InvalidSpec, message),
             TritonError::ArtifactMissing(path) => {
                 Self::new(ErrorCode::WeightsMissing, message).with_detail("file", path)

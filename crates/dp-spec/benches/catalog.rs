@@ -2,11 +2,18 @@
 //!
 //! The specs are written once into a temp dir, spread over 10 role directories, with the
 //! size and shape of the sample catalog's in-process specs.
+//!
+//! Besides criterion (`cargo bench`), the binary is the Rust runner of `cargo xtask bench
+//! catalog`: `catalog --write DIR` writes the same 1,000 files into `DIR` (for the Python
+//! anchor to read too), and `catalog --figures DIR [--loads N]` loads `DIR` `N` times and
+//! prints the median as one JSON object.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use dp_spec::Catalog;
 
 const MODELS: usize = 1_000;
@@ -35,11 +42,11 @@ fn spec_text(i: usize, role: &str) -> String {
     text
 }
 
-fn catalog_load(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Writes the 1,000 specs under `dir`, 100 per role directory.
+fn write_catalog(dir: &Path) {
     for i in 0..MODELS {
         let role = format!("role_{}", i % ROLES);
-        let role_dir = dir.path().join(&role);
+        let role_dir = dir.join(&role);
         std::fs::create_dir_all(&role_dir).expect("mkdir");
         std::fs::write(
             role_dir.join(format!("model-{i:04}.yaml")),
@@ -47,6 +54,11 @@ fn catalog_load(c: &mut Criterion) {
         )
         .expect("write");
     }
+}
+
+fn catalog_load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_catalog(dir.path());
     // Sanity: the generated catalog is valid, so the benchmark measures the success path.
     let loaded = Catalog::load(dir.path()).unwrap_or_else(|d| panic!("{d:#?}"));
     assert_eq!(loaded.len(), MODELS);
@@ -60,4 +72,40 @@ criterion_group! {
     config = Criterion::default().sample_size(20);
     targets = catalog_load
 }
-criterion_main!(benches);
+
+/// The xtask runner: loads `dir` `loads` times (after one unmeasured load that warms the
+/// page cache) and prints the median seconds per load.
+fn figures(dir: &Path, loads: usize) {
+    let once = || {
+        let start = Instant::now();
+        let catalog = Catalog::load(black_box(dir)).unwrap_or_else(|d| panic!("{d:#?}"));
+        let elapsed = start.elapsed().as_secs_f64();
+        assert_eq!(catalog.len(), MODELS);
+        elapsed
+    };
+    once();
+    let mut times: Vec<f64> = (0..loads.max(1)).map(|_| once()).collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"load_validate_s\": {}, \"specs\": {MODELS}}}",
+        times[times.len() / 2]
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    if let Some(dir) = value("--write") {
+        write_catalog(Path::new(dir));
+    } else if let Some(dir) = value("--figures") {
+        let loads = value("--loads").map_or(10, |n| n.parse().expect("--loads N"));
+        figures(Path::new(dir), loads);
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}

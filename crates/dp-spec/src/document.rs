@@ -174,7 +174,7 @@ impl SourceDocument {
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             fail(format!(
-                "file is not valid UTF-8 (byte {})",
+                "file is not valid UTF-8 (byte {}); save it as UTF-8",
                 e.utf8_error().valid_up_to()
             ))
         })?;
@@ -235,7 +235,7 @@ impl SourceDocument {
                         column: e.column(),
                     }),
                     pointer: String::new(),
-                    message: format!("invalid JSON: {e}"),
+                    message: json_error_message(&e),
                 })?;
                 let depth = json_depth(&value);
                 if depth > limits.max_depth {
@@ -244,7 +244,8 @@ impl SourceDocument {
                         position: None,
                         pointer: String::new(),
                         message: format!(
-                            "document nests {depth} levels deep, more than the {} allowed",
+                            "document nests {depth} levels deep, more than the {} allowed; \
+                             {NESTING_ADVICE}",
                             limits.max_depth
                         ),
                     });
@@ -261,6 +262,24 @@ impl SourceDocument {
                 })
             }
         }
+    }
+}
+
+/// What to do about a document nested beyond the limits.
+const NESTING_ADVICE: &str = "a spec is a shallow mapping of fields: flatten the value, or \
+                              keep large data in a file beside the spec";
+
+/// The message of a JSON syntax error. serde_json's own recursion limit (128 levels) is
+/// reached before `ParseLimits::max_depth` can be checked: say so in the same words, with
+/// the same advice, rather than as a bare "recursion limit exceeded".
+fn json_error_message(err: &serde_json::Error) -> String {
+    if err.to_string().starts_with("recursion limit exceeded") {
+        format!(
+            "document nests more than 128 levels deep (the JSON reader's recursion limit); \
+             {NESTING_ADVICE}"
+        )
+    } else {
+        format!("invalid JSON: {err}")
     }
 }
 
@@ -364,8 +383,19 @@ impl<'p> YamlBuilder<'p> {
     fn build(mut self, text: &str) -> Result<(Value, LocationIndex), DocumentError> {
         let mut parser = Parser::new_from_str(text);
         while let Some(next) = parser.next_event() {
-            let (event, span) = next
-                .map_err(|e| self.error(Some(e.marker()), format!("invalid YAML: {}", e.info())))?;
+            let (event, span) = next.map_err(|e| {
+                // The parser bounds its own recursion in flow collections (`[[[[…`), which
+                // can trip before `max_depth` is checked: give the same message and advice.
+                let message = if e.info().contains("recursion limit") {
+                    format!(
+                        "document nests too deep for the YAML reader ({}); {NESTING_ADVICE}",
+                        e.info()
+                    )
+                } else {
+                    format!("invalid YAML: {}", e.info())
+                };
+                self.error(Some(e.marker()), message)
+            })?;
             let start = span.start;
             match event {
                 Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => {}
@@ -476,7 +506,7 @@ impl<'p> YamlBuilder<'p> {
             return Err(self.error(
                 Some(start),
                 format!(
-                    "document nests deeper than {} levels",
+                    "document nests deeper than {} levels; {NESTING_ADVICE}",
                     self.limits.max_depth
                 ),
             ));
@@ -766,6 +796,21 @@ mod tests {
         let err = yaml(&text).unwrap_err();
         assert!(err.message.contains("alias bomb"), "{}", err.message);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn nesting_beyond_any_parser_limit_says_what_to_do() {
+        // Deep enough for serde_json's and saphyr's own recursion limits, in both syntaxes.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        for format in [SourceFormat::Yaml, SourceFormat::Json] {
+            let err = SourceDocument::parse_str("t", &deep, format).unwrap_err();
+            assert!(err.message.contains("nests"), "{format:?}: {}", err.message);
+            assert!(
+                err.message.contains(NESTING_ADVICE),
+                "{format:?}: {}",
+                err.message
+            );
+        }
     }
 
     #[test]

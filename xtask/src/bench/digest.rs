@@ -1,29 +1,42 @@
 //! `cargo xtask bench digest`: `dp digest` against coreutils, OpenSSL and `b3sum` on the
-//! same bytes, from the page cache, interleaved in one run.
+//! same bytes, from the page cache, interleaved in one run (whole commands, timed from
+//! outside: what a user would type).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
-use super::pairs::{CommandLine, PairResult, compare, markdown_table, write_json};
+use super::pairs::{CommandLine, time_pairs};
+use super::report::{Row, Side, Target, Unit};
+use crate::fsutil::sha256_file;
 use crate::process::{self, cargo_command};
 
 /// Bytes of the single-file rows (1 GiB, as the issue states the targets for).
 const FILE_BYTES: u64 = 1 << 30;
 /// Files of the manifest rows, totalling [`FILE_BYTES`].
 const TREE_FILES: u64 = 2_000;
-/// Timed pairs per row, after one warm-up each.
-const PAIRS: usize = 5;
 
-/// Runs the digest rows and writes `target/bench/digest.json`.
-pub(crate) fn run(root: &Path) -> Result<Vec<PairResult>> {
+/// The `b3sum` release the blake3 rows compare with, installed with `cargo install
+/// --locked` (its own lock file pins every dependency by checksum)…
+const B3SUM_VERSION: &str = "1.8.7";
+/// …and the sha256 of its `.crate` from crates.io, checked after the install.
+const B3SUM_CRATE_SHA256: &str = "d12cbf49ea673482c08f7a2cbede6388e698bdae001e9e1536c314cf2741ea5d";
+
+/// Runs the digest rows.
+pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
     let scale: f64 = std::env::var("DP_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a scale factor on a byte count"
+    )]
     let file_bytes = ((FILE_BYTES as f64) * scale) as u64;
-    let dp = build_dp(root)?;
+    let dp = super::build_dp(root)?;
     let b3sum = ensure_b3sum(root)?;
     let data = root.join("target").join("bench").join("data");
     let file = data.join("weights-1g.bin");
@@ -96,96 +109,149 @@ pub(crate) fn run(root: &Path) -> Result<Vec<PairResult>> {
         strip(ours_tree_b3.output()?) == first_hex(b3_pipeline.output()?),
         "blake3 aggregate and b3sum pipeline disagree"
     );
+    // The first cached run fills the cache; later ones take every digest from it.
     ensure!(
         strip(ours_cached.output()?) == strip(ours_tree.output()?),
         "cached and full aggregates disagree"
     );
 
+    let gib = file_bytes as f64 / f64::from(1_u32 << 30);
     let mut rows = Vec::new();
-    rows.push(compare(
-        "sha256, 1 GiB file",
+    let mut pair = |id: &str,
+                    name: String,
+                    ours: &CommandLine,
+                    anchor: &CommandLine,
+                    target: f64|
+     -> Result<()> {
+        let (a, b) = time_pairs(ours, anchor, pairs)?;
+        let row = Row::new(
+            id,
+            &name,
+            Unit::Seconds,
+            Side::new(&ours.label, a),
+            Side::new(&anchor.label, b),
+            vec![Target::RatioAtLeast { value: target }],
+        )?;
+        let rate = |s: &Side| file_bytes as f64 / s.median / 1e9;
+        let note = format!(
+            "median {:.2} GB/s vs {:.2} GB/s",
+            rate(&row.ours),
+            rate(&row.anchor)
+        );
+        let row = row.with_note(note);
+        println!("{}", row.summary());
+        rows.push(row);
+        Ok(())
+    };
+    pair(
+        "digest.sha256_file_vs_sha256sum",
+        format!("sha256 of a {gib:.0} GiB file"),
         &ours_sha,
         &sha256sum,
-        Some(file_bytes),
-        Some(4.0),
-        PAIRS,
-    )?);
+        4.0,
+    )?;
     if process::succeeds(std::process::Command::new("openssl").arg("version")) {
-        rows.push(compare(
-            "sha256, 1 GiB file",
+        pair(
+            "digest.sha256_file_vs_openssl",
+            format!("sha256 of a {gib:.0} GiB file"),
             &ours_sha,
             &openssl,
-            Some(file_bytes),
-            Some(1.0),
-            PAIRS,
-        )?);
+            1.0,
+        )?;
     } else {
-        println!("openssl not installed: row skipped (apt-get install openssl)");
+        println!("openssl not installed: its row is left out (apt-get install openssl)");
     }
-    rows.push(compare(
-        "blake3, 1 GiB file",
+    pair(
+        "digest.blake3_file_vs_b3sum",
+        format!("blake3 of a {gib:.0} GiB file"),
         &ours_b3,
         &b3,
-        Some(file_bytes),
-        Some(0.95),
-        PAIRS,
-    )?);
-    rows.push(compare(
-        "sha256 manifest, 2,000 files",
+        0.95,
+    )?;
+    pair(
+        "digest.sha256_manifest_vs_coreutils",
+        format!("sha256 manifest of {TREE_FILES} files ({gib:.0} GiB)"),
         &ours_tree,
         &pipeline,
-        Some(file_bytes),
-        Some(7.0),
-        PAIRS,
-    )?);
-    rows.push(compare(
-        "blake3 manifest, 2,000 files",
+        7.0,
+    )?;
+    pair(
+        "digest.blake3_manifest_vs_coreutils",
+        format!("blake3 manifest of {TREE_FILES} files ({gib:.0} GiB)"),
         &ours_tree_b3,
         &pipeline,
-        Some(file_bytes),
-        Some(15.0),
-        PAIRS,
-    )?);
-    rows.push(compare(
-        "cached re-verify vs full sha256 manifest",
+        15.0,
+    )?;
+    pair(
+        "digest.cached_reverify_vs_full",
+        format!("cached re-verify of {TREE_FILES} files vs full sha256 manifest"),
         &ours_cached,
         &ours_tree,
-        Some(file_bytes),
-        Some(50.0),
-        PAIRS,
-    )?);
-    write_json(root, "digest", &rows)?;
-    println!("\n{}", markdown_table(&rows));
+        50.0,
+    )?;
     Ok(rows)
 }
 
-/// Builds the release `dp` and returns its path.
-fn build_dp(root: &Path) -> Result<PathBuf> {
-    process::run(
-        &mut cargo_command(root, &["build", "--release", "--quiet", "-p", "dp-cli"]),
-        "fix the build of dp-cli",
-    )?;
-    Ok(root.join("target").join("release").join("dp"))
-}
-
-/// `b3sum` from PATH, else installed from crates.io into `target/bench/tools`.
+/// `b3sum` [`B3SUM_VERSION`], installed from crates.io into `target/bench/tools` when
+/// missing; the downloaded `.crate` must match [`B3SUM_CRATE_SHA256`].
 fn ensure_b3sum(root: &Path) -> Result<PathBuf> {
-    if process::succeeds(std::process::Command::new("b3sum").arg("--version")) {
-        return Ok(PathBuf::from("b3sum"));
-    }
     let tools = root.join("target").join("bench").join("tools");
     let bin = tools.join("bin").join("b3sum");
-    if !bin.exists() {
-        let tools_s = tools.to_str().context("non-UTF-8 path")?;
-        process::run(
-            &mut cargo_command(
-                root,
-                &["install", "--locked", "--quiet", "--root", tools_s, "b3sum"],
-            ),
-            "b3sum is the anchor of the blake3 rows; install it with `cargo install b3sum`",
-        )?;
+    let wanted = format!("b3sum {B3SUM_VERSION}");
+    let installed = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == wanted);
+    if installed {
+        return Ok(bin);
+    }
+    let tools_s = tools.to_str().context("non-UTF-8 path")?;
+    process::run(
+        &mut cargo_command(
+            root,
+            &[
+                "install",
+                "--locked",
+                "--quiet",
+                "--force",
+                "--version",
+                &format!("={B3SUM_VERSION}"),
+                "--root",
+                tools_s,
+                "b3sum",
+            ],
+        ),
+        "b3sum is the anchor of the blake3 rows; check the access to crates.io",
+    )?;
+    let crate_file = downloaded_crate(&format!("b3sum-{B3SUM_VERSION}.crate"))?;
+    let digest = sha256_file(&crate_file)?;
+    if digest != B3SUM_CRATE_SHA256 {
+        let _ = std::fs::remove_file(&bin);
+        anyhow::bail!(
+            "{} has sha256 {digest}, not the pinned {B3SUM_CRATE_SHA256}: the b3sum anchor was \
+             removed; delete that file and run the bench again",
+            crate_file.display()
+        );
     }
     Ok(bin)
+}
+
+/// Where cargo keeps a downloaded `.crate` of crates.io.
+fn downloaded_crate(name: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cargo"))
+                .unwrap_or_default()
+        },
+        PathBuf::from,
+    );
+    let cache = home.join("registry").join("cache");
+    std::fs::read_dir(&cache)
+        .with_context(|| format!("cannot read {}", cache.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join(name)))
+        .find(|path| path.is_file())
+        .with_context(|| format!("cargo install left no {name} under {}", cache.display()))
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), so hashing cannot shortcut anything.

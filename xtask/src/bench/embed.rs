@@ -1,30 +1,35 @@
-//! `cargo xtask bench embed`: sentence embedding, ours against sentence-transformers on
-//! PyTorch CPU, on the same weights and the same sentences, in one run.
+//! `cargo xtask bench embed`: sentence embedding through the manager with the candle and
+//! ONNX providers, against sentence-transformers on PyTorch CPU and Python ONNX Runtime, on
+//! the same weights (the ONNX file is built from the same safetensors), the same texts and
+//! the same thread count, in one run.
 //!
-//! Each row is a pair of runners that report their own figures as one JSON object
-//! (`cold_load_median_s`, `sentences_per_s`): timing inside the process keeps interpreter
-//! start-up and imports out of the figures. The runners are run interleaved (ours, anchor,
-//! ours, anchor…) so a noisy shared machine slows both alike, and each figure is the median
-//! over rounds. Rows are a list: other providers add theirs to [`rows`].
+//! The four runners (`embed_candle`, `embed_onnx` in tests/benches, and the two Python
+//! scripts beside this file) time themselves and print their figures as one JSON object:
+//! cold load, and sentences per second for short and long texts at 1 and 32 texts per call.
+//! They run in turn (candle, onnx, sentence-transformers, onnxruntime), one round per pair,
+//! so every row pairs figures measured back to back; each warms up in-process first.
 //!
-//! The anchor runs in `.dp-assets/bench-venv`, installed here from the hash-pinned
+//! Peak memory: `dp embed --input FILE --json` for each provider against the Python
+//! equivalent (sentence-transformers loading the model and embedding the same file), read
+//! from GNU time (`ru_maxrss` of the child).
+//!
+//! The anchors run in `.dp-assets/bench-venv`, installed here from the hash-pinned
 //! `xtask/requirements/bench-embed.txt` (PyPI's torch, which on Linux brings its CUDA
-//! libraries: the CPU-only index is not reachable from this project's machines).
+//! libraries: the CPU-only index is not reachable from this project's machines), and in
+//! the `python-onnx` venv of `cargo xtask setup`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
-use super::pairs::CommandLine;
+use super::pairs::{CommandLine, figure_rounds, peak_rss_pairs, series};
+use super::report::{Row, Side, Target, Unit};
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
 
-mod onnx;
-
 /// The bench venv, relative to the workspace root.
-const BENCH_VENV: &str = ".dp-assets/bench-venv";
+pub(crate) const BENCH_VENV: &str = ".dp-assets/bench-venv";
 
 /// Its pinned requirements, relative to the workspace root.
 const BENCH_REQUIREMENTS: &str = "xtask/requirements/bench-embed.txt";
@@ -32,15 +37,36 @@ const BENCH_REQUIREMENTS: &str = "xtask/requirements/bench-embed.txt";
 /// The sentence-transformers runner, relative to the workspace root.
 const ST_RUNNER: &str = "xtask/src/bench/embed_sentence_transformers.py";
 
-/// CPU threads both sides use (the issue's setting: 2 cores).
+/// The Python ONNX Runtime runner and its venv (`cargo xtask setup`, `python-onnx`).
+const ORT_RUNNER: &str = "xtask/src/bench/embed_onnxruntime.py";
+const ONNX_VENV: &str = ".dp-assets/venv-onnx";
+
+/// The two specs and model folders (`cargo xtask setup`, `minilm` and `minilm-onnx`).
+const CANDLE_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2.yaml";
+const ONNX_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2-onnx.yaml";
+const CANDLE_MODEL: &str = "all-minilm-l6-v2";
+const ONNX_MODEL: &str = "all-minilm-l6-v2-onnx";
+
+/// CPU threads every side uses (the issues' setting: 2 cores).
 const THREADS: usize = 2;
 
-/// Interleaved rounds per row.
-const ROUNDS: usize = 3;
+/// Seconds each throughput workload runs for, per runner and round.
+const MIN_SECONDS: &str = "0.5";
 
-/// The issue's targets: throughput ratio (ours / anchor) and cold load (seconds).
-const THROUGHPUT_TARGET: f64 = 1.0;
+/// The issues' targets: candle cold load (seconds), and throughput ratios on batches of
+/// 32 short sentences.
 const COLD_LOAD_TARGET_S: f64 = 0.150;
+const CANDLE_VS_ST: f64 = 1.0;
+const ONNX_VS_ORT: f64 = 0.97;
+const ONNX_VS_ST: f64 = 1.5;
+
+/// The throughput workloads: figure key and what the report calls it.
+pub(crate) const WORKLOADS: [(&str, &str); 4] = [
+    ("short_b32", "32 short texts per call"),
+    ("short_b1", "1 short text per call"),
+    ("long_b32", "32 long texts (256 tokens) per call"),
+    ("long_b1", "1 long text (256 tokens) per call"),
+];
 
 /// One batch of 32 short sentences.
 const SENTENCES: [&str; 32] = [
@@ -78,113 +104,41 @@ const SENTENCES: [&str; 32] = [
     "The lights went out during the storm.",
 ];
 
-/// What a runner prints.
-#[derive(Debug, Deserialize)]
-struct Figures {
-    cold_load_median_s: f64,
-    sentences_per_s: f64,
+/// Long texts: every short sentence, rotated, joined — about 300 word pieces, so each is
+/// truncated to the model's 256.
+fn long_texts() -> Vec<String> {
+    (0..SENTENCES.len())
+        .map(|i| {
+            let mut text: Vec<&str> = SENTENCES[i..].to_vec();
+            text.extend_from_slice(&SENTENCES[..i]);
+            text.join(" ")
+        })
+        .collect()
 }
 
-/// Where the runners find their inputs.
-struct BenchContext {
-    root: PathBuf,
-    sentences: PathBuf,
-}
-
-/// One comparison: a name, our runner and the anchor's.
-struct Row {
-    name: &'static str,
-    ours: fn(&BenchContext) -> CommandLine,
-    anchor: fn(&BenchContext) -> CommandLine,
-    /// The throughput ratio (ours / anchor) the issue asks for.
-    throughput_target: f64,
-}
-
-/// Every row, in report order.
-fn rows() -> Vec<Row> {
-    vec![Row {
-        name: "all-minilm-l6-v2 fp32 cpu: candle vs sentence-transformers (PyTorch)",
-        ours: candle_minilm,
-        anchor: sentence_transformers_minilm,
-        throughput_target: THROUGHPUT_TARGET,
-    }]
-    .into_iter()
-    .chain(onnx::rows())
-    .collect()
-}
-
-fn path_arg(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn candle_minilm(cx: &BenchContext) -> CommandLine {
-    let models_root = path_arg(&cx.root.join(".dp-assets/models"));
-    let spec = path_arg(
-        &cx.root
-            .join("specs/catalog/text_embedding/all-minilm-l6-v2.yaml"),
-    );
-    let sentences = path_arg(&cx.sentences);
-    let threads = THREADS.to_string();
-    let manifest = path_arg(&cx.root.join("Cargo.toml"));
-    CommandLine::new(
-        "dp candle",
-        &[
-            "cargo",
-            "bench",
-            "--quiet",
-            "--manifest-path",
-            &manifest,
-            "-p",
-            "dp-tests",
-            "--bench",
-            "embed_candle",
-            "--",
-            "--models-root",
-            &models_root,
-            "--spec",
-            &spec,
-            "--sentences",
-            &sentences,
-            "--threads",
-            &threads,
-        ],
-    )
-}
-
-fn sentence_transformers_minilm(cx: &BenchContext) -> CommandLine {
-    let python = path_arg(&cx.root.join(BENCH_VENV).join("bin/python"));
-    let runner = path_arg(&cx.root.join(ST_RUNNER));
-    let model_dir = path_arg(&cx.root.join(".dp-assets/models/all-minilm-l6-v2"));
-    let sentences = path_arg(&cx.sentences);
-    let threads = THREADS.to_string();
-    CommandLine::new(
-        "sentence-transformers",
-        &[
-            &python,
-            &runner,
-            "--model-dir",
-            &model_dir,
-            "--sentences",
-            &sentences,
-            "--threads",
-            &threads,
-        ],
-    )
+fn path_arg(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("non-UTF-8 path {}", path.display()))
 }
 
 /// Makes the bench venv current (a stamp holds the requirements' digest).
-fn ensure_venv(root: &Path) -> Result<()> {
+pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf> {
     let requirements = root.join(BENCH_REQUIREMENTS);
     let digest = sha256_file(&requirements)?;
     let venv = root.join(BENCH_VENV);
     let stamp = venv.join(".dp-stamp");
     let python = venv.join("bin/python");
     let works = || {
-        process::succeeds(Command::new(&python).args(["-c", "import torch, sentence_transformers"]))
+        process::succeeds(
+            Command::new(&python).args(["-c", "import torch, sentence_transformers, matplotlib"]),
+        )
     };
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest) && works() {
-        return Ok(());
+        return Ok(python);
     }
+    // An interrupted install must not look complete.
+    let _ = std::fs::remove_file(&stamp);
     let interpreter = std::env::var_os("DP_PYTHON").unwrap_or_else(|| "python3".into());
     process::run(
         Command::new(&interpreter)
@@ -213,101 +167,242 @@ fn ensure_venv(root: &Path) -> Result<()> {
     )?;
     if !works() {
         bail!(
-            "{} cannot import torch and sentence_transformers after installation",
+            "{} cannot import torch, sentence_transformers and matplotlib after installation",
             venv.display()
         );
     }
-    write_atomic(&stamp, format!("{digest}\n").as_bytes())
+    write_atomic(&stamp, format!("{digest}\n").as_bytes())?;
+    Ok(python)
 }
 
-fn figures(command: &CommandLine) -> Result<Figures> {
-    let stdout = command.output()?;
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("{} printed no JSON figures", command.label))?;
-    serde_json::from_str(line).with_context(|| format!("{} printed bad figures", command.label))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Runs every row and prints the comparison.
-pub(crate) fn run(root: &Path) -> Result<()> {
-    if !root
-        .join(".dp-assets/models/all-minilm-l6-v2/model.safetensors")
-        .is_file()
-    {
-        bail!("the MiniLM asset is missing: run `cargo xtask setup` first");
+/// Runs every embedding row.
+pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
+    for model in [CANDLE_MODEL, ONNX_MODEL] {
+        if !root.join(".dp-assets/models").join(model).is_dir() {
+            bail!("the {model} asset is missing: run `cargo xtask setup` first");
+        }
     }
-    ensure_venv(root)?;
+    let st_python = path_arg(&ensure_venv(root)?)?;
+    let dp = super::build_dp(root)?;
+    let exes = super::bench_executables(
+        root,
+        &[("dp-tests", "embed_candle"), ("dp-tests", "embed_onnx")],
+    )?;
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
-    let sentences = scratch.path().join("sentences.json");
-    write_atomic(&sentences, serde_json::to_string(&SENTENCES)?.as_bytes())?;
-    let cx = BenchContext {
-        root: root.to_path_buf(),
-        sentences,
-    };
-    // Build our runner first so compilation never overlaps a measurement.
-    process::run(
-        &mut process::cargo_command(
-            root,
+    let texts = scratch.path().join("texts.json");
+    let long = long_texts();
+    write_atomic(
+        &texts,
+        serde_json::to_string(&serde_json::json!({ "short": SENTENCES, "long": long }))?.as_bytes(),
+    )?;
+    let all_texts = scratch.path().join("all-texts.json");
+    let mut every: Vec<&str> = SENTENCES.to_vec();
+    every.extend(long.iter().map(String::as_str));
+    write_atomic(&all_texts, serde_json::to_string(&every)?.as_bytes())?;
+
+    let models_root = path_arg(&root.join(".dp-assets/models"))?;
+    let texts_s = path_arg(&texts)?;
+    let threads = THREADS.to_string();
+    let rust_runner = |label: &str, exe: &Path, spec: &str| -> Result<CommandLine> {
+        Ok(CommandLine::new(
+            label,
             &[
-                "bench",
-                "--no-run",
-                "-p",
-                "dp-tests",
-                "--bench",
-                "embed_candle",
-                "--bench",
-                "embed_onnx",
+                &path_arg(exe)?,
+                "--models-root",
+                &models_root,
+                "--spec",
+                &path_arg(&root.join(spec))?,
+                "--texts",
+                &texts_s,
+                "--threads",
+                &threads,
+                "--min-seconds",
+                MIN_SECONDS,
             ],
-        ),
-        "fix the embed_candle and embed_onnx bench runners",
+        ))
+    };
+    let python_runner =
+        |label: &str, python: &str, script: &str, model: &str| -> Result<CommandLine> {
+            Ok(CommandLine::new(
+                label,
+                &[
+                    python,
+                    &path_arg(&root.join(script))?,
+                    "--model-dir",
+                    &path_arg(&root.join(".dp-assets/models").join(model))?,
+                    "--texts",
+                    &texts_s,
+                    "--threads",
+                    &threads,
+                    "--min-seconds",
+                    MIN_SECONDS,
+                ],
+            ))
+        };
+    let candle = rust_runner("dp candle", &exes[0], CANDLE_SPEC)?;
+    let onnx = rust_runner("dp onnx", &exes[1], ONNX_SPEC)?;
+    // In the anchor's favour: with GNU OpenMP's default spin-waiting, a thread of PyTorch's
+    // pool spins while its partner is descheduled; on a shared 2-core machine one encode
+    // of one sentence then took 340 ms instead of 15 ms. Passive waiting avoids that.
+    let st = python_runner("sentence-transformers", &st_python, ST_RUNNER, CANDLE_MODEL)?
+        .env("OMP_WAIT_POLICY", "PASSIVE");
+    let ort = python_runner(
+        "Python onnxruntime",
+        &path_arg(&root.join(ONNX_VENV).join("bin/python"))?,
+        ORT_RUNNER,
+        ONNX_MODEL,
     )?;
     println!(
-        "embed: batches of {} short sentences, {THREADS} threads, {ROUNDS} interleaved rounds",
-        SENTENCES.len()
+        "embed: {THREADS} threads, {pairs} rounds of candle, onnx, sentence-transformers, \
+         Python onnxruntime"
     );
-    for row in rows() {
-        let ours = (row.ours)(&cx);
-        let anchor = (row.anchor)(&cx);
-        let mut our_runs = Vec::new();
-        let mut anchor_runs = Vec::new();
-        for _ in 0..ROUNDS {
-            our_runs.push(figures(&ours)?);
-            anchor_runs.push(figures(&anchor)?);
-        }
-        let load = |runs: &[Figures]| median(runs.iter().map(|f| f.cold_load_median_s).collect());
-        let rate = |runs: &[Figures]| median(runs.iter().map(|f| f.sentences_per_s).collect());
-        let (our_load, anchor_load) = (load(&our_runs), load(&anchor_runs));
-        let (our_rate, anchor_rate) = (rate(&our_runs), rate(&anchor_runs));
-        let ratio = our_rate / anchor_rate;
-        println!("{}", row.name);
-        println!(
-            "  cold load  {:>8.1} ms  vs {:>8.1} ms  ({:.2}x faster; target ≤ {:.0} ms: {})",
-            our_load * 1e3,
-            anchor_load * 1e3,
-            anchor_load / our_load,
-            COLD_LOAD_TARGET_S * 1e3,
-            if our_load <= COLD_LOAD_TARGET_S {
-                "met"
+    let rounds = figure_rounds(&[&candle, &onnx, &st, &ort], pairs)?;
+    let [candle_r, onnx_r, st_r, ort_r] = rounds.as_slice() else {
+        bail!("expected the figures of four runners");
+    };
+    let versions = format!(
+        "torch {} (OMP_WAIT_POLICY=PASSIVE), onnxruntime {}",
+        st_r[0].text("torch").unwrap_or_default(),
+        ort_r[0].text("onnxruntime").unwrap_or_default()
+    );
+
+    let mut rows = Vec::new();
+    let mut push = |row: Row| {
+        println!("{}", row.summary());
+        rows.push(row);
+    };
+    let side = |label: &str, runs: &[super::pairs::Figures], key: &str| -> Result<Side> {
+        Ok(Side::new(label, series(runs, key)?))
+    };
+    push(Row::new(
+        "embed.cold_load.candle_vs_st",
+        "cold load (spec → ready), candle vs sentence-transformers",
+        Unit::Seconds,
+        side("dp candle", candle_r, "cold_load_s")?,
+        side("sentence-transformers", st_r, "cold_load_s")?,
+        vec![Target::OursAtMost {
+            value: COLD_LOAD_TARGET_S,
+        }],
+    )?);
+    push(Row::new(
+        "embed.cold_load.onnx_vs_st",
+        "cold load (spec → ready), onnx vs sentence-transformers",
+        Unit::Seconds,
+        side("dp onnx", onnx_r, "cold_load_s")?,
+        side("sentence-transformers", st_r, "cold_load_s")?,
+        vec![],
+    )?);
+    push(Row::new(
+        "embed.cold_load.onnx_vs_ort",
+        "cold load (spec → ready), onnx vs Python onnxruntime",
+        Unit::Seconds,
+        side("dp onnx", onnx_r, "cold_load_s")?,
+        side("Python onnxruntime", ort_r, "cold_load_s")?,
+        vec![],
+    )?);
+    for (key, what) in WORKLOADS {
+        let main = key == "short_b32";
+        let target = |value: f64| {
+            if main {
+                vec![Target::RatioAtLeast { value }]
             } else {
-                "NOT met"
+                Vec::new()
             }
+        };
+        push(
+            Row::new(
+                &format!("embed.throughput.{key}.candle_vs_st"),
+                &format!("throughput, {what}: candle vs sentence-transformers"),
+                Unit::SentencesPerSecond,
+                side("dp candle", candle_r, key)?,
+                side("sentence-transformers", st_r, key)?,
+                target(CANDLE_VS_ST),
+            )?
+            .with_note(&versions),
         );
-        println!(
-            "  throughput {our_rate:>8.1} /s  vs {anchor_rate:>8.1} /s  ({ratio:.2}x; target ≥ {:.2}x: {})",
-            row.throughput_target,
-            if ratio >= row.throughput_target {
-                "met"
-            } else {
-                "NOT met"
-            }
-        );
+        push(Row::new(
+            &format!("embed.throughput.{key}.onnx_vs_ort"),
+            &format!("throughput, {what}: onnx vs Python onnxruntime"),
+            Unit::SentencesPerSecond,
+            side("dp onnx", onnx_r, key)?,
+            side("Python onnxruntime", ort_r, key)?,
+            target(ONNX_VS_ORT),
+        )?);
+        push(Row::new(
+            &format!("embed.throughput.{key}.onnx_vs_st"),
+            &format!("throughput, {what}: onnx vs sentence-transformers"),
+            Unit::SentencesPerSecond,
+            side("dp onnx", onnx_r, key)?,
+            side("sentence-transformers", st_r, key)?,
+            target(ONNX_VS_ST),
+        )?);
     }
-    Ok(())
+
+    // Peak memory of the whole command, as a user runs it.
+    let dp_s = path_arg(&dp)?;
+    let catalog = path_arg(&root.join("specs/catalog"))?;
+    let all_s = path_arg(&all_texts)?;
+    let dp_embed = |label: &str, model: &str| {
+        CommandLine::new(
+            label,
+            &[
+                &dp_s,
+                "embed",
+                "--catalog",
+                &catalog,
+                "--model",
+                model,
+                "--input",
+                &all_s,
+                "--json",
+            ],
+        )
+        .env("DP_MODELS_ROOT", &models_root)
+    };
+    let dp_candle = dp_embed("dp embed (candle)", CANDLE_MODEL);
+    let dp_onnx = dp_embed("dp embed (onnx)", ONNX_MODEL);
+    let st_rss = CommandLine::new(
+        "sentence-transformers script",
+        &[
+            &st_python,
+            &path_arg(&root.join(ST_RUNNER))?,
+            "--rss",
+            "--model-dir",
+            &path_arg(&root.join(".dp-assets/models").join(CANDLE_MODEL))?,
+            "--texts",
+            &all_s,
+            "--threads",
+            &threads,
+        ],
+    );
+    let rss = peak_rss_pairs(&[&dp_candle, &dp_onnx, &st_rss], pairs)?;
+    let note = format!(
+        "{} texts ({} short, {} long) embedded and printed as JSON",
+        every.len(),
+        SENTENCES.len(),
+        long.len()
+    );
+    push(
+        Row::new(
+            "embed.peak_rss.candle_vs_st",
+            "peak RSS of `dp embed` (candle) vs the Python script",
+            Unit::Bytes,
+            Side::new(&dp_candle.label, rss[0].clone()),
+            Side::new(&st_rss.label, rss[2].clone()),
+            vec![],
+        )?
+        .with_note(&note),
+    );
+    push(
+        Row::new(
+            "embed.peak_rss.onnx_vs_st",
+            "peak RSS of `dp embed` (onnx) vs the Python script",
+            Unit::Bytes,
+            Side::new(&dp_onnx.label, rss[1].clone()),
+            Side::new(&st_rss.label, rss[2].clone()),
+            vec![],
+        )?
+        .with_note(&note),
+    );
+    Ok(rows)
 }

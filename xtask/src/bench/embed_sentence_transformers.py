@@ -1,8 +1,15 @@
 """The sentence-transformers side of `cargo xtask bench embed` (PyTorch CPU).
 
-Prints one JSON object with the same fields as the candle runner (tests/benches/
-embed_candle.rs): cold load (model folder -> ready SentenceTransformer, median of --loads
-runs after one unmeasured warm-up) and throughput on batches of the given sentences.
+Prints one JSON object with the same fields as the Rust runners (tests/benches/common/
+embed_runner.rs): cold load (model folder -> ready SentenceTransformer, median of --loads
+runs after one unmeasured run) and sentences per second of `encode` on the `short` and
+`long` texts of --texts, one text per call (b1) and 32 per call (b32), each workload for
+at least --min-seconds (at least one call), after one warm-up call of 32 short texts and
+one of a long text.
+
+With --rss, it is instead the Python equivalent of `dp embed --input FILE --json`: load the
+model, embed the texts of --texts (a JSON array), print the embeddings as JSON -- for the
+peak-memory row.
 """
 
 import argparse
@@ -17,13 +24,27 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+def throughput(model, texts, batch, min_seconds):
+    calls = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+    done = 0
+    start = time.perf_counter()
+    while True:
+        for call in calls:
+            out = model.encode(call, batch_size=batch)
+            assert len(out) == len(call)
+            done += len(call)
+            if time.perf_counter() - start >= min_seconds:
+                return done / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--sentences", required=True)
+    parser.add_argument("--texts", required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--loads", type=int, default=10)
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--loads", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--rss", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -31,34 +52,37 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
+    with open(args.texts, encoding="utf-8") as f:
+        texts = json.load(f)
+    if args.rss:
+        model = SentenceTransformer(args.model_dir, device="cpu")
+        embeddings = model.encode(texts, batch_size=32)
+        json.dump({"embeddings": embeddings.tolist()}, sys.stdout)
+        print()
+        return
+
     def load():
         start = time.perf_counter()
         model = SentenceTransformer(args.model_dir, device="cpu")
         return time.perf_counter() - start, model
 
     load()
-    loads = [load()[0] for _ in range(args.loads)]
+    loads = [load()[0] for _ in range(max(args.loads, 1))]
     _, model = load()
-    with open(args.sentences, encoding="utf-8") as f:
-        sentences = json.load(f)
-    for _ in range(2):
-        model.encode(sentences, batch_size=len(sentences))
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        out = model.encode(sentences, batch_size=len(sentences))
-        assert len(out) == len(sentences)
-    seconds = time.perf_counter() - start
-    json.dump(
-        {
-            "cold_load_median_s": statistics.median(loads),
-            "cold_load_s": loads,
-            "sentences_per_s": args.batches * len(sentences) / seconds,
-            "batch": len(sentences),
-            "threads": args.threads,
-            "torch": torch.__version__,
-        },
-        sys.stdout,
-    )
+    short, long = texts["short"], texts["long"]
+    model.encode(short, batch_size=32)
+    model.encode(long[:1], batch_size=1)
+    figures = {
+        "cold_load_s": statistics.median(loads),
+        "cold_load_all_s": loads,
+        "short_b1": throughput(model, short, 1, args.min_seconds),
+        "short_b32": throughput(model, short, 32, args.min_seconds),
+        "long_b1": throughput(model, long, 1, args.min_seconds),
+        "long_b32": throughput(model, long, 32, args.min_seconds),
+        "threads": args.threads,
+        "torch": torch.__version__,
+    }
+    json.dump(figures, sys.stdout)
     print()
 
 

@@ -1,115 +1,100 @@
-//! `cargo xtask bench manager`: after the manager's criterion bench, the Python anchor
-//! (`xtask/bench/manager_anchor.py`: a dict lookup under an `asyncio.Lock`, as the
-//! pipeline's Python manager does per cached get) runs in the same invocation, and the
-//! ratios are printed and written to `target/bench/manager.json`.
+//! `cargo xtask bench manager`: the manager's hot path and embedding cache
+//! (`crates/dp-manager/benches/manager.rs --figures`, with a provider whose models do
+//! nothing) against the Python anchor (`xtask/bench/manager_anchor.py`: a dict lookup under
+//! an `asyncio.Lock`, as the pipeline's Python manager does per cached get), both timing
+//! themselves, interleaved.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, ensure};
-use serde::Serialize;
+use anyhow::{Result, bail};
 
-/// One compared row.
-#[derive(Debug, Serialize)]
-struct Row {
-    what: &'static str,
-    ours_ns: f64,
-    anchor: &'static str,
-    anchor_ns: f64,
-    /// anchor / ours: how many times faster we are.
-    speedup: f64,
-    target: &'static str,
-}
+use super::pairs::{CommandLine, Figures, figure_rounds, series};
+use super::report::{Row, Side, Target, Unit};
 
-/// Criterion's median estimate of `group/function`, in nanoseconds per iteration.
-fn criterion_median(root: &Path, group: &str, function: &str) -> Result<f64> {
-    let path = root
-        .join("target/criterion")
-        .join(group)
-        .join(function)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (did the criterion bench run?)", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)?;
-    json["median"]["point_estimate"]
-        .as_f64()
-        .with_context(|| format!("no median in {}", path.display()))
-}
-
-/// The venv's Python when `cargo xtask setup` made one, else `python3`.
-fn python(root: &Path) -> std::path::PathBuf {
-    let venv = root.join(".dp-assets/venv/bin/python");
-    if venv.exists() {
-        venv
+/// Runs the manager rows.
+pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
+    let exes = super::bench_executables(root, &[("dp-manager", "manager")])?;
+    let ours = CommandLine::new("dp-manager", &[&exes[0].to_string_lossy(), "--figures"]);
+    let venv = root.join(crate::setup::VENV_DIR).join("bin/python");
+    let python = if venv.is_file() {
+        venv.to_string_lossy().into_owned()
     } else {
-        "python3".into()
-    }
-}
-
-/// Runs the anchor and compares it with the criterion figures of the manager bench.
-pub(crate) fn run(root: &Path) -> Result<()> {
-    let scale = std::env::var("DP_BENCH_SCALE").unwrap_or_else(|_| "1".to_owned());
-    let output = Command::new(python(root))
-        .arg(root.join("xtask/bench/manager_anchor.py"))
-        .arg(&scale)
-        .output()
-        .context("running the Python anchor (python3 is needed)")?;
-    ensure!(
-        output.status.success(),
-        "the Python anchor failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let anchor: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let field = |key: &str| {
-        anchor[key]
-            .as_f64()
-            .with_context(|| format!("the anchor printed no {key}"))
+        "python3".to_owned()
     };
-    let get = criterion_median(root, "get_loaded", "get_and_drop")?;
-    let hit_1 = criterion_median(root, "embedding_cache", "hit_1_text")?;
-    let hit_32 = criterion_median(root, "embedding_cache", "hit_batch_32")? / 32.0;
-    let anchor_get = field("get_ns")?;
-    let anchor_hit = field("embedding_hit_ns_per_text")?;
-    let rows = [
-        Row {
-            what: "get() of a loaded model",
-            ours_ns: get,
-            anchor: "dict lookup under asyncio.Lock",
-            anchor_ns: anchor_get,
-            speedup: anchor_get / get,
-            target: "≤ 50 ns; ≥ 10× the anchor",
-        },
-        Row {
-            what: "embedding cache hit, 1 text per call",
-            ours_ns: hit_1,
-            anchor: "sha256 key + dict lookup under asyncio.Lock, per text",
-            anchor_ns: anchor_hit,
-            speedup: anchor_hit / hit_1,
-            target: "≤ 2000 ns per text",
-        },
-        Row {
-            what: "embedding cache hit, per text in a batch of 32",
-            ours_ns: hit_32,
-            anchor: "sha256 key + dict lookup under asyncio.Lock, per text",
-            anchor_ns: anchor_hit,
-            speedup: anchor_hit / hit_32,
-            target: "≤ 2000 ns per text",
-        },
+    let scale = std::env::var("DP_BENCH_SCALE").unwrap_or_else(|_| "1".to_owned());
+    let anchor = CommandLine::new(
+        "Python dict under asyncio.Lock",
+        &[
+            &python,
+            &root.join("xtask/bench/manager_anchor.py").to_string_lossy(),
+            &scale,
+        ],
+    );
+    let rounds = figure_rounds(&[&ours, &anchor], pairs)?;
+    let [ours_r, anchor_r] = rounds.as_slice() else {
+        bail!("expected the figures of two runners");
+    };
+    let ns = |runs: &[Figures], key: &str| -> Result<Vec<f64>> {
+        Ok(series(runs, key)?.into_iter().map(|v| v * 1e-9).collect())
+    };
+    let python_version = anchor_r[0].text("python").unwrap_or_default();
+    let rows = vec![
+        Row::new(
+            "manager.get_1_thread",
+            "`get()` of a loaded model, 1 thread (key building included)",
+            Unit::Seconds,
+            Side::new("dp-manager", ns(ours_r, "get_ns")?),
+            Side::new(&anchor.label, ns(anchor_r, "get_ns")?),
+            vec![
+                Target::OursAtMost { value: 50e-9 },
+                Target::RatioAtLeast { value: 10.0 },
+            ],
+        )?
+        .with_note(format!("Python {python_version}")),
+        Row::new(
+            "manager.get_2_threads_vs_python",
+            "`get()`, 2 threads on different models (aggregate time per get)",
+            Unit::Seconds,
+            Side::new("dp-manager", ns(ours_r, "get_2threads_ns")?),
+            Side::new(
+                "Python, 2 threads (own loop and lock each)",
+                ns(anchor_r, "get_2threads_ns")?,
+            ),
+            vec![],
+        )?,
+        Row::new(
+            "manager.get_2_threads_scaling",
+            "`get()` throughput: 2 threads on different models vs 1 thread",
+            Unit::Seconds,
+            Side::new("dp-manager, 2 threads", ns(ours_r, "get_2threads_ns")?),
+            Side::new("dp-manager, 1 thread", ns(ours_r, "get_ns")?),
+            vec![Target::RatioAtLeast { value: 1.7 }],
+        )?,
+        Row::new(
+            "manager.embedding_hit_1",
+            "embedding cache hit, 1 text per call (per text)",
+            Unit::Seconds,
+            Side::new("dp-manager", ns(ours_r, "embedding_hit_1_ns_per_text")?),
+            Side::new(
+                "Python sha256 key + dict under asyncio.Lock",
+                ns(anchor_r, "embedding_hit_ns_per_text")?,
+            ),
+            vec![Target::OursAtMost { value: 2e-6 }],
+        )?,
+        Row::new(
+            "manager.embedding_hit_32",
+            "embedding cache hit, 32 texts per call (per text)",
+            Unit::Seconds,
+            Side::new("dp-manager", ns(ours_r, "embedding_hit_32_ns_per_text")?),
+            Side::new(
+                "Python sha256 key + dict under asyncio.Lock",
+                ns(anchor_r, "embedding_hit_ns_per_text")?,
+            ),
+            vec![Target::OursAtMost { value: 2e-6 }],
+        )?,
     ];
-    println!("\n| manager (median) | ours | anchor | anchor time | speed-up | target |");
-    println!("|---|---:|---|---:|---:|---|");
     for row in &rows {
-        println!(
-            "| {} | {:.1} ns | {} | {:.1} ns | {:.1}× | {} |",
-            row.what, row.ours_ns, row.anchor, row.anchor_ns, row.speedup, row.target
-        );
+        println!("{}", row.summary());
     }
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let report = serde_json::json!({ "python": anchor["python"], "rows": rows });
-    std::fs::write(
-        out.join("manager.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
+    Ok(rows)
 }

@@ -1,19 +1,29 @@
-//! `cargo xtask bench`: runs the benchmarks by group — criterion benches for in-process
-//! figures, and side-by-side command timings ([`pairs`]) against the tools a user would
-//! otherwise run.
+//! `cargo xtask bench`: runs the benchmarks by group, each figure side by side with the
+//! tool a user would otherwise run (the anchor), interleaved in one run ([`pairs`]), and
+//! writes `target/bench/report.json` and `docs/benchmarks.md` ([`report`]).
+//!
+//! Running one group replaces its rows in the report and keeps the other groups'. The
+//! anchors are set up on first use: the assets of `cargo xtask setup` a group needs, the
+//! bench venv (sentence-transformers, matplotlib; hash-pinned) and `b3sum` (a pinned
+//! crates.io release). The criterion benches stay available with `--criterion`.
 
+mod catalog;
 mod digest;
 mod embed;
 mod manager;
 mod pairs;
+mod report;
 mod triton;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 
 use crate::process::{self, cargo_command};
+use report::{GroupReport, Machine, Report};
 
 /// Options of `bench`.
 #[derive(Debug, Args)]
@@ -21,32 +31,76 @@ pub(crate) struct BenchArgs {
     /// Which benchmarks to run.
     #[arg(value_enum, default_value_t = Group::All)]
     group: Group,
+    /// Timed pairs per row.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// Also run the criterion benches of the selected groups (`cargo bench`), after the
+    /// report.
+    #[arg(long)]
+    criterion: bool,
     /// Arguments passed to criterion, after `--` (e.g. `-- --save-baseline main`).
     #[arg(last = true)]
     criterion_args: Vec<String>,
 }
 
-/// A benchmark group. Later groups (digest, manager, embed, triton) are added here and in
-/// [`BENCHES`].
+/// A benchmark group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Group {
-    /// Catalog loading and validation (dp-spec).
+    /// Catalog loading and validation (dp-spec) against PyYAML + jsonschema.
     Catalog,
     /// File and directory digests against sha256sum, openssl and b3sum.
     Digest,
-    /// Sentence embedding (cold load, throughput) against sentence-transformers on PyTorch
-    /// (side-by-side rows only, no criterion bench).
-    Embed,
     /// The manager's hot path and embedding cache, with the Python manager as anchor.
     Manager,
+    /// Sentence embedding (cold load, throughput, peak memory) with the candle and ONNX
+    /// providers against sentence-transformers and Python onnxruntime.
+    Embed,
     /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
-    /// one real tritonserver (side-by-side rows only, no criterion bench).
+    /// one real tritonserver.
     Triton,
     /// Every group.
     All,
 }
 
-/// One criterion bench target.
+impl Group {
+    /// The groups `self` stands for, in report order.
+    fn expand(self) -> Vec<Self> {
+        match self {
+            Self::All => vec![
+                Self::Catalog,
+                Self::Digest,
+                Self::Manager,
+                Self::Embed,
+                Self::Triton,
+            ],
+            group => vec![group],
+        }
+    }
+
+    /// Its name in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Catalog => "catalog",
+            Self::Digest => "digest",
+            Self::Manager => "manager",
+            Self::Embed => "embed",
+            Self::Triton => "triton",
+            Self::All => "all",
+        }
+    }
+
+    /// The `cargo xtask setup` assets its anchors and inputs need.
+    fn assets(self) -> &'static [&'static str] {
+        match self {
+            Self::Catalog | Self::Manager => &["python-test"],
+            Self::Digest | Self::All => &[],
+            Self::Embed => &["minilm", "python-onnx", "onnxruntime", "minilm-onnx"],
+            Self::Triton => &["triton"],
+        }
+    }
+}
+
+/// One criterion bench target (run with `--criterion`).
 struct Bench {
     /// The group it belongs to.
     group: Group,
@@ -56,7 +110,7 @@ struct Bench {
     target: &'static str,
 }
 
-/// Every bench target, in the order `all` runs them.
+/// Every criterion bench target, in the order `all` runs them.
 const BENCHES: &[Bench] = &[
     Bench {
         group: Group::Catalog,
@@ -75,30 +129,141 @@ const BENCHES: &[Bench] = &[
     },
 ];
 
-/// The bench targets `group` selects.
+/// The criterion bench targets `group` selects.
 fn selected(group: Group) -> impl Iterator<Item = &'static Bench> {
     BENCHES
         .iter()
         .filter(move |bench| group == Group::All || bench.group == group)
 }
 
-/// `cargo xtask bench`: runs `cargo bench -p <package> --bench <target>` for each selected
-/// target, then the side-by-side rows of the selected groups.
+/// `cargo xtask bench`: each selected group's rows, merged into the report after each
+/// group (so a failure keeps what was measured before it), then criterion if asked.
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
-    run_criterion(root, args)?;
-    if matches!(args.group, Group::Digest | Group::All) {
-        digest::run(root)?;
+    ensure!(args.pairs >= 1, "--pairs must be at least 1");
+    let started = Instant::now();
+    let groups = args.group.expand();
+    let assets: Vec<&str> = groups.iter().flat_map(|g| g.assets()).copied().collect();
+    crate::setup::ensure_assets(root, &assets)?;
+    for group in groups {
+        let group_started = Instant::now();
+        let date = report::utc_now();
+        println!("\n== bench {} ({date})", group.name());
+        let rows = match group {
+            Group::Catalog => catalog::run(root, args.pairs),
+            Group::Digest => digest::run(root, args.pairs),
+            Group::Manager => manager::run(root, args.pairs),
+            Group::Embed => embed::run(root, args.pairs),
+            Group::Triton => triton::run(root, args.pairs),
+            Group::All => unreachable!("expanded above"),
+        }
+        .with_context(|| format!("bench {} failed", group.name()))?;
+        let run = GroupReport {
+            date,
+            wall_s: group_started.elapsed().as_secs_f64(),
+            pairs: args.pairs,
+            machine: Machine::current(),
+            rows,
+        };
+        let json = report::json_path(root);
+        let mut merged = Report::load(&json)?;
+        merged.merge(group.name(), run);
+        merged.save(&json)?;
+        if group == Group::Embed {
+            plot(root)?;
+        }
+        report::write_markdown(root, &merged)?;
     }
-    if matches!(args.group, Group::Embed | Group::All) {
-        embed::run(root)?;
+    let merged = Report::load(&report::json_path(root))?;
+    println!(
+        "\nwrote {} and {}; {} row(s) below target; total wall time {:.0} s",
+        report::json_path(root).display(),
+        report::markdown_path(root).display(),
+        merged.misses().len(),
+        started.elapsed().as_secs_f64()
+    );
+    for row in merged.misses() {
+        println!("  below target: {}", row.summary());
     }
-    if matches!(args.group, Group::Manager | Group::All) {
-        manager::run(root)?;
-    }
-    if matches!(args.group, Group::Triton | Group::All) {
-        triton::run(root)?;
+    if args.criterion {
+        run_criterion(root, args)?;
     }
     Ok(())
+}
+
+/// Draws `docs/benchmarks-embed.png` from the report with matplotlib (bench venv).
+fn plot(root: &Path) -> Result<()> {
+    let python = embed::ensure_venv(root)?;
+    let output = report::markdown_path(root).with_file_name(report::PLOT_FILE);
+    let partial = output.with_extension("partial.png");
+    process::run(
+        std::process::Command::new(python)
+            .arg(root.join("xtask/src/bench/plot_embed.py"))
+            .arg(report::json_path(root))
+            .arg(&partial),
+        "the plot script failed (see above)",
+    )?;
+    std::fs::rename(&partial, &output)
+        .with_context(|| format!("cannot move the plot to {}", output.display()))
+}
+
+/// Builds the release `dp` and returns its path.
+fn build_dp(root: &Path) -> Result<PathBuf> {
+    process::run(
+        &mut cargo_command(root, &["build", "--release", "--quiet", "-p", "dp-cli"]),
+        "fix the build of dp-cli",
+    )?;
+    Ok(root.join("target").join("release").join("dp"))
+}
+
+/// Builds bench targets (`cargo bench --no-run`) and returns their executables, in the
+/// order of `targets` (package, bench name).
+fn bench_executables(root: &Path, targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+    let mut args = vec![
+        "bench",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ];
+    for (package, _) in targets {
+        args.extend(["-p", package]);
+    }
+    for (_, bench) in targets {
+        args.extend(["--bench", bench]);
+    }
+    let mut cmd = cargo_command(root, &args);
+    let line = process::display(&cmd);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run `{line}`"))?;
+    if !out.status.success() {
+        bail!("`{line}` failed ({}); fix the bench runners", out.status);
+    }
+    executables_from_messages(&String::from_utf8_lossy(&out.stdout), targets)
+}
+
+/// The executables of `targets` among cargo's JSON messages.
+fn executables_from_messages(messages: &str, targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+    let artifacts: Vec<serde_json::Value> = messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["executable"].is_string())
+        .collect();
+    targets
+        .iter()
+        .map(|(package, bench)| {
+            artifacts
+                .iter()
+                .find(|m| {
+                    m["target"]["name"] == *bench
+                        && m["target"]["kind"]
+                            .as_array()
+                            .is_some_and(|k| k.iter().any(|v| v == "bench"))
+                })
+                .and_then(|m| m["executable"].as_str())
+                .map(PathBuf::from)
+                .with_context(|| format!("cargo built no bench `{bench}` of {package}"))
+        })
+        .collect()
 }
 
 fn run_criterion(root: &Path, args: &BenchArgs) -> Result<()> {
@@ -122,18 +287,36 @@ fn run_criterion(root: &Path, args: &BenchArgs) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_group_has_a_bench_and_all_selects_them_all() {
-        // Triton and Embed have side-by-side rows only.
-        for group in Group::value_variants()
-            .iter()
-            .filter(|g| !matches!(**g, Group::Triton | Group::Embed))
-        {
-            assert!(selected(*group).next().is_some(), "{group:?}");
-        }
+    fn all_expands_to_every_group_in_report_order() {
+        let names: Vec<&str> = Group::All.expand().iter().map(|g| g.name()).collect();
+        assert_eq!(names, report::GROUP_ORDER);
+        assert_eq!(Group::Embed.expand(), vec![Group::Embed]);
         assert_eq!(selected(Group::All).count(), BENCHES.len());
+        assert_eq!(selected(Group::Triton).count(), 0);
+    }
+
+    #[test]
+    fn executables_are_found_in_cargo_messages() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"dp_spec","kind":["lib"]},"executable":null}
+not json
+{"reason":"compiler-artifact","target":{"name":"catalog","kind":["bench"]},"executable":"/t/catalog-1"}
+{"reason":"build-finished","success":true}"#;
+        let exes = executables_from_messages(messages, &[("dp-spec", "catalog")]).unwrap();
+        assert_eq!(exes, vec![PathBuf::from("/t/catalog-1")]);
+        assert!(executables_from_messages(messages, &[("dp-manager", "manager")]).is_err());
+    }
+
+    #[test]
+    fn every_named_asset_exists_in_setup() {
+        for group in Group::All.expand() {
+            for asset in group.assets() {
+                assert!(crate::setup::asset_names().contains(asset), "{asset}");
+            }
+        }
     }
 }

@@ -1,21 +1,31 @@
-//! Side-by-side timing of whole commands: ours against the anchor a user would otherwise
-//! run, interleaved (A B A B …) so that a noisy, shared machine slows both alike, and
-//! reported as a ratio measured in the same run.
+//! Side-by-side runs of ours against the anchor a user would otherwise run, interleaved
+//! (ours, anchor, ours, anchor…), so that a noisy, shared machine slows both alike. Two
+//! kinds of runs:
+//!
+//! - whole commands timed from outside, after one discarded warm-up pair ([`time_pairs`]):
+//!   `dp digest` against `sha256sum`;
+//! - runners that time themselves, after warming up in-process, and print their figures as
+//!   one JSON object on their last line ([`figure_rounds`]), which keeps interpreter
+//!   start-up and imports out of the figures of Python anchors;
+//!
+//! and peak resident memory of a whole command ([`peak_rss_pairs`], through GNU time).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Map, Value};
 
-/// A command line: program and arguments.
-#[derive(Debug, Clone, Serialize)]
+/// A command line: program, arguments and extra environment.
+#[derive(Debug, Clone)]
 pub(crate) struct CommandLine {
     /// What the report calls it (`dp digest`, `sha256sum`…).
     pub label: String,
-    /// Run through `sh -c` (pipelines) or directly.
+    /// Program and arguments (`sh -c SCRIPT` for pipelines).
     pub argv: Vec<String>,
+    /// Variables set for the child.
+    pub env: Vec<(String, String)>,
 }
 
 impl CommandLine {
@@ -24,6 +34,7 @@ impl CommandLine {
         Self {
             label: label.to_owned(),
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
         }
     }
 
@@ -32,230 +43,236 @@ impl CommandLine {
         Self::new(label, &["sh", "-c", script])
     }
 
+    /// The same command with `key=value` in its environment.
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     fn command(&self) -> Result<Command> {
         let (program, args) = self.argv.split_first().context("empty command line")?;
         let mut cmd = Command::new(program);
-        cmd.args(args);
+        cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
         Ok(cmd)
     }
 
-    /// Runs it once and returns its stdout (to check both sides agree before timing).
+    /// Runs it once and returns its stdout (to check both sides agree before timing, or
+    /// to read a runner's figures). Its stderr is shown when it fails.
     pub(crate) fn output(&self) -> Result<String> {
         let out = self
             .command()?
-            .stderr(Stdio::inherit())
             .output()
-            .with_context(|| format!("cannot run {}", self.label))?;
+            .with_context(|| format!("cannot run {}: {}", self.label, self.argv.join(" ")))?;
         if !out.status.success() {
-            bail!("{} failed: {}", self.label, out.status);
+            bail!(
+                "{} failed ({}): {}\n{}",
+                self.label,
+                out.status,
+                self.argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn time_once(&self) -> Result<Duration> {
+    /// Wall-clock seconds of one run, output discarded.
+    fn time_once(&self) -> Result<f64> {
         let mut cmd = self.command()?;
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let start = Instant::now();
         let status = cmd
             .status()
             .with_context(|| format!("cannot run {}", self.label))?;
-        let elapsed = start.elapsed();
+        let elapsed = start.elapsed().as_secs_f64();
         if !status.success() {
-            bail!("{} failed during timing: {status}", self.label);
+            bail!(
+                "{} failed during timing ({status}): {}",
+                self.label,
+                self.argv.join(" ")
+            );
         }
         Ok(elapsed)
     }
-}
 
-/// Min, median and max of a set of wall-clock times, in seconds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct Stats {
-    /// Fastest run.
-    pub min: f64,
-    /// Median run.
-    pub median: f64,
-    /// Slowest run.
-    pub max: f64,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<f64>) -> Self {
-        samples.sort_by(f64::total_cmp);
-        let n = samples.len();
-        let median = if n % 2 == 1 {
-            samples[n / 2]
-        } else {
-            (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-        };
-        Self {
-            min: samples[0],
-            median,
-            max: samples[n - 1],
+    /// The figures a runner prints: the last stdout line that is a JSON object.
+    pub(crate) fn figures(&self) -> Result<Figures> {
+        let stdout = self.output()?;
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .with_context(|| format!("{} printed no JSON figures", self.label))?;
+        let value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{} printed bad figures: {line}", self.label))?;
+        match value {
+            Value::Object(map) => Ok(Figures {
+                label: self.label.clone(),
+                map,
+            }),
+            _ => bail!("{} printed figures that are not an object", self.label),
         }
     }
 }
 
-/// One row of a report: ours against an anchor.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct PairResult {
-    /// What is compared.
-    pub row: String,
-    /// Our command and its times.
-    pub ours: CommandLine,
-    /// Our times.
-    pub ours_seconds: Stats,
-    /// The anchor command.
-    pub anchor: CommandLine,
-    /// The anchor's times.
-    pub anchor_seconds: Stats,
-    /// Bytes processed per run, when meaningful (for GB/s).
-    pub bytes: Option<u64>,
-    /// `anchor median / ours median`: above 1 means we are faster.
-    pub ratio: f64,
-    /// The target for `ratio`, if any.
-    pub target: Option<f64>,
-    /// Pairs timed (after the warm-up).
-    pub pairs: usize,
-}
-
-impl PairResult {
-    /// Whether the target is met (true when there is none).
-    pub(crate) fn meets_target(&self) -> bool {
-        self.target.is_none_or(|t| self.ratio >= t)
-    }
-}
-
-/// Times `ours` and `anchor` interleaved: one warm-up each, then `pairs` × (A, B).
-pub(crate) fn compare(
-    row: &str,
+/// Wall-clock times of `ours` and `anchor`, interleaved: one warm-up pair, then `pairs`
+/// pairs. Returns (ours, anchor) seconds, pair by pair.
+pub(crate) fn time_pairs(
     ours: &CommandLine,
     anchor: &CommandLine,
-    bytes: Option<u64>,
-    target: Option<f64>,
     pairs: usize,
-) -> Result<PairResult> {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     ours.time_once()?;
     anchor.time_once()?;
     let mut a = Vec::with_capacity(pairs);
     let mut b = Vec::with_capacity(pairs);
     for _ in 0..pairs {
-        a.push(ours.time_once()?.as_secs_f64());
-        b.push(anchor.time_once()?.as_secs_f64());
+        a.push(ours.time_once()?);
+        b.push(anchor.time_once()?);
     }
-    let ours_seconds = Stats::of(a);
-    let anchor_seconds = Stats::of(b);
-    let result = PairResult {
-        row: row.to_owned(),
-        ours: ours.clone(),
-        ours_seconds,
-        anchor: anchor.clone(),
-        anchor_seconds,
-        bytes,
-        ratio: anchor_seconds.median / ours_seconds.median,
-        target,
-        pairs,
-    };
-    println!("{}", format_row(&result));
-    Ok(result)
+    Ok((a, b))
 }
 
-fn gbps(bytes: Option<u64>, seconds: f64) -> String {
-    bytes.map_or_else(String::new, |b| {
-        format!(" ({:.2} GB/s)", b as f64 / seconds / 1e9)
-    })
+/// What one runner printed.
+#[derive(Debug, Clone)]
+pub(crate) struct Figures {
+    label: String,
+    map: Map<String, Value>,
 }
 
-/// One line: row, both medians (with throughput), ratio and target.
-pub(crate) fn format_row(r: &PairResult) -> String {
-    format!(
-        "{:<44} ours {:>9.4}s{}  {} {:>9.4}s{}  ratio {:>7.2}x{}",
-        r.row,
-        r.ours_seconds.median,
-        gbps(r.bytes, r.ours_seconds.median),
-        r.anchor.label,
-        r.anchor_seconds.median,
-        gbps(r.bytes, r.anchor_seconds.median),
-        r.ratio,
-        r.target.map_or_else(String::new, |t| format!(
-            "  target >= {t}x {}",
-            if r.meets_target() { "ok" } else { "BELOW" }
-        )),
-    )
+impl Figures {
+    /// The number under `key`.
+    pub(crate) fn get(&self, key: &str) -> Result<f64> {
+        self.map
+            .get(key)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("{} printed no number `{key}`", self.label))
+    }
+
+    /// The string under `key`, if any (versions, for notes).
+    pub(crate) fn text(&self, key: &str) -> Option<String> {
+        self.map.get(key).and_then(Value::as_str).map(str::to_owned)
+    }
 }
 
-/// A Markdown table of results.
-pub(crate) fn markdown_table(results: &[PairResult]) -> String {
-    let mut out = String::from(
-        "| row | ours (median s) | anchor | anchor (median s) | ratio | target |\n|---|---|---|---|---|---|\n",
+/// Runs every runner once per round, in order, for `rounds` rounds; returns each runner's
+/// figures, round by round (`result[runner][round]`). No warm-up round: each runner warms
+/// itself up before it starts timing (an unmeasured load, a first call per input shape).
+pub(crate) fn figure_rounds(runners: &[&CommandLine], rounds: usize) -> Result<Vec<Vec<Figures>>> {
+    let mut out: Vec<Vec<Figures>> = runners.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, runner) in runners.iter().enumerate() {
+            out[i].push(runner.figures()?);
+        }
+    }
+    Ok(out)
+}
+
+/// `key` from each round's figures.
+pub(crate) fn series(rounds: &[Figures], key: &str) -> Result<Vec<f64>> {
+    rounds.iter().map(|f| f.get(key)).collect()
+}
+
+/// GNU time, which reports a child's peak resident set (`ru_maxrss`).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Peak resident memory (bytes) of each command, run in turn for one warm-up round and
+/// then `rounds` rounds; `result[command][round]`.
+pub(crate) fn peak_rss_pairs(commands: &[&CommandLine], rounds: usize) -> Result<Vec<Vec<f64>>> {
+    ensure!(
+        Path::new(GNU_TIME).is_file(),
+        "{GNU_TIME} (GNU time) is needed to read peak memory: apt-get install time"
     );
-    for r in results {
-        out.push_str(&format!(
-            "| {} | {:.4}{} | {} | {:.4}{} | {:.2}× | {} |\n",
-            r.row,
-            r.ours_seconds.median,
-            gbps(r.bytes, r.ours_seconds.median),
-            r.anchor.label,
-            r.anchor_seconds.median,
-            gbps(r.bytes, r.anchor_seconds.median),
-            r.ratio,
-            r.target.map_or_else(
-                || "—".to_owned(),
-                |t| format!("≥ {t}× {}", if r.meets_target() { "✓" } else { "✗" })
-            ),
-        ));
+    let scratch = tempfile::tempdir()?;
+    let report = scratch.path().join("rss");
+    let report_s = report.to_str().context("non-UTF-8 temp path")?;
+    let mut out: Vec<Vec<f64>> = commands.iter().map(|_| Vec::new()).collect();
+    for round in 0..=rounds {
+        for (i, command) in commands.iter().enumerate() {
+            let mut wrapped = (*command).clone();
+            let mut argv = vec![
+                GNU_TIME.to_owned(),
+                "-f".to_owned(),
+                "%M".to_owned(),
+                "-o".to_owned(),
+                report_s.to_owned(),
+            ];
+            argv.append(&mut wrapped.argv);
+            wrapped.argv = argv;
+            wrapped.output()?;
+            let kib: f64 = std::fs::read_to_string(&report)?
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse().ok())
+                .with_context(|| {
+                    format!("GNU time printed no peak memory for {}", command.label)
+                })?;
+            if round > 0 {
+                out[i].push(kib * 1024.0);
+            }
+        }
     }
-    out
-}
-
-/// Writes results as JSON under `target/bench/<name>.json`.
-pub(crate) fn write_json(root: &Path, name: &str, results: &[PairResult]) -> Result<()> {
-    let dir = root.join("target").join("bench");
-    std::fs::create_dir_all(&dir)?;
-    let machine = machine_description();
-    let json = serde_json::json!({ "machine": machine, "rows": results });
-    std::fs::write(
-        dir.join(format!("{name}.json")),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )?;
-    Ok(())
-}
-
-/// CPU model and core count, for reports.
-pub(crate) fn machine_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    format!("{cpu}, {cores} cores")
+    Ok(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use super::*;
 
     #[test]
-    fn median_of_odd_and_even_samples() {
-        let s = Stats::of(vec![3.0, 1.0, 2.0]);
-        assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
-        let s = Stats::of(vec![4.0, 1.0, 2.0, 3.0]);
-        assert_eq!(s.median, 2.5);
+    fn time_pairs_times_real_commands_interleaved() {
+        let fast = CommandLine::new("true", &["true"]);
+        let slow = CommandLine::shell("sleep", "sleep 0.05");
+        let (a, b) = time_pairs(&fast, &slow, 3).unwrap();
+        assert_eq!((a.len(), b.len()), (3, 3));
+        assert!(b.iter().all(|t| *t >= 0.05), "{b:?}");
+        assert!(a.iter().sum::<f64>() < b.iter().sum::<f64>());
+        let failing = CommandLine::new("false", &["false"]);
+        assert!(time_pairs(&failing, &fast, 1).is_err());
     }
 
     #[test]
-    fn compare_times_real_commands_and_checks_targets() {
-        let fast = CommandLine::new("true", &["true"]);
-        let slow = CommandLine::shell("sleep", "sleep 0.05");
-        let r = compare("true vs sleep", &fast, &slow, None, Some(2.0), 3).expect("runs");
-        assert!(r.ratio > 2.0, "{r:?}");
-        assert!(r.meets_target());
-        assert!(markdown_table(&[r]).contains("| true vs sleep |"));
-        let failing = CommandLine::new("false", &["false"]);
-        assert!(compare("x", &failing, &fast, None, None, 1).is_err());
+    fn runners_figures_are_read_from_their_last_json_line() {
+        let runner = CommandLine::shell(
+            "runner",
+            "echo building; echo '{\"rate\": 2.5, \"v\": \"1.0\"}'",
+        );
+        let rounds = figure_rounds(&[&runner, &runner], 2).unwrap();
+        assert_eq!(rounds[0].len(), 2);
+        assert_eq!(rounds.len(), 2);
+        assert_eq!(series(&rounds[1], "rate").unwrap(), vec![2.5, 2.5]);
+        assert_eq!(rounds[0][0].text("v").as_deref(), Some("1.0"));
+        assert!(rounds[0][0].get("missing").is_err());
+        let silent = CommandLine::new("true", &["true"]);
+        assert!(figure_rounds(&[&silent], 1).is_err());
+    }
+
+    #[test]
+    fn environment_reaches_the_child() {
+        let cmd = CommandLine::shell("env", "printf %s \"$DP_X\"").env("DP_X", "42");
+        assert_eq!(cmd.output().unwrap(), "42");
+    }
+
+    #[test]
+    fn peak_rss_of_a_child_that_allocates() {
+        if !Path::new(GNU_TIME).is_file() {
+            // Without GNU time the bench fails with the install hint; CI must have it.
+            assert!(std::env::var_os("CI").is_none(), "{GNU_TIME} is missing");
+            return;
+        }
+        let small = CommandLine::new("true", &["true"]);
+        // Touching every page of 64 MiB makes them resident.
+        let big = CommandLine::new(
+            "python3",
+            &[
+                "python3",
+                "-c",
+                "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096])",
+            ],
+        );
+        let rss = peak_rss_pairs(&[&small, &big], 1).unwrap();
+        assert!(rss[1][0] > rss[0][0] + 60.0 * 1024.0 * 1024.0, "{rss:?}");
     }
 }

@@ -1,48 +1,28 @@
 //! `cargo xtask bench triton`: the Triton provider against Python's `tritonclient[http]` on
 //! the same `tritonserver` (the `triton` asset, the tests' repository), in one run,
-//! interleaved (ours, theirs, ours, theirs…) so a noisy machine slows both alike.
+//! interleaved (ours, theirs, ours, theirs…) after a warm-up pair, so a noisy machine slows
+//! both alike.
 //!
-//! Rows: small-tensor requests/s, Rust vs Python (target ≥ 1.5×); 1 MiB tensors with the
-//! binary data extension vs JSON, both through the provider (target ≥ 3×). Both sides send
-//! sequential requests on one keep-alive connection and check the answer before timing.
-//! Results go to stdout (a Markdown table) and `target/bench/triton.json`.
+//! Rows: small-tensor requests/s, Rust vs Python (target ≥ 1.5×); 1 MiB tensors, Rust vs
+//! Python (both with the binary data extension: tritonclient's default); 1 MiB tensors with
+//! the binary data extension vs JSON, both through the provider (target ≥ 3×). Both sides
+//! send sequential requests on one keep-alive connection and check the answer before
+//! timing.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
+use super::report::{Row, Side, Target, Unit};
 use crate::process::{self, cargo_command};
 use crate::setup::triton::TRITON_DIR;
 use crate::triton_harness::{TritonServer, free_port};
 use crate::triton_up::{fresh_repository, installed};
 
 /// Seconds each timed run lasts.
-const SECONDS: &str = "3";
-/// Rounds per row (each round runs both sides once).
-const ROUNDS: usize = 3;
-
-/// One row of the report.
-#[derive(Debug, Serialize)]
-struct Row {
-    name: &'static str,
-    ours: &'static str,
-    anchor: &'static str,
-    /// Requests per second of each round.
-    ours_rps: Vec<f64>,
-    anchor_rps: Vec<f64>,
-    /// Median ours / median anchor.
-    ratio: f64,
-    target: f64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
+const SECONDS: &str = "1.5";
 
 fn rate(cmd: &mut Command) -> Result<f64> {
     let line = process::display(cmd);
@@ -62,7 +42,7 @@ fn rate(cmd: &mut Command) -> Result<f64> {
 }
 
 /// Runs the Triton rows.
-pub(crate) fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
     let install = installed(root)?;
     process::run(
         &mut cargo_command(
@@ -70,6 +50,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             &[
                 "build",
                 "--release",
+                "--quiet",
                 "-p",
                 "dp-provider-triton",
                 "--example",
@@ -99,63 +80,54 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         cmd.args([endpoint.as_str(), mode, SECONDS]);
         rate(&mut cmd)
     };
-    let python_small = || {
+    let python = |mode: &str| {
         let mut cmd = Command::new(&python);
-        cmd.arg(&script)
-            .args([host_port.as_str(), "small", SECONDS]);
+        cmd.arg(&script).args([host_port.as_str(), mode, SECONDS]);
         rate(&mut cmd)
+    };
+    // One warm-up pair, then `pairs` pairs, back to back.
+    let interleave = |a: &dyn Fn() -> Result<f64>, b: &dyn Fn() -> Result<f64>| {
+        a()?;
+        b()?;
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for _ in 0..pairs {
+            xs.push(a()?);
+            ys.push(b()?);
+        }
+        Ok::<_, anyhow::Error>((xs, ys))
     };
 
     let mut rows = Vec::new();
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        a.push(ours("small")?);
-        b.push(python_small()?);
-    }
-    rows.push(Row {
-        name: "small tensor [1,16] FP32, sequential requests/s",
-        ours: "dp-provider-triton",
-        anchor: "tritonclient[http] (Python)",
-        ratio: median(&a) / median(&b),
-        ours_rps: a,
-        anchor_rps: b,
-        target: 1.5,
-    });
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        a.push(ours("large-binary")?);
-        b.push(ours("large-json")?);
-    }
-    rows.push(Row {
-        name: "1 MiB tensor [1,262144] FP32, sequential requests/s",
-        ours: "binary data extension",
-        anchor: "JSON tensors",
-        ratio: median(&a) / median(&b),
-        ours_rps: a,
-        anchor_rps: b,
-        target: 3.0,
-    });
+    let (a, b) = interleave(&|| ours("small"), &|| python("small"))?;
+    rows.push(Row::new(
+        "triton.small_vs_tritonclient",
+        "Triton small tensor [1,16] FP32, sequential requests",
+        Unit::RequestsPerSecond,
+        Side::new("dp-provider-triton", a),
+        Side::new("tritonclient[http]", b),
+        vec![Target::RatioAtLeast { value: 1.5 }],
+    )?);
+    let (a, b) = interleave(&|| ours("large-binary"), &|| python("large"))?;
+    rows.push(Row::new(
+        "triton.1mib_binary_vs_tritonclient",
+        "Triton 1 MiB tensor [1,262144] FP32, binary data, sequential requests",
+        Unit::RequestsPerSecond,
+        Side::new("dp-provider-triton", a),
+        Side::new("tritonclient[http] (binary)", b),
+        vec![],
+    )?);
+    let (a, b) = interleave(&|| ours("large-binary"), &|| ours("large-json"))?;
+    rows.push(Row::new(
+        "triton.1mib_binary_vs_json",
+        "Triton 1 MiB tensor: binary data extension vs JSON (both dp-provider-triton)",
+        Unit::RequestsPerSecond,
+        Side::new("dp-provider-triton, binary", a),
+        Side::new("dp-provider-triton, JSON", b),
+        vec![Target::RatioAtLeast { value: 3.0 }],
+    )?);
     drop(server);
-
-    println!(
-        "| row | ours | anchor | ours req/s (median) | anchor req/s (median) | ratio | target |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2}× | ≥ {}× |",
-            r.name,
-            r.ours,
-            r.anchor,
-            median(&r.ours_rps),
-            median(&r.anchor_rps),
-            r.ratio,
-            r.target
-        );
+    for row in &rows {
+        println!("{}", row.summary());
     }
-    let json = root.join("target/bench/triton.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&rows)?)
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("written to {}", json.display());
-    Ok(())
+    Ok(rows)
 }

@@ -59,10 +59,12 @@ pub(crate) fn catalog(files: &[(String, String)]) -> (TempDir, Catalog) {
     (dir, catalog)
 }
 
-/// A builder with `provider`, no reaper (tests drive `reap_idle`).
+/// A builder with `provider`, no reaper (tests drive `reap_idle`), and no artifact
+/// verification: the test provider reads no file, and the pins are placeholders.
 pub(crate) fn builder(catalog: Catalog, provider: &Arc<TestProvider>) -> ManagerBuilder {
     ModelManager::builder(catalog, "/nonexistent/models")
         .provider(Arc::clone(provider) as Arc<dyn ModelProvider>)
+        .verify_before_load(false)
         .reaper(false)
 }
 

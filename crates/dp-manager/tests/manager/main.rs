@@ -9,3 +9,4 @@ mod keep_alive;
 mod resolution;
 mod single_flight;
 mod tasks;
+mod verification;
