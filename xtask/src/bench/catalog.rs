@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use super::Executables;
 use super::pairs::{CommandLine, figure_rounds, series};
 use super::report::{Row, Side, Target, Unit};
 use crate::process;
@@ -15,9 +16,8 @@ use crate::process;
 const TARGET_S: f64 = 0.100;
 
 /// Runs the catalog row.
-pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
-    let exes = super::bench_executables(root, &[("dp-spec", "catalog")])?;
-    let exe = exes[0].to_string_lossy().into_owned();
+pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
+    let exe = exes.catalog.to_string_lossy().into_owned();
     let dir = root.join("target/bench/data/catalog-1000");
     let dir_s = dir.to_string_lossy().into_owned();
     if dir.exists() {

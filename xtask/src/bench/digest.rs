@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
+use super::Executables;
 use super::pairs::{CommandLine, time_pairs};
 use super::report::{Row, Side, Target, Unit};
 use crate::fsutil::sha256_file;
@@ -24,7 +25,7 @@ const B3SUM_VERSION: &str = "1.8.7";
 const B3SUM_CRATE_SHA256: &str = "d12cbf49ea673482c08f7a2cbede6388e698bdae001e9e1536c314cf2741ea5d";
 
 /// Runs the digest rows.
-pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
+pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
     let scale: f64 = std::env::var("DP_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -36,7 +37,7 @@ pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
         reason = "a scale factor on a byte count"
     )]
     let file_bytes = ((FILE_BYTES as f64) * scale) as u64;
-    let dp = super::build_dp(root)?;
+    let dp = &exes.dp;
     let b3sum = ensure_b3sum(root)?;
     let data = root.join("target").join("bench").join("data");
     let file = data.join("weights-1g.bin");

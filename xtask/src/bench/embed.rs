@@ -23,6 +23,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use super::Executables;
 use super::pairs::{CommandLine, figure_rounds, peak_rss_pairs, series};
 use super::report::{Row, Side, Target, Unit};
 use crate::fsutil::{sha256_file, write_atomic};
@@ -176,18 +177,13 @@ pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf> {
 }
 
 /// Runs every embedding row.
-pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
+pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
     for model in [CANDLE_MODEL, ONNX_MODEL] {
         if !root.join(".dp-assets/models").join(model).is_dir() {
             bail!("the {model} asset is missing: run `cargo xtask setup` first");
         }
     }
     let st_python = path_arg(&ensure_venv(root)?)?;
-    let dp = super::build_dp(root)?;
-    let exes = super::bench_executables(
-        root,
-        &[("dp-tests", "embed_candle"), ("dp-tests", "embed_onnx")],
-    )?;
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
     let texts = scratch.path().join("texts.json");
     let long = long_texts();
@@ -239,8 +235,8 @@ pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
                 ],
             ))
         };
-    let candle = rust_runner("dp candle", &exes[0], CANDLE_SPEC)?;
-    let onnx = rust_runner("dp onnx", &exes[1], ONNX_SPEC)?;
+    let candle = rust_runner("dp candle", &exes.embed_candle, CANDLE_SPEC)?;
+    let onnx = rust_runner("dp onnx", &exes.embed_onnx, ONNX_SPEC)?;
     // In the anchor's favour: with GNU OpenMP's default spin-waiting, a thread of PyTorch's
     // pool spins while its partner is descheduled; on a shared 2-core machine one encode
     // of one sentence then took 340 ms instead of 15 ms. Passive waiting avoids that.
@@ -339,7 +335,7 @@ pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
     }
 
     // Peak memory of the whole command, as a user runs it.
-    let dp_s = path_arg(&dp)?;
+    let dp_s = path_arg(&exes.dp)?;
     let catalog = path_arg(&root.join("specs/catalog"))?;
     let all_s = path_arg(&all_texts)?;
     let dp_embed = |label: &str, model: &str| {

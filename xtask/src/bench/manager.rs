@@ -8,13 +8,16 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use super::Executables;
 use super::pairs::{CommandLine, Figures, figure_rounds, series};
 use super::report::{Row, Side, Target, Unit};
 
 /// Runs the manager rows.
-pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
-    let exes = super::bench_executables(root, &[("dp-manager", "manager")])?;
-    let ours = CommandLine::new("dp-manager", &[&exes[0].to_string_lossy(), "--figures"]);
+pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
+    let ours = CommandLine::new(
+        "dp-manager",
+        &[&exes.manager.to_string_lossy(), "--figures"],
+    );
     let venv = root.join(crate::setup::VENV_DIR).join("bin/python");
     let python = if venv.is_file() {
         venv.to_string_lossy().into_owned()

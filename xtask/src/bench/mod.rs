@@ -144,16 +144,17 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     let groups = args.group.expand();
     let assets: Vec<&str> = groups.iter().flat_map(|g| g.assets()).copied().collect();
     crate::setup::ensure_assets(root, &assets)?;
+    let exes = Executables::build(root)?;
     for group in groups {
         let group_started = Instant::now();
         let date = report::utc_now();
         println!("\n== bench {} ({date})", group.name());
         let rows = match group {
-            Group::Catalog => catalog::run(root, args.pairs),
-            Group::Digest => digest::run(root, args.pairs),
-            Group::Manager => manager::run(root, args.pairs),
-            Group::Embed => embed::run(root, args.pairs),
-            Group::Triton => triton::run(root, args.pairs),
+            Group::Catalog => catalog::run(root, &exes, args.pairs),
+            Group::Digest => digest::run(root, &exes, args.pairs),
+            Group::Manager => manager::run(root, &exes, args.pairs),
+            Group::Embed => embed::run(root, &exes, args.pairs),
+            Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("bench {} failed", group.name()))?;
@@ -206,43 +207,87 @@ fn plot(root: &Path) -> Result<()> {
         .with_context(|| format!("cannot move the plot to {}", output.display()))
 }
 
-/// Builds the release `dp` and returns its path.
-fn build_dp(root: &Path) -> Result<PathBuf> {
-    process::run(
-        &mut cargo_command(root, &["build", "--release", "--quiet", "-p", "dp-cli"]),
-        "fix the build of dp-cli",
-    )?;
-    Ok(root.join("target").join("release").join("dp"))
+/// Every program of ours the groups run, built by one cargo command with the bench
+/// profile (optimized, line tables for profilers). One command means one feature
+/// resolution, so no group rebuilds the dependencies of another, whichever groups run.
+pub(crate) struct Executables {
+    /// The `dp` command line.
+    pub dp: PathBuf,
+    /// `crates/dp-spec/benches/catalog.rs`.
+    pub catalog: PathBuf,
+    /// `crates/dp-manager/benches/manager.rs`.
+    pub manager: PathBuf,
+    /// `tests/benches/embed_candle.rs`.
+    pub embed_candle: PathBuf,
+    /// `tests/benches/embed_onnx.rs`.
+    pub embed_onnx: PathBuf,
+    /// `crates/dp-provider-triton/examples/triton_load.rs`.
+    pub triton_load: PathBuf,
 }
 
-/// Builds bench targets (`cargo bench --no-run`) and returns their executables, in the
-/// order of `targets` (package, bench name).
-fn bench_executables(root: &Path, targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
-    let mut args = vec![
-        "bench",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ];
-    for (package, _) in targets {
-        args.extend(["-p", package]);
+/// The targets of [`Executables`]: (package, target kind, target name).
+const TARGETS: [(&str, &str, &str); 6] = [
+    ("dp-cli", "bin", "dp"),
+    ("dp-spec", "bench", "catalog"),
+    ("dp-manager", "bench", "manager"),
+    ("dp-tests", "bench", "embed_candle"),
+    ("dp-tests", "bench", "embed_onnx"),
+    ("dp-provider-triton", "example", "triton_load"),
+];
+
+impl Executables {
+    /// Builds them all (`cargo build --profile bench`) and returns their paths.
+    fn build(root: &Path) -> Result<Self> {
+        let mut args: Vec<String> = [
+            "build",
+            "--profile",
+            "bench",
+            "--message-format=json-render-diagnostics",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for (package, kind, name) in TARGETS {
+            args.extend([
+                "-p".to_owned(),
+                package.to_owned(),
+                format!("--{kind}"),
+                name.to_owned(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = cargo_command(root, &args);
+        let line = process::display(&cmd);
+        println!("building: {line}");
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run `{line}`"))?;
+        if !out.status.success() {
+            bail!(
+                "`{line}` failed ({}); fix the build (see above)",
+                out.status
+            );
+        }
+        let paths = executables_from_messages(&String::from_utf8_lossy(&out.stdout), &TARGETS)?;
+        let [dp, catalog, manager, embed_candle, embed_onnx, triton_load] =
+            <[PathBuf; 6]>::try_from(paths).map_err(|_| anyhow::anyhow!("six executables"))?;
+        Ok(Self {
+            dp,
+            catalog,
+            manager,
+            embed_candle,
+            embed_onnx,
+            triton_load,
+        })
     }
-    for (_, bench) in targets {
-        args.extend(["--bench", bench]);
-    }
-    let mut cmd = cargo_command(root, &args);
-    let line = process::display(&cmd);
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run `{line}`"))?;
-    if !out.status.success() {
-        bail!("`{line}` failed ({}); fix the bench runners", out.status);
-    }
-    executables_from_messages(&String::from_utf8_lossy(&out.stdout), targets)
 }
 
-/// The executables of `targets` among cargo's JSON messages.
-fn executables_from_messages(messages: &str, targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+/// The executables of `targets` (package, kind, name) among cargo's JSON messages, in the
+/// order of `targets`.
+fn executables_from_messages(
+    messages: &str,
+    targets: &[(&str, &str, &str)],
+) -> Result<Vec<PathBuf>> {
     let artifacts: Vec<serde_json::Value> = messages
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -250,18 +295,18 @@ fn executables_from_messages(messages: &str, targets: &[(&str, &str)]) -> Result
         .collect();
     targets
         .iter()
-        .map(|(package, bench)| {
+        .map(|(package, kind, name)| {
             artifacts
                 .iter()
                 .find(|m| {
-                    m["target"]["name"] == *bench
+                    m["target"]["name"] == *name
                         && m["target"]["kind"]
                             .as_array()
-                            .is_some_and(|k| k.iter().any(|v| v == "bench"))
+                            .is_some_and(|k| k.iter().any(|v| v == kind))
                 })
                 .and_then(|m| m["executable"].as_str())
                 .map(PathBuf::from)
-                .with_context(|| format!("cargo built no bench `{bench}` of {package}"))
+                .with_context(|| format!("cargo built no {kind} `{name}` of {package}"))
         })
         .collect()
 }
@@ -305,10 +350,18 @@ mod tests {
         let messages = r#"{"reason":"compiler-artifact","target":{"name":"dp_spec","kind":["lib"]},"executable":null}
 not json
 {"reason":"compiler-artifact","target":{"name":"catalog","kind":["bench"]},"executable":"/t/catalog-1"}
+{"reason":"compiler-artifact","target":{"name":"dp","kind":["bin"]},"executable":"/t/dp"}
 {"reason":"build-finished","success":true}"#;
-        let exes = executables_from_messages(messages, &[("dp-spec", "catalog")]).unwrap();
-        assert_eq!(exes, vec![PathBuf::from("/t/catalog-1")]);
-        assert!(executables_from_messages(messages, &[("dp-manager", "manager")]).is_err());
+        let exes = executables_from_messages(
+            messages,
+            &[("dp-cli", "bin", "dp"), ("dp-spec", "bench", "catalog")],
+        )
+        .unwrap();
+        assert_eq!(
+            exes,
+            vec![PathBuf::from("/t/dp"), PathBuf::from("/t/catalog-1")]
+        );
+        assert!(executables_from_messages(messages, &[("dp-spec", "bin", "catalog")]).is_err());
     }
 
     #[test]

@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::Executables;
 use super::report::{Row, Side, Target, Unit};
-use crate::process::{self, cargo_command};
+use crate::process;
 use crate::setup::triton::TRITON_DIR;
 use crate::triton_harness::{TritonServer, free_port};
 use crate::triton_up::{fresh_repository, installed};
 
 /// Seconds each timed run lasts.
-const SECONDS: &str = "1.5";
+const SECONDS: &str = "1";
 
 fn rate(cmd: &mut Command) -> Result<f64> {
     let line = process::display(cmd);
@@ -42,24 +43,9 @@ fn rate(cmd: &mut Command) -> Result<f64> {
 }
 
 /// Runs the Triton rows.
-pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
+pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
     let install = installed(root)?;
-    process::run(
-        &mut cargo_command(
-            root,
-            &[
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "dp-provider-triton",
-                "--example",
-                "triton_load",
-            ],
-        ),
-        "fix the build of the triton_load example",
-    )?;
-    let ours_bin = root.join("target/release/examples/triton_load");
+    let ours_bin = &exes.triton_load;
     let python = root.join(TRITON_DIR).join("venv/bin/python");
     let script = root.join("xtask/scripts/bench_tritonclient.py");
 
@@ -76,7 +62,7 @@ pub(crate) fn run(root: &Path, pairs: usize) -> Result<Vec<Row>> {
     let host_port = format!("127.0.0.1:{port}");
 
     let ours = |mode: &str| {
-        let mut cmd = Command::new(&ours_bin);
+        let mut cmd = Command::new(ours_bin);
         cmd.args([endpoint.as_str(), mode, SECONDS]);
         rate(&mut cmd)
     };
