@@ -2,13 +2,16 @@
 //! KServe v2 calls the provider needs, with bounded retries for idempotent calls.
 
 use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dp_spec::NamedTensors;
 use serde::Deserialize;
 use serde_json::Value;
-use ureq::http::HeaderMap;
+use ureq::http::{HeaderMap, Uri};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::endpoint::Endpoint;
 use crate::error::TritonError;
@@ -192,6 +195,44 @@ fn means_model_missing(message: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
+/// Resolves an IP-literal host (`127.0.0.1`, `[::1]`) without a lookup and hands names
+/// to ureq's default resolver.
+///
+/// ureq resolves the host on every request, before it looks for a pooled connection, and
+/// with a timeout configured its default resolver runs each lookup on a new thread: one
+/// thread spawned per request. Measured on a 2-core machine against a local server, that
+/// was one `clone3` per request; endpoints are nearly always IP literals, which need no
+/// lookup at all. (`ureq::unversioned` has no semver promise; the workspace pins ureq.)
+#[derive(Debug, Default)]
+struct LiteralFirstResolver(DefaultResolver);
+
+impl Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|authority| {
+            let host = authority.host();
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let ip = host.parse::<IpAddr>().ok()?;
+            Some(SocketAddr::new(ip, authority.port_u16()?))
+        });
+        match literal {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
 impl TritonClient {
     /// A client for `endpoint`. The host check is the caller's ([`crate::TritonProvider`]
     /// does it before creating clients); this opens no socket.
@@ -215,7 +256,11 @@ impl TritonClient {
             .build();
         Self {
             endpoint,
-            agent: config.new_agent(),
+            agent: ureq::Agent::with_parts(
+                config,
+                DefaultConnector::new(),
+                LiteralFirstResolver::default(),
+            ),
             settings,
             retry,
             allow_model_control,
@@ -537,6 +582,33 @@ enum ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_literal_hosts_resolve_without_a_lookup() {
+        let resolver = LiteralFirstResolver::default();
+        let config = ureq::Agent::config_builder().build();
+        let resolve = |uri: &str| {
+            resolver
+                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
+                .map(|addrs| addrs.iter().copied().collect::<Vec<SocketAddr>>())
+        };
+        assert_eq!(
+            resolve("http://127.0.0.1:8000/v2").unwrap(),
+            vec!["127.0.0.1:8000".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            resolve("http://[::1]:8001/v2").unwrap(),
+            vec!["[::1]:8001".parse::<SocketAddr>().unwrap()]
+        );
+        // Names go to the default resolver (`localhost` resolves from /etc/hosts).
+        let named = resolve("http://localhost:8002/v2").unwrap();
+        assert!(
+            !named.is_empty()
+                && named
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 8002)
+        );
+    }
 
     #[test]
     fn paths_encode_names() {
