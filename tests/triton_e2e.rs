@@ -295,6 +295,7 @@ fn no_server_is_triton_unavailable_in_under_a_second() {
     assert_eq!(err.details["endpoint"], endpoint);
     assert!(err.details["cause"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    eprintln!("no server: triton_unavailable after {elapsed:?}");
 }
 
 #[test]
