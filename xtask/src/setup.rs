@@ -5,7 +5,7 @@
 //! digest of the inputs it was built from: when the stamp matches and a cheap probe passes,
 //! the asset is up to date and setup neither rebuilds it nor touches the network.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -179,35 +179,12 @@ fn python_test(cx: &StepContext<'_>) -> Result<String> {
 
     check_python_version(&cx.args.python)?;
     stamp.clear()?;
-    // A fresh venv each time the pins change, so no package of an older pin set lingers.
-    process::run(
-        Command::new(&cx.args.python)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .current_dir(cx.root),
+    install_pinned_venv(
+        &cx.args.python,
+        &venv,
+        &requirements,
         "install Python's venv module (Debian: the python3-venv package) or pass \
          --python /path/to/python3.11",
-    )?;
-    // --require-hashes: every wheel must match a committed sha256. --no-deps: the file
-    // lists every package, so pip resolves nothing on its own. --only-binary: building an
-    // sdist would run code that was not pinned.
-    process::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--require-hashes",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "-r",
-            ])
-            .arg(&requirements)
-            .current_dir(cx.root),
         &format!(
             "check the network access to PyPI; a hash mismatch means {PYTHON_REQUIREMENTS} \
              lacks the wheel pip picked for this platform (see that file to add its hash)"
@@ -223,6 +200,49 @@ fn python_test(cx: &StepContext<'_>) -> Result<String> {
     }
     stamp.record(&digest)?;
     Ok(format!("installed {PYTHON_REQUIREMENTS} into {VENV_DIR}"))
+}
+
+/// Makes a fresh venv at `venv` with `python` and installs `requirements` into it.
+///
+/// Fresh each time the pins change, so no package of an older pin set lingers; the folder is
+/// removed rather than recreated with `venv --clear`, which failed on a populated venv
+/// ("Directory not empty"). pip runs with `--require-hashes` (every wheel must match a
+/// committed sha256), `--no-deps` (the file lists every package, so pip resolves nothing on
+/// its own) and `--only-binary` (building an sdist would run code that was not pinned).
+/// `venv_hint` and `pip_hint` say what to do when either command fails.
+pub(crate) fn install_pinned_venv(
+    python: &OsStr,
+    venv: &Path,
+    requirements: &Path,
+    venv_hint: &str,
+    pip_hint: &str,
+) -> Result<()> {
+    if venv.exists() {
+        std::fs::remove_dir_all(venv)
+            .with_context(|| format!("cannot remove {}", venv.display()))?;
+    }
+    process::run(
+        Command::new(python).args(["-m", "venv"]).arg(venv),
+        venv_hint,
+    )?;
+    process::run(
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--require-hashes",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "-r",
+            ])
+            .arg(requirements),
+        pip_hint,
+    )
 }
 
 /// Fails unless `python` is the Python version the pinned wheels are built for.

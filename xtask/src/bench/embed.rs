@@ -141,29 +141,11 @@ pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf> {
     // An interrupted install must not look complete.
     let _ = std::fs::remove_file(&stamp);
     let interpreter = std::env::var_os("DP_PYTHON").unwrap_or_else(|| "python3".into());
-    process::run(
-        Command::new(&interpreter)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv),
+    crate::setup::install_pinned_venv(
+        &interpreter,
+        &venv,
+        &requirements,
         "install Python 3.11 with its venv module, or set DP_PYTHON",
-    )?;
-    // Every wheel is pinned with its sha256; --no-deps because the file lists them all.
-    process::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--require-hashes",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "-r",
-            ])
-            .arg(&requirements),
         &format!("check the access to PyPI; {BENCH_REQUIREMENTS} pins the wheels for Python 3.11"),
     )?;
     if !works() {

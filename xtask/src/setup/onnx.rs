@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Stamp, StepContext, check_python_version};
+use super::{Stamp, StepContext, check_python_version, install_pinned_venv};
 use crate::fsutil::{sha256_file, sha256_hex};
 use crate::process;
 
@@ -77,38 +77,12 @@ pub(super) fn python_onnx(cx: &StepContext<'_>) -> Result<String> {
     }
     check_python_version(&cx.args.python)?;
     stamp.clear()?;
-    // A fresh folder rather than `venv --clear`, which failed here on a populated venv
-    // ("Directory not empty"): no package of an older pin set lingers either way.
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv)
-            .with_context(|| format!("cannot remove {}", venv.display()))?;
-    }
-    process::run(
-        Command::new(&cx.args.python)
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .current_dir(cx.root),
+    install_pinned_venv(
+        &cx.args.python,
+        &venv,
+        &requirements,
         "install Python's venv module (Debian: the python3-venv package) or pass \
          --python /path/to/python3.11",
-    )?;
-    // Same rules as the test venv: every wheel hash-checked, nothing resolved, no sdist.
-    process::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--require-hashes",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "-r",
-            ])
-            .arg(&requirements)
-            .current_dir(cx.root),
         &format!(
             "check the network access to PyPI; a hash mismatch means {ONNX_REQUIREMENTS} \
              lacks the wheel pip picked for this platform (only CPython 3.11 on Linux x86_64 \

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{PYTHON_VERSION, Stamp, StepContext, check_python_version};
+use super::{PYTHON_VERSION, Stamp, StepContext, check_python_version, install_pinned_venv};
 use crate::fsutil::sha256_file;
 use crate::process;
 
@@ -57,32 +57,12 @@ pub(super) fn ensure(cx: &StepContext<'_>) -> Result<String> {
     check_python_version(&cx.args.python)?;
     stamp.clear()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    process::run(
-        Command::new(&cx.args.python)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .current_dir(cx.root),
+    install_pinned_venv(
+        &cx.args.python,
+        &venv,
+        &requirements,
         "install Python's venv module (Debian: the python3-venv package) or pass \
          --python /path/to/python3.11",
-    )?;
-    // Same rules as the test venv: every wheel hash-pinned, no resolution, no sdist.
-    process::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--require-hashes",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "-r",
-            ])
-            .arg(&requirements)
-            .current_dir(cx.root),
         &format!(
             "check the network access to PyPI; a hash mismatch means {REQUIREMENTS} lacks \
              the wheel pip picked for this platform (see that file to re-pin)"
