@@ -253,6 +253,7 @@ fn a_spec_needing_the_network_is_network_forbidden_before_any_socket_is_opened()
     let err = provider
         .load(&dp_spec::LoadRequest {
             spec: &spec,
+            artifacts: &dp_spec::VerifiedArtifacts::empty(dir.path()),
             models_root: dir.path(),
             device: dp_spec::ResolvedDevice::Cpu,
             precision: dp_spec::Precision::Fp32,

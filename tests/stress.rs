@@ -162,9 +162,9 @@ impl ModelProvider for LedgerProvider {
     fn validate_local_artifacts(
         &self,
         spec: &ModelSpec,
-        models_root: &Path,
+        artifacts: &dp_spec::VerifiedArtifacts,
     ) -> Result<(), ModelError> {
-        self.candle.validate_local_artifacts(spec, models_root)
+        self.candle.validate_local_artifacts(spec, artifacts)
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {

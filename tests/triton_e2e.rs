@@ -88,8 +88,11 @@ fn spec(endpoint: &str, model: &str, digest: Option<&str>) -> ModelSpec {
 
 /// Through the provider contract, as the manager loads.
 fn load_boxed(provider: &TritonProvider, spec: &ModelSpec) -> Box<dyn LoadedModel> {
+    // A Triton model without local files: nothing to verify locally.
+    let artifacts = dp_spec::VerifiedArtifacts::empty("/nonexistent");
     let loaded = provider.load(&LoadRequest {
         spec,
+        artifacts: &artifacts,
         models_root: std::path::Path::new("/nonexistent"),
         device: ResolvedDevice::Cpu,
         precision: Precision::Fp32,

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use dp_digest::{DigestAlgorithm, ManifestOptions, WeightsDigest, digest_bytes, manifest_of_dir};
+use dp_digest::{
+    ArtifactPins, DigestAlgorithm, ManifestOptions, VerifyOptions, WeightsDigest, digest_bytes,
+    manifest_of_dir, open_verified,
+};
 use dp_provider_candle::CandleProvider;
 use dp_provider_triton::http::{HeaderMap, HeaderName, HeaderValue};
 use dp_provider_triton::{INFERENCE_HEADER, decode_infer_response};
@@ -225,8 +228,20 @@ fn ids(values: Vec<i64>) -> Tensor {
 pub(crate) fn safetensors_header(data: &[u8]) {
     let fixture = safetensors_fixture();
     std::fs::write(fixture.root.join("tiny-bert/model.safetensors"), data).expect("write");
+    // As the manager hands files to a provider: opened once and hashed (unpinned here: the
+    // bytes are the fuzzer's).
+    let artifacts = open_verified(
+        &fixture.root,
+        &fixture.spec.local_artifacts,
+        &ArtifactPins::default(),
+        &VerifyOptions::default(),
+    )
+    .expect("walk")
+    .artifacts
+    .expect("unpinned files verify");
     let loaded = CandleProvider::new().load(&LoadRequest {
         spec: &fixture.spec,
+        artifacts: &artifacts,
         models_root: &fixture.root,
         device: ResolvedDevice::Cpu,
         precision: Precision::Fp32,

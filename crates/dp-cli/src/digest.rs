@@ -77,6 +77,21 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    // A directory is hashed as a manifest; anything else must be a regular file, refused
+    // before it is opened (a FIFO would block the read forever).
+    if !meta.is_dir()
+        && let Err(err) = crate::refuse_special_file(&args.path, "file to hash")
+    {
+        return report_model_error(cli, &err);
+    }
+    if let Some(cache) = &args.cache {
+        // The same rule as `dp verify`: a regular file, outside the models root.
+        let checked = crate::providers::models_root(cli)
+            .and_then(|root| crate::providers::check_cache(cache, &root));
+        if let Err(err) = checked {
+            return report_model_error(cli, &err);
+        }
+    }
     let cache = args.cache.as_ref().map(VerificationCache::load);
     let bar = TerminalProgress::for_stderr();
     let options = ManifestOptions {

@@ -1,9 +1,12 @@
 //! `dp list [--role R]`.
+//!
+//! The table escapes control characters in what it prints ([`escape_controls`]); `--json`
+//! prints values exactly (serde escapes them).
 
 use std::process::ExitCode;
 
 use clap::Args;
-use dp_spec::CatalogEntry;
+use dp_spec::{CatalogEntry, escape_controls};
 use serde::Serialize;
 
 use crate::{Cli, load_resolved, report_diagnostics};
@@ -111,6 +114,8 @@ fn print_table(rows: &[ListedModel<'_>]) {
             if !r.layers.is_empty() {
                 notes.push(format!("changed by {}", r.layers.join(", ")));
             }
+            // Every cell may quote spec or profile text: escape controls before the
+            // widths are measured, so the table stays aligned and the terminal inert.
             [
                 r.model_name.to_owned(),
                 r.model_version.to_owned(),
@@ -121,6 +126,7 @@ fn print_table(rows: &[ListedModel<'_>]) {
                 r.tier.to_string(),
                 notes.join("; "),
             ]
+            .map(|cell| escape_controls(&cell).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);

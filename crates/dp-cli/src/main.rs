@@ -20,11 +20,12 @@ mod sync_downloader;
 mod validate;
 mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dp_spec::{Catalog, Diagnostic, Layer, ResolvedCatalog};
+use dp_digest::DigestError;
+use dp_spec::{Catalog, Diagnostic, Layer, ModelError, ResolvedCatalog};
 
 /// Exit code for invalid input (specs, profiles, overrides, usage).
 const EXIT_INVALID: u8 = 2;
@@ -43,8 +44,11 @@ struct Cli {
         default_value = "specs/catalog"
     )]
     catalog: PathBuf,
-    /// Root of the local model artifacts that specs name.
-    #[arg(long, global = true, env = "DP_MODELS_ROOT")]
+    /// Root of the local model artifacts that specs name [env: DP_MODELS_ROOT; default:
+    /// .dp-assets/models].
+    // Read from the environment by `providers::models_root`, not by clap, so that an empty
+    // `DP_MODELS_ROOT` is reported as the variable rather than as this flag.
+    #[arg(long, global = true)]
     models_root: Option<PathBuf>,
     /// Profile file layered on the catalog (repeatable; later ones win).
     #[arg(long = "profile", global = true, value_name = "FILE")]
@@ -104,6 +108,9 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    if let Err(err) = check_input_files(&cli) {
+        return providers::report_model_error(&cli, &err);
+    }
     let result = match &cli.command {
         Command::Demo(args) => demo::run(&cli, args),
         Command::Validate(args) => validate::run(&cli, args),
@@ -122,6 +129,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Refuses `path`, named on the command line as `role`, if it exists but is not a regular
+/// file: opening a FIFO for reading would block `dp` forever. Other problems (a missing
+/// file, no permission) are left to the command that reads it, which reports them.
+pub(crate) fn refuse_special_file(path: &Path, role: &'static str) -> Result<(), ModelError> {
+    match dp_digest::check_regular_file(path, role) {
+        Err(err @ DigestError::NotARegularFile { .. }) => {
+            Err(ModelError::from(err).with_detail("path", path.display().to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the files given on the command line that are read before anything else: the
+/// `--profile` files and the files `dp validate` is given (a directory there is a catalog).
+fn check_input_files(cli: &Cli) -> Result<(), ModelError> {
+    for path in &cli.profiles {
+        refuse_special_file(path, "profile")?;
+    }
+    if let Command::Validate(args) = &cli.command {
+        for path in args.paths.iter().filter(|p| !p.is_dir()) {
+            refuse_special_file(path, "file")?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the catalog and applies `--profile` files and `--set` overrides, in that order.

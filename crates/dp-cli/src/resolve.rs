@@ -1,5 +1,7 @@
 //! `dp resolve`: which model a name, alias or role resolves to on this machine, and the
-//! `models_used` record (with its `model_signature`) its outputs would carry.
+//! `models_used` record (with its `model_signature`) its outputs would carry. That record
+//! signs the model's files, so they are verified (as a load would, without loading): a
+//! model whose files are missing or altered is reported with exit code 3.
 
 use std::process::ExitCode;
 

@@ -1,6 +1,5 @@
 //! `dp sync-downloader <manifest.json> [--dry-run]`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +24,15 @@ pub(crate) struct SyncDownloaderArgs {
 }
 
 pub(crate) fn run(cli: &Cli, args: &SyncDownloaderArgs) -> anyhow::Result<ExitCode> {
+    // Before it is opened: a FIFO would block the read forever.
+    if let Err(err) = crate::refuse_special_file(&args.manifest, "downloader manifest") {
+        return report_error(cli, &err);
+    }
+    // Absolute, so that the downloader's absolute paths can be made relative to it.
+    let models_root = match crate::providers::models_root(cli) {
+        Ok(root) => std::path::absolute(&root).unwrap_or(root),
+        Err(err) => return report_error(cli, &err),
+    };
     let manifest = match read_manifest(&args.manifest) {
         Ok(manifest) => manifest,
         Err(err) => return report_error(cli, &err),
@@ -34,7 +42,7 @@ pub(crate) fn run(cli: &Cli, args: &SyncDownloaderArgs) -> anyhow::Result<ExitCo
         Err(found) => return report_diagnostics(cli, &found),
     };
     let options = ImportOptions {
-        models_root: cli.models_root.as_deref(),
+        models_root: Some(&models_root),
         role: &args.role,
     };
     let actions = plan_import(&manifest, &catalog, &options);
@@ -103,14 +111,12 @@ fn action_json(action: &ImportAction) -> serde_json::Value {
     }
 }
 
-/// Temp file in the target's directory, flushed and synced, then renamed over the target:
-/// a reader never sees a half-written spec.
+/// Temp file in the target's directory, synced, then renamed over the target: a reader
+/// never sees a half-written spec. An updated spec keeps its permissions; a new one gets
+/// the umask's (a temp file's owner-only mode must not leak through the rename).
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().context("spec path has no parent directory")?;
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    dp_digest::write_file_atomically(path, text.as_bytes())?;
     Ok(())
 }

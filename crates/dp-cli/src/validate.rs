@@ -16,7 +16,7 @@ use crate::{Cli, load_resolved, report_diagnostics};
 pub(crate) struct ValidateArgs {
     /// Spec files, profile files or catalog directories. Without any, the catalog given
     /// by --catalog is validated with its --profile and --set layers.
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// What a validated path held.

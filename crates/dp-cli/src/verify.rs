@@ -3,8 +3,9 @@
 //! the current state in the lock file.
 //!
 //! Exit codes: 0 every model verified (or locked); 3 some model is not ready (missing,
-//! digest mismatch, drift); 2 invalid input (catalog, unknown name, malformed lock file,
-//! no models root); 1 unexpected failure (I/O).
+//! digest mismatch, drift); 2 invalid input (catalog, unknown name, malformed lock file, a
+//! lock file or cache that is not a regular file, a cache inside the models root); 1
+//! unexpected failure (I/O).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,10 +14,12 @@ use std::time::SystemTime;
 use clap::Args;
 use dp_digest::{
     DigestAlgorithm, LockEntry, LockFile, ManifestDiff, PinCheck, RejectedPath, VerificationCache,
-    VerifyOptions, VerifyReport, VerifyStatus, verify_artifacts,
+    VerifyOptions, VerifyReport, VerifyStatus,
 };
 use dp_spec::{CatalogEntry, ErrorCode, ModelError};
 use serde::Serialize;
+
+use dp_manager::integrity;
 
 use crate::digest::{TerminalProgress, print_stdout, report_model_error};
 use crate::{Cli, EXIT_NOT_READY, load_resolved, report_diagnostics};
@@ -61,6 +64,10 @@ struct ModelOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pin: Option<PinCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    all_pin: Option<PinCheck>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lock_conflicts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     drift: Option<ManifestDiff>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     rejected: Vec<RejectedPath>,
@@ -84,15 +91,20 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(resolved) => resolved,
         Err(found) => return report_diagnostics(cli, &found),
     };
-    let Some(models_root) = &cli.models_root else {
-        let err = ModelError::new(
-            ErrorCode::InvalidInput,
-            "no models root: pass --models-root DIR or set DP_MODELS_ROOT",
-        );
-        return report_model_error(cli, &err);
+    // The same rule as every other command (`--models-root`, `DP_MODELS_ROOT`, else
+    // `.dp-assets/models`).
+    let models_root = match crate::providers::models_root(cli) {
+        Ok(root) => root,
+        Err(err) => return report_model_error(cli, &err),
     };
     // Canonical, so that cache entries (keyed by path) are shared whatever the spelling.
-    let models_root = std::fs::canonicalize(models_root).unwrap_or_else(|_| models_root.clone());
+    let models_root = std::fs::canonicalize(&models_root).unwrap_or(models_root);
+    let cache_path = args.cache.clone().or_else(default_cache_path);
+    if let Some(cache) = &cache_path
+        && let Err(err) = crate::providers::check_cache(cache, &models_root)
+    {
+        return report_model_error(cli, &err);
+    }
     let mut selected: Vec<&CatalogEntry> = Vec::new();
     for name in &args.names {
         match resolved.catalog.get(name) {
@@ -121,16 +133,12 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let lock_path = args
         .lock_file
         .clone()
-        .unwrap_or_else(|| default_lock_path(&cli.catalog));
+        .unwrap_or_else(|| integrity::default_lock_path(&cli.catalog));
     let lock = match LockFile::read(&lock_path) {
         Ok(lock) => lock,
         Err(err) => return report_model_error(cli, &ModelError::from(err)),
     };
-    let cache = args
-        .cache
-        .clone()
-        .or_else(default_cache_path)
-        .map(VerificationCache::load);
+    let cache = cache_path.map(VerificationCache::load);
     let bar = TerminalProgress::for_stderr();
     let options = VerifyOptions {
         default_algorithm: DigestAlgorithm::Sha256,
@@ -175,20 +183,17 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `<catalog>.lock` beside the catalog directory: `specs/catalog` → `specs/catalog.lock`.
-fn default_lock_path(catalog: &Path) -> PathBuf {
-    let catalog = std::path::absolute(catalog).unwrap_or_else(|_| catalog.to_owned());
-    let name = catalog
-        .file_name()
-        .map_or_else(|| "catalog".into(), |n| n.to_string_lossy().into_owned());
-    catalog.with_file_name(format!("{name}.lock"))
-}
-
-/// The per-user cache file, outside any models root.
+/// The per-user cache file of every command, outside any models root:
+/// `$XDG_CACHE_HOME/dp-models/verify-cache.json`, else `~/.cache/dp-models/…`.
+///
+/// A relative `XDG_CACHE_HOME` is ignored, as the XDG Base Directory specification
+/// requires (it would put the cache wherever `dp` happens to run, a models folder
+/// included).
 pub(crate) fn default_cache_path() -> Option<PathBuf> {
     let non_empty = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
     let base = non_empty("XDG_CACHE_HOME")
         .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
         .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(base.join("dp-models").join("verify-cache.json"))
 }
@@ -208,6 +213,8 @@ fn verify_model(
         error: None,
         missing: Vec::new(),
         pin: None,
+        all_pin: None,
+        lock_conflicts: Vec::new(),
         drift: None,
         rejected: Vec::new(),
         aggregate: None,
@@ -220,14 +227,7 @@ fn verify_model(
         // A Triton model's weights live on the server; its provider compares the pin.
         return Ok(outcome);
     }
-    let report = verify_artifacts(
-        models_root,
-        &spec.local_artifacts,
-        spec.weights_digest.as_ref(),
-        locked,
-        options,
-    )
-    .map_err(|err| ModelError::from(err).with_detail("model", spec.model_name.clone()))?;
+    let report = integrity::verify_spec(spec, models_root, locked, options)?;
     let status = report.status();
     outcome.status = match status {
         VerifyStatus::Ok => "ok",
@@ -235,12 +235,12 @@ fn verify_model(
         VerifyStatus::DigestMismatch => "digest_mismatch",
         VerifyStatus::Drift => "drift",
     };
-    outcome.error = ErrorCode::of_verify_status(status).map(|code| {
-        ModelError::new(code, problem_message(&spec.model_name, &report, status))
-            .with_detail("model", spec.model_name.clone())
-    });
+    // The library's wording, as `dp embed` and `dp health` report the same problem.
+    outcome.error = integrity::report_error(spec, models_root, &report);
     outcome.missing.clone_from(&report.missing);
     outcome.pin.clone_from(&report.pin);
+    outcome.all_pin.clone_from(&report.all_pin);
+    outcome.lock_conflicts.clone_from(&report.lock_conflicts);
     outcome.drift.clone_from(&report.drift);
     outcome.rejected.clone_from(&report.rejected);
     outcome.aggregate = report.manifest.as_ref().map(|m| m.aggregate.to_string());
@@ -249,48 +249,6 @@ fn verify_model(
     outcome.cached_files = report.stats.cached_files;
     outcome.report = Some(report);
     Ok(outcome)
-}
-
-/// What is wrong with a model and what to do, for its status.
-fn problem_message(model: &str, report: &VerifyReport, status: VerifyStatus) -> String {
-    match status {
-        VerifyStatus::Ok => String::new(),
-        VerifyStatus::Missing => format!(
-            "model {model}: artifacts missing under the models root: {}; put the files there \
-             (dp-models never downloads anything)",
-            report.missing.join(", ")
-        ),
-        VerifyStatus::DigestMismatch => match &report.pin {
-            Some(pin) if !pin.matches() => format!(
-                "model {model}: {} is {} but the spec pins {}; restore the pinned bytes or \
-                 update weights_digest",
-                pin.artifact,
-                pin.actual
-                    .map_or_else(|| "unverifiable".to_owned(), |d| d.to_string()),
-                pin.expected
-            ),
-            _ => format!(
-                "model {model}: its files cannot be verified: {}",
-                report
-                    .rejected
-                    .iter()
-                    .map(|r| r.problem.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        },
-        VerifyStatus::Drift => {
-            let drift = report.drift.clone().unwrap_or_default();
-            format!(
-                "model {model}: its files differ from the lock entry ({} added, {} removed, \
-                 {} changed); restore them, or run `dp verify {model} --lock` to accept the \
-                 new bytes",
-                drift.added.len(),
-                drift.removed.len(),
-                drift.changed.len()
-            )
-        }
-    }
 }
 
 /// Records the verified models in the lock file. A model is locked when its files could
@@ -373,6 +331,9 @@ fn render_text(outcomes: &[ModelOutcome]) -> String {
                     }
                 }
             }
+            for conflict in &o.lock_conflicts {
+                text.push_str(&format!("    lock     {conflict}\n"));
+            }
             for rejected in &o.rejected {
                 text.push_str(&format!(
                     "    refused  {}: {}\n",
@@ -396,9 +357,9 @@ mod tests {
 
     #[test]
     fn default_lock_file_sits_beside_the_catalog() {
-        let lock = default_lock_path(Path::new("/repo/specs/catalog"));
+        let lock = integrity::default_lock_path(Path::new("/repo/specs/catalog"));
         assert_eq!(lock, Path::new("/repo/specs/catalog.lock"));
-        let lock = default_lock_path(Path::new("/repo/specs/catalog/"));
+        let lock = integrity::default_lock_path(Path::new("/repo/specs/catalog/"));
         assert_eq!(lock, Path::new("/repo/specs/catalog.lock"));
     }
 }

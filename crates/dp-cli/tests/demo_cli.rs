@@ -38,7 +38,7 @@ fn demo_runs_anywhere_and_prints_a_consistent_similarity_matrix() {
         report["model_signature"]
             .as_str()
             .unwrap()
-            .starts_with("dp1:model_name=tiny-bert;")
+            .starts_with("dp2:model_name=tiny-bert;")
     );
     let matrix: Vec<Vec<f32>> = serde_json::from_value(report["similarity"].clone()).unwrap();
     assert_eq!(matrix.len(), 4);
@@ -64,7 +64,7 @@ fn demo_prints_the_signature_and_matrix_for_people() {
     assert!(text.contains("digest verified (sha256:"), "{text}");
     assert!(text.contains("models_used:"), "{text}");
     assert!(
-        text.contains("model_signature: dp1:model_name=tiny-bert;"),
+        text.contains("model_signature: dp2:model_name=tiny-bert;"),
         "{text}"
     );
     assert!(text.contains("cosine similarity:"), "{text}");

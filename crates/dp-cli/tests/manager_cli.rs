@@ -32,6 +32,26 @@ fn json(output: &Output) -> serde_json::Value {
     })
 }
 
+/// The models `cargo xtask setup` fetched (the real MiniLM): `None` outside CI when they
+/// are absent (the test says it did not run); in CI their absence fails the test.
+fn setup_models() -> Option<PathBuf> {
+    let models = workspace_root().join(".dp-assets/models");
+    if models.join("all-minilm-l6-v2/model.safetensors").is_file() {
+        return Some(models);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "{} is missing; CI runs `cargo xtask setup` first",
+        models.display()
+    );
+    eprintln!(
+        "NOT RUN: {} is missing; run `cargo xtask setup`",
+        models.display()
+    );
+    None
+}
+
 fn empty_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("models")).expect("mkdir");
@@ -40,11 +60,8 @@ fn empty_root() -> tempfile::TempDir {
 
 #[test]
 fn resolve_by_name_prints_the_models_used_record() {
-    let root = empty_root();
-    let out = dp(
-        &["resolve", "minilm", "--json"],
-        &root.path().join("models"),
-    );
+    let Some(models) = setup_models() else { return };
+    let out = dp(&["resolve", "minilm", "--json"], &models);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -59,12 +76,41 @@ fn resolve_by_name_prints_the_models_used_record() {
         entry["device"], "cpu",
         "auto resolves to the CPU without CUDA"
     );
+    // The preprocessing resolved from the model's files: the spec restates it exactly.
     assert_eq!(entry["preprocess_signature"], "pp1:8ede604613e9fa5d");
-    assert_eq!(entry["model_signature_short"], "dp1-2e5ae20161bf66e3");
+    // The record signs every file of the model, as verified.
+    let artifacts = entry["artifacts_digest"]
+        .as_str()
+        .expect("artifacts_digest");
+    assert!(artifacts.starts_with("sha256:"), "{artifacts}");
+    let signature = entry["model_signature"].as_str().expect("signature");
     assert!(
-        entry["model_signature"]
+        signature.starts_with("dp2:model_name=all-minilm-l6-v2;"),
+        "{signature}"
+    );
+    assert!(
+        signature.ends_with(&format!(";artifacts_digest={artifacts}")),
+        "{signature}"
+    );
+    assert_eq!(entry["signature_version"], "dp2");
+}
+
+#[test]
+fn resolve_without_the_files_says_which_model_and_what_is_missing() {
+    let root = empty_root();
+    let out = dp(
+        &["resolve", "minilm", "--json"],
+        &root.path().join("models"),
+    );
+    // Its record would sign bytes that are not there: no record, a clear error.
+    assert_eq!(out.status.code(), Some(3));
+    let err = &json(&out)["errors"][0];
+    assert_eq!(err["error_code"], "weights_missing");
+    assert!(
+        err["message"]
             .as_str()
-            .is_some_and(|s| s.starts_with("dp1:model_name=all-minilm-l6-v2;"))
+            .is_some_and(|m| m.contains("all-minilm-l6-v2") && m.contains("model.safetensors")),
+        "{err}"
     );
 }
 
@@ -83,17 +129,26 @@ fn resolve_by_role_follows_capabilities_and_catalog_order() {
         ],
         &models,
     );
-    assert_eq!(out.status.code(), Some(0));
-    let value = json(&out);
-    assert_eq!(value["models_used"]["model_name"], "multilingual-e5-large");
-    assert_eq!(value["reason"], "catalog_order");
-    assert_eq!(value["request"], "role:text_embedding");
-
-    let out = dp(
-        &["resolve", "minilm", "--role", "text_embedding", "--json"],
-        &models,
+    // The role resolves to multilingual-e5-large, whose weights are not on this machine:
+    // the error names it.
+    assert_eq!(out.status.code(), Some(3));
+    let err = &json(&out)["errors"][0];
+    assert_eq!(err["error_code"], "weights_missing");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("multilingual-e5-large")),
+        "{err}"
     );
-    assert_eq!(json(&out)["reason"], "preferred");
+
+    if let Some(setup) = setup_models() {
+        let out = dp(
+            &["resolve", "minilm", "--role", "text_embedding", "--json"],
+            &setup,
+        );
+        assert_eq!(json(&out)["reason"], "preferred");
+        assert_eq!(json(&out)["request"], "role:text_embedding");
+    }
 
     let out = dp(
         &[
@@ -245,7 +300,8 @@ fn logs_can_be_json() {
         ])
         .output()
         .expect("dp runs");
-    assert_eq!(out.status.code(), Some(0));
+    // The resolution is logged whether or not the model's files are here (they are not).
+    assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let event = stderr
         .lines()
@@ -254,4 +310,30 @@ fn logs_can_be_json() {
         .unwrap_or_else(|| panic!("no role_resolution event in {stderr}"));
     assert_eq!(event["fields"]["role"], "text_embedding");
     assert_eq!(event["level"], "INFO");
+}
+
+#[test]
+fn every_catalog_model_whose_files_are_here_verifies() {
+    let Some(models) = setup_models() else { return };
+    let out = dp(&["--json", "verify"], &models);
+    let report = json(&out);
+    let mut ok = Vec::new();
+    for model in report["models"].as_array().expect("models") {
+        let name = model["model_name"].as_str().expect("name");
+        match model["status"].as_str().expect("status") {
+            // Files that are not on this machine, or none to check (weights on a server).
+            "missing" | "skipped" => {}
+            "ok" => ok.push(name.to_owned()),
+            other => panic!("{name}: {other}: {model}"),
+        }
+    }
+    // The three MiniLM specs (candle, ONNX, and the Triton one's local files) verify against
+    // their pins, the Triton spec's deployment pin not applied to its tokenizer files.
+    for name in [
+        "all-minilm-l6-v2",
+        "all-minilm-l6-v2-onnx",
+        "all-minilm-l6-v2-triton",
+    ] {
+        assert!(ok.iter().any(|n| n == name), "{name} not verified: {ok:?}");
+    }
 }

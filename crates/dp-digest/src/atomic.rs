@@ -41,7 +41,30 @@ fn temp_prefix(path: &Path) -> String {
     format!(".{}.", name.to_string_lossy())
 }
 
-/// Replaces the contents of `path` by `bytes`, atomically and durably.
+/// Writes `bytes` to `path` atomically and durably: a uniquely named temp file in the same
+/// folder, fsynced, renamed over `path`, then the folder fsynced, so a reader (or a process
+/// restarted after a crash) sees the old complete file or the new one, never a mix.
+///
+/// A file that is replaced keeps its permissions; a new file gets the mode the umask gives
+/// (`0644` under umask `022`), like any file the user creates.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("spec.yaml");
+/// dp_digest::write_file_atomically(&path, b"model_name: a\n")?;
+/// assert_eq!(std::fs::read(&path)?, b"model_name: a\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`DigestError::Write`] when the folder or the file cannot be written, synced or renamed.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), DigestError> {
+    write_atomically(path, bytes, Visibility::Shared)
+}
+
+/// Replaces the contents of `path` by `bytes`, atomically and durably. An existing file
+/// keeps its permissions; `visibility` sets those of a new one.
 pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
@@ -67,8 +90,20 @@ pub(crate) fn write_atomically(
     }
     #[cfg(not(unix))]
     let _ = visibility;
+    // The permissions of the file being replaced (symlinks followed): the rename must not
+    // swap them for the temp file's (a shared spec or lock file turning owner-only).
+    let existing = fs::metadata(path)
+        .ok()
+        .filter(fs::Metadata::is_file)
+        .map(|meta| meta.permissions());
     let mut temp = builder.tempfile_in(dir).map_err(write_error(dir))?;
     temp.write_all(bytes).map_err(write_error(temp.path()))?;
+    if let Some(permissions) = existing {
+        // On the handle (`fchmod`), so the umask does not narrow them.
+        temp.as_file()
+            .set_permissions(permissions)
+            .map_err(write_error(temp.path()))?;
+    }
     // Data must be on disk before the rename makes it visible, or a crash could leave the
     // new name pointing at an empty file.
     temp.as_file()
@@ -144,7 +179,7 @@ mod tests {
     fn replaces_content_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        write_atomically(&path, b"old\n", Visibility::Shared).expect("first write");
+        write_atomically(&path, b"old\n", Visibility::Private).expect("first write");
         write_atomically(&path, b"new\n", Visibility::Private).expect("second write");
         assert_eq!(fs::read(&path).expect("read"), b"new\n");
         assert!(temp_files_of(&path).is_empty());
@@ -154,6 +189,54 @@ mod tests {
             let mode = fs::metadata(&path).expect("stat").permissions().mode();
             assert_eq!(mode & 0o077, 0, "private file readable by others: {mode:o}");
         }
+    }
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn replacing_a_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, visibility) in [
+            ("shared", Visibility::Shared),
+            ("private", Visibility::Private),
+        ] {
+            let path = dir.path().join(name);
+            write_atomically(&path, b"old\n", visibility).expect("first write");
+            // A mode no umask gives, so keeping it cannot be a coincidence.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+            write_atomically(&path, b"new\n", visibility).expect("replace");
+            assert_eq!(fs::read(&path).expect("read"), b"new\n");
+            assert_eq!(mode_of(&path), 0o640, "{name}: the mode was not kept");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_get_the_mode_their_umask_gives() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Reference files created the ordinary way, under the same umask.
+        let shared_reference = dir.path().join("reference-shared");
+        fs::File::create(&shared_reference).expect("create");
+        let private_reference = dir.path().join("reference-private");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&private_reference)
+            .expect("create");
+        let shared = dir.path().join("shared");
+        write_atomically(&shared, b"x", Visibility::Shared).expect("write");
+        assert_eq!(mode_of(&shared), mode_of(&shared_reference));
+        let private = dir.path().join("private");
+        write_atomically(&private, b"x", Visibility::Private).expect("write");
+        assert_eq!(mode_of(&private), mode_of(&private_reference));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{Visibility, parent_dir, write_atomically};
 use crate::error::DigestError;
+use crate::regular::{check_regular_file, read_regular_file};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
 
 /// Format version of the cache file; a file of another version is ignored.
@@ -72,6 +73,32 @@ impl FileStamp {
     }
 }
 
+/// What the cache file is called in errors.
+const CACHE_ROLE: &str = "verification cache";
+
+/// Where `path` is or would be created: absolute, with the symlinks of its longest
+/// existing ancestor resolved and the rest (not created yet) appended lexically.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    for ancestor in absolute.ancestors() {
+        let Ok(mut out) = fs::canonicalize(ancestor) else {
+            continue;
+        };
+        let rest = absolute.strip_prefix(ancestor).unwrap_or(Path::new(""));
+        for component in rest.components() {
+            match component {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(name) => out.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return out;
+    }
+    absolute
+}
+
 /// One remembered digest, as stored in the cache file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CacheRecord {
@@ -123,11 +150,14 @@ impl VerificationCache {
     /// Loads the cache stored at `path`.
     ///
     /// A missing, unreadable, corrupt or other-version file gives an empty cache: it is only
-    /// a cache, and the worst outcome is that every file is hashed again.
+    /// a cache, and the worst outcome is that every file is hashed again. Anything but a
+    /// regular file (a FIFO, a device) is never opened, so loading never blocks; callers
+    /// refuse such a path first with [`VerificationCache::check_location`].
     #[must_use]
     pub fn load(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let entries = fs::read(&path)
+        // Never blocks: a FIFO or device at `path` is refused unopened, like a missing file.
+        let entries = read_regular_file(&path, CACHE_ROLE)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
             .filter(|file| file.version == CACHE_VERSION)
@@ -143,6 +173,41 @@ impl VerificationCache {
             entries: Mutex::new(entries),
             changed: AtomicBool::new(false),
         }
+    }
+
+    /// Checks that `cache` may serve as the verification cache for the models under
+    /// `models_root`: if it exists it is a regular file, and it is not inside the models
+    /// root (symlinks resolved, for the file and for the folders it would be created in).
+    ///
+    /// Whoever can write the cache can make bytes look verified, so it must live where
+    /// only the operator can write; a cache inside the models root would let a writer of
+    /// the models folder forge digests (see `docs/digests.md`).
+    ///
+    /// ```
+    /// use dp_digest::VerificationCache;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let models = dir.path().join("models");
+    /// VerificationCache::check_location(&dir.path().join("state/cache.json"), &models)?;
+    /// let err = VerificationCache::check_location(&models.join("cache.json"), &models)
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("inside the models root"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`DigestError::NotARegularFile`], [`DigestError::CacheInsideModelsRoot`],
+    /// [`DigestError::Read`] when `cache` cannot be `stat`ed.
+    pub fn check_location(cache: &Path, models_root: &Path) -> Result<(), DigestError> {
+        check_regular_file(cache, CACHE_ROLE)?;
+        if resolved(cache).starts_with(resolved(models_root)) {
+            return Err(DigestError::CacheInsideModelsRoot {
+                cache: cache.to_owned(),
+                models_root: models_root.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// An empty cache that [`VerificationCache::save`] would write to `path` (whatever is
@@ -328,6 +393,89 @@ mod tests {
         assert!(!loaded.save_if_changed().expect("same record"));
         loaded.record(Path::new("/m/a.bin"), stamp(2), digest);
         assert!(loaded.save_if_changed().expect("new stamp"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_loads_as_an_empty_cache_without_blocking() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("cache.json");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let loader = std::thread::spawn(move || {
+            let _ = sender.send(VerificationCache::load(path).is_empty());
+        });
+        let outcome = receiver.recv_timeout(std::time::Duration::from_secs(5));
+        if outcome.is_err() {
+            // Release the blocked reader (opening for writing, then closing, gives it an
+            // end of file) before failing, so the test ends. O_NONBLOCK on Linux.
+            drop(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(0o4000)
+                    .open(&fifo),
+            );
+        }
+        loader.join().expect("loader");
+        assert_eq!(
+            outcome,
+            Ok(true),
+            "VerificationCache::load blocked on a FIFO"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_inside_the_models_root_is_refused_however_it_is_spelt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let models = dir.path().join("models");
+        fs::create_dir_all(models.join("m")).expect("mkdir");
+        let outside = dir.path().join("state");
+        fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&models, dir.path().join("link")).expect("symlink");
+        std::os::unix::fs::symlink(models.join("m"), outside.join("to-m")).expect("symlink");
+        for inside in [
+            models.join("cache.json"),
+            models.join("not/yet/created/cache.json"),
+            models.join("m/../cache.json"),
+            dir.path().join("link/cache.json"),
+            outside.join("to-m/cache.json"),
+            outside.join("../models/cache.json"),
+        ] {
+            let err = VerificationCache::check_location(&inside, &models).unwrap_err();
+            assert!(
+                matches!(err, DigestError::CacheInsideModelsRoot { .. }),
+                "{}: {err:?}",
+                inside.display()
+            );
+            let message = err.to_string();
+            assert!(message.contains(&inside.display().to_string()), "{message}");
+            assert!(message.contains("outside the models root"), "{message}");
+        }
+        // The models root spelt through a symlink, the cache spelt directly.
+        let err =
+            VerificationCache::check_location(&models.join("cache.json"), &dir.path().join("link"))
+                .unwrap_err();
+        assert!(matches!(err, DigestError::CacheInsideModelsRoot { .. }));
+        for fine in [
+            outside.join("cache.json"),
+            models.join("../state/cache.json"),
+            dir.path().join("models-cache.json"),
+        ] {
+            VerificationCache::check_location(&fine, &models)
+                .unwrap_or_else(|e| panic!("{}: {e}", fine.display()));
+        }
+        let err = VerificationCache::check_location(&outside, &models).unwrap_err();
+        assert!(
+            matches!(err, DigestError::NotARegularFile { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -187,6 +187,15 @@ pub enum DigestError {
         #[source]
         source: globset::Error,
     },
+    /// A file changed (was written in place) while its bytes were being read and hashed.
+    #[error(
+        "{} changed while it was being verified (written in place); nothing was loaded from it: stop whatever writes the models folder, then retry",
+        path.display()
+    )]
+    ChangedWhileRead {
+        /// The file.
+        path: PathBuf,
+    },
     /// A lock file exists but cannot be understood.
     #[error(
         "lock file {} is malformed: {detail}; it is never replaced automatically: restore it from version control, or delete it and lock the models again",
@@ -210,6 +219,32 @@ pub enum DigestError {
         version: u64,
         /// The version this build reads.
         supported: u32,
+    },
+    /// A file the caller named exists but is not a regular file (reading a FIFO or a
+    /// device could block forever).
+    #[error(
+        "{role} {} is a {found}, not a regular file; it must be a regular file: pass the path of one",
+        path.display()
+    )]
+    NotARegularFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What the caller uses it as (`lock file`, `verification cache`…).
+        role: &'static str,
+        /// What it is instead (`FIFO (named pipe)`, `directory`, `socket`, `device`).
+        found: &'static str,
+    },
+    /// A verification cache inside the models root: whoever can write the models folder
+    /// could forge cached digests there.
+    #[error(
+        "verification cache {} is inside the models root {}; whoever can write the models folder could then forge cached digests: keep the cache in a folder only the operator can write, outside the models root (by default ~/.cache/dp-models/verify-cache.json)",
+        cache.display(), models_root.display()
+    )]
+    CacheInsideModelsRoot {
+        /// The cache file as given.
+        cache: PathBuf,
+        /// The models root as given.
+        models_root: PathBuf,
     },
 }
 
@@ -237,6 +272,9 @@ pub enum DigestErrorKind {
     MalformedLockFile,
     /// The operating system refused a read, write or lock (an unexpected failure).
     Io,
+    /// A file the caller named cannot be used as asked: it is not a regular file, or a
+    /// verification cache lies inside the models root (suggested code: `invalid_input`).
+    UnsuitableFile,
 }
 
 impl DigestError {
@@ -268,6 +306,7 @@ impl DigestError {
             | Self::SymlinkEscapesTree { .. }
             | Self::SymlinkLoop { .. }
             | Self::SpecialFile { .. }
+            | Self::ChangedWhileRead { .. }
             | Self::UnsupportedFileName { .. } => DigestErrorKind::UnverifiableWeights,
             Self::MalformedLockFile { .. } | Self::UnsupportedLockVersion { .. } => {
                 DigestErrorKind::MalformedLockFile
@@ -276,6 +315,9 @@ impl DigestError {
             | Self::ReadStream { .. }
             | Self::Write { .. }
             | Self::Lock { .. } => DigestErrorKind::Io,
+            Self::NotARegularFile { .. } | Self::CacheInsideModelsRoot { .. } => {
+                DigestErrorKind::UnsuitableFile
+            }
         }
     }
 }

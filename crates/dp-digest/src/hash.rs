@@ -204,6 +204,8 @@ pub fn digest_file(
             source,
         })?
         .len();
+    // Refused before it is opened: a FIFO would block the reader.
+    crate::regular::check_regular_file(path, "file to hash")?;
     progress.start(size, 1);
     let _finish = FinishOnDrop(progress);
     Ok(hash_path(path, algorithm, progress)?.digest)
@@ -231,7 +233,8 @@ pub(crate) fn hash_path(
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_error)?;
+    // Non-blocking: a FIFO swapped in since the walk is refused below, not waited on.
+    let file = crate::regular::open_nonblocking(path).map_err(read_error)?;
     // The stamp comes from the open handle, so it describes the bytes actually read even if
     // the path is replaced meanwhile.
     let before = file.metadata().map_err(read_error)?;

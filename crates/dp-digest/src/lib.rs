@@ -9,7 +9,11 @@
 //!   their differences ([`ManifestDiff`]);
 //! - the [`VerificationCache`] that re-verifies an unchanged tree with one `stat` per file;
 //! - the version lock file ([`LockFile`]), updated under a lock and replaced atomically;
-//! - verification of artifacts against a pin and a lock entry ([`verify_artifacts`]).
+//! - verification of artifacts against their pins and lock entry ([`verify_model`],
+//!   [`verify_artifacts`]);
+//! - verified bytes ([`open_verified`], [`VerifiedArtifacts`]): every file of a model opened
+//!   once and hashed from the bytes held, the only way providers and presets read model
+//!   files, so that what is verified is exactly what is loaded.
 //!
 //! The formats and rules are documented in `docs/digests.md`.
 //!
@@ -24,7 +28,9 @@ mod error;
 mod hash;
 mod lock;
 mod manifest;
+mod regular;
 mod schema;
+mod verified;
 mod verify;
 mod walk;
 mod weights_digest;
@@ -32,6 +38,7 @@ mod weights_digest;
 #[cfg(test)]
 mod test_support;
 
+pub use atomic::write_file_atomically;
 pub use cache::VerificationCache;
 pub use error::{DigestError, DigestErrorKind};
 pub use hash::{
@@ -42,8 +49,13 @@ pub use manifest::{
     HashStats, Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts,
     manifest_of_dir,
 };
+pub use regular::{check_regular_file, read_regular_file};
 pub use schema::generated_schemas;
+pub use verified::{
+    ArtifactBytes, OpenedArtifacts, VerifiedArtifacts, VerifiedFile, open_verified,
+};
 pub use verify::{
-    PinCheck, RejectedPath, VerifyOptions, VerifyReport, VerifyStatus, verify_artifacts,
+    ALL_ARTIFACTS, ArtifactPins, PinCheck, RejectedPath, VerifyOptions, VerifyReport, VerifyStatus,
+    verify_artifacts, verify_model,
 };
 pub use weights_digest::{DigestAlgorithm, WEIGHTS_DIGEST_PATTERN, WeightsDigest};

@@ -4,17 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use std::{fmt, io};
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::atomic::{Visibility, remove_stale_temp_files, write_atomically};
 use crate::error::DigestError;
 use crate::manifest::{Manifest, ManifestEntry, aggregate_of};
+use crate::regular::{
+    check_regular_file, ensure_opened_regular, is_not_found, open_or_create_nonblocking,
+    read_regular_file,
+};
 use crate::weights_digest::WeightsDigest;
 
 /// The lock file format version this build reads and writes.
@@ -27,8 +32,44 @@ pub struct LockFile {
     /// Format version; this build reads and writes 1.
     #[schemars(extend("const" = 1))]
     pub version: u32,
-    /// The locked models, by model name (sorted, so the file diffs well).
+    /// The locked models, by model name (sorted, so the file diffs well). A name that
+    /// appears twice in the file is refused.
+    #[serde(deserialize_with = "unique_models")]
+    #[schemars(with = "BTreeMap<String, LockEntry>")]
     pub models: BTreeMap<String, LockEntry>,
+}
+
+/// Deserializes the `models` object, refusing a model name given twice: `serde_json` would
+/// keep the last entry silently, so a bad merge or hand edit could hide which one counts
+/// (duplicate keys in spec files are errors for the same reason).
+fn unique_models<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, LockEntry>, D::Error> {
+    struct Models;
+
+    impl<'de> Visitor<'de> for Models {
+        type Value = BTreeMap<String, LockEntry>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object from model names to lock entries")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut models = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if models.contains_key(&name) {
+                    return Err(de::Error::custom(format_args!(
+                        "model {name:?} appears more than once in \"models\""
+                    )));
+                }
+                let entry = map.next_value::<LockEntry>()?;
+                models.insert(name, entry);
+            }
+            Ok(models)
+        }
+    }
+
+    deserializer.deserialize_map(Models)
 }
 
 /// What was verified for one model.
@@ -136,6 +177,11 @@ impl Default for LockFile {
     }
 }
 
+/// What a lock file is called in errors.
+const LOCK_FILE_ROLE: &str = "lock file";
+/// What a lock file's sidecar lock is called in errors.
+const SIDECAR_ROLE: &str = "lock file's sidecar lock";
+
 /// Only the version, read first so that a file of another version gets a clear error
 /// rather than an "unknown field" one.
 #[derive(Deserialize)]
@@ -152,13 +198,10 @@ impl LockFile {
     /// for inconsistent entries), [`DigestError::UnsupportedLockVersion`],
     /// [`DigestError::Read`].
     pub fn read(path: &Path) -> Result<Self, DigestError> {
-        match fs::read(path) {
+        match read_regular_file(path, LOCK_FILE_ROLE) {
             Ok(bytes) => Self::parse(path, &bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(DigestError::Read {
-                path: path.to_owned(),
-                source,
-            }),
+            Err(e) if is_not_found(&e) => Ok(Self::default()),
+            Err(e) => Err(e),
         }
     }
 
@@ -253,26 +296,19 @@ impl LockFile {
             path: lock_path.clone(),
             source,
         };
-        let sidecar = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(lock_error)?;
+        // Before anything is created: a FIFO or a directory is refused, never waited on.
+        check_regular_file(path, LOCK_FILE_ROLE)?;
+        check_regular_file(&lock_path, SIDECAR_ROLE)?;
+        let sidecar = open_or_create_nonblocking(&lock_path).map_err(lock_error)?;
+        ensure_opened_regular(&sidecar, &lock_path, SIDECAR_ROLE)?;
         // Released when `_held` is dropped at the end of this function, on every path.
         let _held = HeldLock::acquire(sidecar, &lock_path).map_err(lock_error)?;
         remove_stale_temp_files(path);
 
-        let current = match fs::read(path) {
+        let current = match read_regular_file(path, LOCK_FILE_ROLE) {
             Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(DigestError::Read {
-                    path: path.to_owned(),
-                    source,
-                }
-                .into());
-            }
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(e.into()),
         };
         let mut lock = match &current {
             Some(bytes) => Self::parse(path, bytes)?,
@@ -477,6 +513,52 @@ mod tests {
             matches!(err, DigestError::UnsupportedLockVersion { version: 2, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_model_named_twice_is_refused_and_the_file_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.lock");
+        let one = serde_json::to_string(&entry("1.0.0", b"a")).expect("json");
+        let two = serde_json::to_string(&entry("2.0.0", b"b")).expect("json");
+        let text = format!(
+            "{{\"version\": 1, \"models\": {{\"zeta\": {one}, \"alpha\": {one}, \"zeta\": {two}}}}}"
+        );
+        fs::write(&path, &text).expect("write");
+        let err = LockFile::read(&path).unwrap_err();
+        assert!(
+            matches!(err, DigestError::MalformedLockFile { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        for needle in ["catalog.lock", "\"zeta\"", "more than once", "line 1"] {
+            assert!(message.contains(needle), "{needle:?} missing: {message}");
+        }
+        let err = LockFile::update(&path, |_| Ok::<_, DigestError>(())).unwrap_err();
+        assert!(err.to_string().contains("more than once"), "{err}");
+        assert_eq!(fs::read_to_string(&path).expect("read"), text);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_update_keeps_the_lock_files_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.lock");
+        LockFile::update(&path, |lock| {
+            lock.models.insert("a".into(), entry("1.0.0", b"a"));
+            Ok::<_, DigestError>(())
+        })
+        .expect("first update");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        LockFile::update(&path, |lock| {
+            lock.models.insert("b".into(), entry("1.0.0", b"b"));
+            Ok::<_, DigestError>(())
+        })
+        .expect("second update");
+        assert_eq!(LockFile::read(&path).expect("read").models.len(), 2);
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
     }
 
     #[test]

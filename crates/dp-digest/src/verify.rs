@@ -84,11 +84,16 @@ pub struct RejectedPath {
 /// Everything verification found for one model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
-    /// Artifacts that do not exist under the root. When any is missing nothing is hashed:
+    /// Artifacts that do not exist under the root, or are directories holding no file. When
+    /// any is missing nothing is hashed:
     /// `pin`, `manifest` and `drift` are `None`.
     pub missing: Vec<String>,
-    /// The pin's check, when a pin was given.
+    /// The check of the first artifact's pin, when one was given.
     pub pin: Option<PinCheck>,
+    /// The check of the pin of all artifacts together, when one was given (its `artifact`
+    /// is [`ALL_ARTIFACTS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_pin: Option<PinCheck>,
     /// The manifest of all artifacts, paths relative to the root; `None` when artifacts are
     /// missing or entries were refused.
     pub manifest: Option<Manifest>,
@@ -96,6 +101,11 @@ pub struct VerifyReport {
     /// nothing drifted). Refused entries count as `changed` when the lock has them and as
     /// `added` otherwise.
     pub drift: Option<ManifestDiff>,
+    /// Where the lock entry itself disagrees with the spec (another `model_version` or
+    /// `weights_digest` than the one it was written for): drift, even when every file
+    /// matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock_conflicts: Vec<String>,
     /// Entries the manifest rules refuse.
     pub rejected: Vec<RejectedPath>,
     /// What hashing cost.
@@ -110,11 +120,11 @@ pub enum VerifyStatus {
     Ok,
     /// An artifact is missing (error code `weights_missing`).
     Missing,
-    /// The pin does not match the bytes, or, for an unlocked model, an entry is refused
+    /// A pin does not match the bytes, or, for an unlocked model, an entry is refused
     /// (error code `weights_digest_mismatch`).
     DigestMismatch,
-    /// The model is locked and its files differ from the lock entry (error code
-    /// `version_drift`).
+    /// The model is locked and its files differ from the lock entry, or the entry was
+    /// written for another model version or pin (error code `version_drift`).
     Drift,
 }
 
@@ -138,9 +148,13 @@ impl VerifyReport {
     pub fn status(&self) -> VerifyStatus {
         if !self.missing.is_empty() {
             VerifyStatus::Missing
-        } else if self.pin.as_ref().is_some_and(|pin| !pin.matches()) {
+        } else if self.pin.as_ref().is_some_and(|pin| !pin.matches())
+            || self.all_pin.as_ref().is_some_and(|pin| !pin.matches())
+        {
             VerifyStatus::DigestMismatch
-        } else if self.drift.as_ref().is_some_and(|drift| !drift.is_empty()) {
+        } else if self.drift.as_ref().is_some_and(|drift| !drift.is_empty())
+            || !self.lock_conflicts.is_empty()
+        {
             VerifyStatus::Drift
         } else if !self.rejected.is_empty() {
             // Locked models put refused entries in the drift; unlocked ones land here.
@@ -151,15 +165,34 @@ impl VerifyReport {
     }
 }
 
-/// Verifies a model's artifacts (files or directories relative to `root`).
+/// What a model's bytes must match, all optional: the pin of its first artifact, the pin
+/// of all its artifacts together, and its lock entry (with the model version the lock must
+/// record).
 ///
-/// - `pinned` covers the FIRST artifact: a file is compared with its file digest, a
-///   directory with its aggregate (paths relative to that directory), in the pin's own
-///   algorithm.
-/// - The manifest covers all artifacts, paths relative to `root`, in the pin's algorithm,
-///   else the lock entry's, else `options.default_algorithm`.
-/// - `locked`: the lock entry's files are compared with the files on disk (in the entry's
-///   algorithm, hashing a second time only if it differs from the manifest's).
+/// This crate takes the values; which of a spec's fields supply them (and when, e.g. a
+/// Triton model's `weights_digest` pins its server's deployment, not its local files) is
+/// the caller's rule.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArtifactPins<'a> {
+    /// Covers the FIRST artifact: a file's digest, or a directory's aggregate (paths
+    /// relative to that directory), in the pin's own algorithm.
+    pub first_artifact: Option<WeightsDigest>,
+    /// Covers EVERY artifact: the aggregate of the manifest of all artifacts, paths
+    /// relative to the root (the lock entry's `aggregate` for the same files).
+    pub all_artifacts: Option<WeightsDigest>,
+    /// The lock entry: every file's digest when the model was locked.
+    pub lock: Option<&'a LockEntry>,
+    /// The model version the lock entry must record (the spec's `model_version`); a
+    /// different one is drift: the lock describes another version of the model.
+    pub model_version: Option<&'a str>,
+    /// The pin the lock entry must record (the spec's `weights_digest`, whatever it
+    /// covers); an entry that records another one was written for another pin: drift.
+    pub recorded_pin: Option<WeightsDigest>,
+}
+
+/// Verifies a model's artifacts (files or directories relative to `root`) against
+/// `pinned` (its first artifact) and `locked` (every file). See [`verify_model`], which also
+/// takes a pin of all artifacts together.
 ///
 /// Nothing is ignored: every byte under the artifacts counts.
 ///
@@ -193,53 +226,215 @@ pub fn verify_artifacts(
     locked: Option<&LockEntry>,
     options: &VerifyOptions<'_>,
 ) -> Result<VerifyReport, DigestError> {
-    let walk = walk_all(root, artifacts)?;
-    let mut report = VerifyReport {
-        missing: walk.missing.clone(),
-        pin: None,
-        manifest: None,
-        drift: None,
-        rejected: walk
-            .rejected
-            .iter()
-            .map(|r| RejectedPath {
-                path: r.path.clone(),
-                problem: r.error.to_string(),
-            })
-            .collect(),
-        stats: HashStats::default(),
+    let pins = ArtifactPins {
+        first_artifact: pinned.copied(),
+        lock: locked,
+        recorded_pin: pinned.copied(),
+        ..ArtifactPins::default()
     };
-    if !report.missing.is_empty() {
-        return Ok(report);
-    }
+    verify_model(root, artifacts, &pins, options)
+}
 
-    let algorithm = pinned
-        .map(WeightsDigest::algorithm)
-        .or_else(|| locked.map(|entry| entry.aggregate.algorithm()))
-        .unwrap_or(options.default_algorithm);
+/// Verifies a model's artifacts against every pin in `pins`, hashing the files by path
+/// (through the verification cache when `options` has one). Use
+/// [`crate::open_verified`] instead when the bytes are to be used: it keeps the bytes it
+/// hashed, so nothing can change between verification and use.
+///
+/// - The manifest covers all artifacts, paths relative to `root`, in the algorithm of the
+///   first-artifact pin, else the all-artifacts pin, else the lock entry, else
+///   `options.default_algorithm`; files are hashed again in another algorithm only when a
+///   pin needs it.
+/// - An artifact that is an empty directory counts as missing: it holds none of the bytes
+///   the spec names.
+///
+/// # Errors
+///
+/// As [`verify_artifacts`].
+pub fn verify_model(
+    root: &Path,
+    artifacts: &[String],
+    pins: &ArtifactPins<'_>,
+    options: &VerifyOptions<'_>,
+) -> Result<VerifyReport, DigestError> {
+    let walk = walk_all(root, artifacts)?;
+    let Some(mut report) = ReportBuilder::start(&walk) else {
+        return Ok(missing_report(&walk));
+    };
+    let algorithm = manifest_algorithm(pins, options);
     let (files, stats) = hash_walk(&walk, algorithm, options)?;
     report.stats = stats;
-    let manifest = Manifest::from_entries(algorithm, files);
-
-    if let Some(expected) = pinned {
-        report.pin = Some(check_pin(&walk, &manifest, *expected));
-    }
-    if let Some(entry) = locked {
-        let lock_algorithm = entry.aggregate.algorithm();
-        let current = if lock_algorithm == algorithm {
-            manifest.files.clone()
-        } else {
-            let (files, stats) = hash_walk(&walk, lock_algorithm, options)?;
-            report.stats += stats;
-            files
-        };
-        report.drift = Some(drift(&entry.files, &current, &walk));
-    }
-    if walk.rejected.is_empty() {
-        report.manifest = Some(manifest);
-    }
-    Ok(report)
+    let mut rehash = |other: DigestAlgorithm, stats: &mut HashStats| {
+        let (files, more) = hash_walk(&walk, other, options)?;
+        *stats += more;
+        Ok(files)
+    };
+    report.finish(
+        &walk,
+        Manifest::from_entries(algorithm, files),
+        pins,
+        &mut rehash,
+    )
 }
+
+/// The algorithm of a model's manifest: the pins', else the lock's, else the default.
+pub(crate) fn manifest_algorithm(
+    pins: &ArtifactPins<'_>,
+    options: &VerifyOptions<'_>,
+) -> DigestAlgorithm {
+    pins.first_artifact
+        .or(pins.all_artifacts)
+        .map(|d| d.algorithm())
+        .or_else(|| pins.lock.map(|entry| entry.aggregate.algorithm()))
+        .unwrap_or(options.default_algorithm)
+}
+
+/// The report when artifacts are missing (nothing is hashed), or `None` when every artifact
+/// is there.
+pub(crate) fn missing_report(walk: &Walk) -> VerifyReport {
+    VerifyReport {
+        missing: missing_artifacts(walk),
+        pin: None,
+        all_pin: None,
+        manifest: None,
+        drift: None,
+        lock_conflicts: Vec::new(),
+        rejected: rejected_paths(walk),
+        stats: HashStats::default(),
+    }
+}
+
+/// Absent artifacts, and artifacts that are directories holding no file (an empty folder
+/// where the weights should be is as missing as no folder at all).
+fn missing_artifacts(walk: &Walk) -> Vec<String> {
+    let mut missing = walk.missing.clone();
+    for (artifact, kind) in walk.artifacts.iter().zip(&walk.kinds) {
+        if *kind != Some(ArtifactKind::Dir) {
+            continue;
+        }
+        let prefix = format!("{artifact}/");
+        let under = |path: &str| artifact.is_empty() || path.starts_with(&prefix);
+        let empty =
+            !walk.files.keys().any(|p| under(p)) && !walk.rejected.iter().any(|r| under(&r.path));
+        if empty {
+            missing.push(if artifact.is_empty() {
+                ".".to_owned()
+            } else {
+                artifact.clone()
+            });
+        }
+    }
+    missing
+}
+
+fn rejected_paths(walk: &Walk) -> Vec<RejectedPath> {
+    walk.rejected
+        .iter()
+        .map(|r| RejectedPath {
+            path: r.path.clone(),
+            problem: r.error.to_string(),
+        })
+        .collect()
+}
+
+/// Gives a model's files in another algorithm (hashed again from disk, or from the bytes
+/// held), adding what that cost to the stats.
+pub(crate) type Rehash<'a> =
+    dyn FnMut(DigestAlgorithm, &mut HashStats) -> Result<Vec<ManifestEntry>, DigestError> + 'a;
+
+/// Builds a [`VerifyReport`] once the files are hashed, whichever way they were read.
+pub(crate) struct ReportBuilder {
+    stats: HashStats,
+}
+
+impl ReportBuilder {
+    /// `None` when artifacts are missing: then nothing is hashed (see [`missing_report`]).
+    pub(crate) fn start(walk: &Walk) -> Option<Self> {
+        missing_artifacts(walk).is_empty().then_some(Self {
+            stats: HashStats::default(),
+        })
+    }
+
+    pub(crate) fn set_stats(&mut self, stats: HashStats) {
+        self.stats = stats;
+    }
+
+    /// Compares `manifest` (all files, in [`manifest_algorithm`]) with every pin;
+    /// `rehash` gives the files in another algorithm when a pin or the lock uses one.
+    pub(crate) fn finish(
+        mut self,
+        walk: &Walk,
+        manifest: Manifest,
+        pins: &ArtifactPins<'_>,
+        rehash: &mut Rehash<'_>,
+    ) -> Result<VerifyReport, DigestError> {
+        let mut in_algorithm =
+            |algorithm: DigestAlgorithm, stats: &mut HashStats| -> Result<Manifest, DigestError> {
+                if algorithm == manifest.algorithm {
+                    Ok(manifest.clone())
+                } else {
+                    Ok(Manifest::from_entries(algorithm, rehash(algorithm, stats)?))
+                }
+            };
+        let pin = match pins.first_artifact {
+            Some(expected) => {
+                let in_pin = in_algorithm(expected.algorithm(), &mut self.stats)?;
+                Some(check_pin(walk, &in_pin, expected))
+            }
+            None => None,
+        };
+        let all_pin = match pins.all_artifacts {
+            Some(expected) => {
+                let in_pin = in_algorithm(expected.algorithm(), &mut self.stats)?;
+                Some(PinCheck {
+                    artifact: ALL_ARTIFACTS.to_owned(),
+                    expected,
+                    // Refused entries make the whole set unidentifiable.
+                    actual: walk.rejected.is_empty().then_some(in_pin.aggregate),
+                })
+            }
+            None => None,
+        };
+        let mut lock_conflicts = Vec::new();
+        let drift = match pins.lock {
+            Some(entry) => {
+                let current = in_algorithm(entry.aggregate.algorithm(), &mut self.stats)?;
+                if let Some(version) = pins.model_version
+                    && entry.model_version != version
+                {
+                    lock_conflicts.push(format!(
+                        "the lock entry was written for model_version {:?}, the spec says {version:?}",
+                        entry.model_version
+                    ));
+                }
+                if entry.weights_digest.is_some() && entry.weights_digest != pins.recorded_pin {
+                    lock_conflicts.push(format!(
+                        "the lock entry was written with weights_digest {}, the spec pins {}",
+                        entry
+                            .weights_digest
+                            .map_or_else(|| "none".to_owned(), |d| d.to_string()),
+                        pins.recorded_pin
+                            .map_or_else(|| "none".to_owned(), |d| d.to_string())
+                    ));
+                }
+                Some(drift(&entry.files, &current.files, walk))
+            }
+            None => None,
+        };
+        Ok(VerifyReport {
+            missing: Vec::new(),
+            pin,
+            all_pin,
+            manifest: walk.rejected.is_empty().then_some(manifest),
+            drift,
+            lock_conflicts,
+            rejected: rejected_paths(walk),
+            stats: self.stats,
+        })
+    }
+}
+
+/// The `artifact` of a [`PinCheck`] that covers every artifact together.
+pub const ALL_ARTIFACTS: &str = "*";
 
 fn hash_walk(
     walk: &Walk,
@@ -472,6 +667,37 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_entry_written_for_another_pin_is_drift() {
+        let f = fixture();
+        let other = digest_bytes(DigestAlgorithm::Sha256, b"another pin");
+        let report = verify_artifacts(
+            f.root.path(),
+            &f.artifacts,
+            Some(&other),
+            Some(&f.lock),
+            &VerifyOptions::default(),
+        )
+        .expect("verify");
+        // The pin itself mismatches first; without a pin the entry's pin still disagrees.
+        assert_eq!(report.status(), VerifyStatus::DigestMismatch);
+        let report = verify_artifacts(
+            f.root.path(),
+            &f.artifacts,
+            None,
+            Some(&f.lock),
+            &VerifyOptions::default(),
+        )
+        .expect("verify");
+        assert_eq!(report.status(), VerifyStatus::Drift);
+        assert!(report.drift.expect("drift").is_empty());
+        assert!(
+            report.lock_conflicts[0].contains("weights_digest"),
+            "{:?}",
+            report.lock_conflicts
+        );
+    }
+
+    #[test]
     fn missing_artifacts_are_listed_and_nothing_is_hashed() {
         let f = fixture();
         fs::remove_file(f.root.path().join("tokenizer.json")).expect("rm");
@@ -494,12 +720,17 @@ mod tests {
             .expect("digest");
         let blake_pin = digest_bytes(DigestAlgorithm::Blake3, &bytes);
         for pin in [sha_pin, blake_pin] {
-            // The lock entry is SHA-256: a BLAKE3 pin makes verification hash twice.
+            // The lock entry is SHA-256: a BLAKE3 pin makes verification hash twice. It was
+            // written for this pin (an entry written for another pin is drift).
+            let lock = LockEntry {
+                weights_digest: Some(pin),
+                ..f.lock.clone()
+            };
             let report = verify_artifacts(
                 f.root.path(),
                 &artifacts,
                 Some(&pin),
-                Some(&f.lock),
+                Some(&lock),
                 &VerifyOptions::default(),
             )
             .expect("verify");

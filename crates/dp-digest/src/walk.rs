@@ -172,6 +172,11 @@ pub(crate) fn walk_artifacts(
 }
 
 /// Whether an error means "nothing there" (including a path through a regular file).
+/// `ELOOP`: too many levels of symbolic links (a link pointing at itself, or a cycle).
+fn is_loop(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
 fn is_absent(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -203,6 +208,19 @@ impl Walker<'_> {
             // A dangling link as the artifact itself: the weights are not there.
             Err(e) if is_absent(&e) => {
                 self.walk.missing.push(shown(rel));
+                return Ok(None);
+            }
+            // A symlink loop as the artifact itself: its bytes cannot be identified. Refused
+            // like any other unverifiable entry, so verification goes on with other models.
+            Err(source) if is_loop(&source) => {
+                let target = fs::read_link(&path).unwrap_or_else(|_| path.clone());
+                let error = DigestError::BrokenSymlink {
+                    link: shown(rel),
+                    target,
+                    root: self.root.to_owned(),
+                    source,
+                };
+                self.reject(rel, error);
                 return Ok(None);
             }
             Err(source) => return Err(DigestError::Read { path, source }),

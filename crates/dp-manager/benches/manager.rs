@@ -61,7 +61,7 @@ impl ModelProvider for NullProvider {
     fn validate_local_artifacts(
         &self,
         _spec: &ModelSpec,
-        _models_root: &std::path::Path,
+        _artifacts: &dp_spec::VerifiedArtifacts,
     ) -> Result<(), ModelError> {
         Ok(())
     }

@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use dp_signature::{ModelsUsedEntry, Placement, Resolution};
+use dp_digest::LockFile;
+use dp_signature::{Placement, Resolution};
 use dp_spec::{Catalog, ModelError, ModelProvider, ResolvedDevice, Runtime};
 
 use crate::budget::{Accounting, Budgets, Demand};
@@ -54,6 +55,7 @@ pub struct ManagerBuilder {
     allowed_triton_hosts: Vec<String>,
     verify_cache: Option<PathBuf>,
     verify_before_load: bool,
+    lock: Option<LockFile>,
 }
 
 impl ManagerBuilder {
@@ -76,6 +78,7 @@ impl ManagerBuilder {
             allowed_triton_hosts: LOOPBACK_HOSTS.map(str::to_owned).to_vec(),
             verify_cache: None,
             verify_before_load: true,
+            lock: None,
         }
     }
 
@@ -155,14 +158,27 @@ impl ManagerBuilder {
         self
     }
 
-    /// Whether each load first verifies the model's local artifacts (default `true`): all
-    /// present, none reaching outside the models root through a symbolic link, and, for an
-    /// in-process model, the pinned artifact's bytes equal to `weights_digest` (a Triton
-    /// model's pin describes its deployment, which its provider checks). With a
-    /// [`Self::verification_cache`], an unchanged tree costs one `stat` per file.
+    /// The version lock (`specs/catalog.lock`, written by `dp verify --lock`): a locked
+    /// model is loaded only when every one of its files still has the digest its entry
+    /// records, and the entry was written for its `model_version` and pin (else
+    /// `version_drift`). Health checks compare the same way. None by default.
+    pub fn lock_file(mut self, lock: impl Into<Option<LockFile>>) -> Self {
+        self.lock = lock.into();
+        self
+    }
+
+    /// Whether each load enforces the model's pins (default `true`): every local artifact
+    /// present, none reaching outside the models root through a symbolic link, an
+    /// in-process model's first artifact equal to `weights_digest` (a Triton model's pin
+    /// describes its deployment, which its provider checks), all of them together equal to
+    /// `artifacts_digest` when the spec has one, and every file equal to its lock entry.
+    /// Either way, every file is opened once and read through the verified-bytes API, and
+    /// the digest of the bytes actually loaded enters the model's signature. With a
+    /// [`Self::verification_cache`], an unchanged file is not hashed again.
     ///
-    /// Turn it off only for providers that read no files (test doubles): with it off, an
-    /// altered or swapped weights file is loaded as is.
+    /// Turn it off only for test doubles with placeholder pins: with it off, files that
+    /// cannot be read are simply not given to the provider, and altered ones are loaded
+    /// (under their own signature).
     pub fn verify_before_load(mut self, enabled: bool) -> Self {
         self.verify_before_load = enabled;
         self
@@ -249,6 +265,7 @@ impl ManagerBuilder {
             embedding_cache: EmbeddingCache::new(self.embedding_cache),
             verify_cache: self.verify_cache,
             verify_before_load: self.verify_before_load,
+            lock: self.lock,
             _reaper_stop: stop_tx,
         });
         let reaper = match stop_rx {
@@ -301,7 +318,6 @@ impl ManagerBuilder {
             Runtime::Triton => Placement::Triton,
             Runtime::Inprocess => Placement::Local(device),
         };
-        let models_used = ModelsUsedEntry::new(spec, &Resolution::new(placement, spec.precision));
         EntryRoute {
             packed,
             route: Ok(Arc::new(Route {
@@ -310,7 +326,7 @@ impl ManagerBuilder {
                 packed,
                 provider,
                 demand,
-                models_used,
+                resolution: Resolution::new(placement, spec.precision),
             })),
         }
     }
@@ -345,6 +361,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("allowed_triton_hosts", &self.allowed_triton_hosts)
             .field("verification_cache", &self.verify_cache)
             .field("verify_before_load", &self.verify_before_load)
+            .field("lock_entries", &self.lock.as_ref().map(|l| l.models.len()))
             .finish()
     }
 }

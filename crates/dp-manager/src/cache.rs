@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dp_signature::ModelsUsedEntry;
+use dp_signature::{ModelsUsedEntry, Resolution};
 use dp_spec::{LoadedModel, ModelError, ModelSpec};
 
 use crate::budget::{Demand, Reservation};
@@ -40,8 +40,9 @@ pub(crate) struct Route {
     pub(crate) provider: Option<usize>,
     /// What an instance reserves against the budgets.
     pub(crate) demand: Demand,
-    /// The record outputs made with this model carry (resolved device and precision).
-    pub(crate) models_used: ModelsUsedEntry,
+    /// Where and at which precision it runs: with the identity of its verified files, what
+    /// its `models_used` record is made of.
+    pub(crate) resolution: Resolution,
 }
 
 /// What the map holds for one key.
@@ -75,6 +76,9 @@ pub(crate) struct Resident {
     /// The shared preset, built once per loaded instance (its tokenizer is not rebuilt
     /// per request).
     preset: Option<SentenceEmbedding>,
+    /// The record outputs made with this instance carry: its signature covers the bytes
+    /// this instance was loaded from and the preprocessing resolved from them.
+    models_used: ModelsUsedEntry,
     // Declared after `model`: fields drop in declaration order, so the accounting shows the
     // memory as held until the model itself has been dropped.
     reservation: Reservation,
@@ -90,6 +94,7 @@ pub(crate) struct NewResident {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) model: Box<dyn LoadedModel>,
     pub(crate) preset: Option<SentenceEmbedding>,
+    pub(crate) models_used: ModelsUsedEntry,
     pub(crate) reservation: Reservation,
 }
 
@@ -107,6 +112,7 @@ impl Resident {
             clock: parts.clock,
             model: parts.model,
             preset: parts.preset,
+            models_used: parts.models_used,
             reservation: parts.reservation,
         }
     }
@@ -124,6 +130,10 @@ impl Resident {
     #[inline]
     pub(crate) fn record_hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) const fn models_used(&self) -> &ModelsUsedEntry {
+        &self.models_used
     }
 
     pub(crate) fn hits(&self) -> u64 {
@@ -273,10 +283,10 @@ impl ModelHandle {
     }
 
     /// What an output made with this model records: its identity as resolved (device,
-    /// precision) and its signatures.
+    /// precision), the digest of the files it was loaded from, and its signatures.
     #[must_use]
     pub fn models_used(&self) -> &ModelsUsedEntry {
-        &self.resident.route.models_used
+        &self.resident.models_used
     }
 
     /// The `sentence_embedding` preset, when the spec names it.

@@ -176,12 +176,9 @@ impl ModelManager {
                 ),
             })
         })?;
-        let mut entry = handle.models_used().clone();
-        // Record the preprocessing that ran: the preset's settings resolved from the spec
-        // *and* the model's own files, not only what the spec declares.
-        preset
-            .preprocess_signature()
-            .clone_into(&mut entry.preprocess_signature);
+        // The record of the loaded instance: its signature already covers the preset's
+        // settings as resolved from the spec *and* the model's own files.
+        let entry = handle.models_used().clone();
         let cache = &self.inner().embedding_cache;
         let embeddings = match &cache.vectors {
             None => preset.embed(handle.model(), texts)?,

@@ -194,6 +194,40 @@ pub enum ManagerError {
         actual: Option<String>,
     },
 
+    /// The model's files together differ from the spec's `artifacts_digest`: a weights,
+    /// tokenizer, config or preprocessor file changed.
+    #[error(
+        "model {model}: its files do not match artifacts_digest: the spec pins {expected}, the \
+         files together are {}; restore them (a changed tokenizer or config counts), or re-pin \
+         with `dp digest` over the model's artifacts if the change is intended",
+        actual.as_deref().unwrap_or("unverifiable")
+    )]
+    ArtifactsDigestMismatch {
+        /// The model.
+        model: String,
+        /// The spec's aggregate digest.
+        expected: String,
+        /// The aggregate of the files on disk, when computable.
+        actual: Option<String>,
+    },
+
+    /// A locked model's files differ from its lock entry, or the entry was written for
+    /// another version or pin of the model.
+    #[error(
+        "model {model}: its files differ from the lock entry{}{}; restore them, or run \
+         `dp verify {model} --lock` to accept the new bytes",
+        describe_drift(drift),
+        describe_conflicts(conflicts)
+    )]
+    Drift {
+        /// The model.
+        model: String,
+        /// Which files changed.
+        drift: dp_digest::ManifestDiff,
+        /// Where the entry itself disagrees with the spec.
+        conflicts: Vec<String>,
+    },
+
     /// Verifying the artifacts failed (an unreadable file, an invalid path): the
     /// `dp-digest` error in the shared vocabulary.
     #[error(transparent)]
@@ -202,6 +236,32 @@ pub enum ManagerError {
     /// A provider's own error, unchanged (its code is already the right one).
     #[error(transparent)]
     Provider(ModelError),
+}
+
+fn describe_drift(drift: &dp_digest::ManifestDiff) -> String {
+    let mut parts = Vec::new();
+    for (label, paths) in [
+        ("changed", &drift.changed),
+        ("added", &drift.added),
+        ("removed", &drift.removed),
+    ] {
+        if !paths.is_empty() {
+            parts.push(format!("{label}: {}", paths.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
+}
+
+fn describe_conflicts(conflicts: &[String]) -> String {
+    if conflicts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", conflicts.join("; "))
+    }
 }
 
 fn describe_lacking(lacking: &[(String, String)]) -> String {
@@ -280,9 +340,10 @@ impl ManagerError {
             Self::NetworkForbidden { .. } => ErrorCode::NetworkForbidden,
             Self::BadTask { .. } => ErrorCode::InvalidInput,
             Self::ArtifactsMissing { .. } => ErrorCode::WeightsMissing,
-            Self::ArtifactsRefused { .. } | Self::DigestMismatch { .. } => {
-                ErrorCode::WeightsDigestMismatch
-            }
+            Self::ArtifactsRefused { .. }
+            | Self::DigestMismatch { .. }
+            | Self::ArtifactsDigestMismatch { .. } => ErrorCode::WeightsDigestMismatch,
+            Self::Drift { .. } => ErrorCode::VersionDrift,
             Self::Verification(err) | Self::Provider(err) => err.error_code,
         }
     }
@@ -321,6 +382,24 @@ impl From<ManagerError> for ModelError {
                 .with_detail("artifact", artifact)
                 .with_detail("expected", expected)
                 .with_detail("actual", actual),
+            ManagerError::ArtifactsDigestMismatch {
+                model,
+                expected,
+                actual,
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("expected", expected)
+                .with_detail("actual", actual),
+            ManagerError::Drift {
+                model,
+                drift,
+                conflicts,
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("changed", drift.changed)
+                .with_detail("added", drift.added)
+                .with_detail("removed", drift.removed)
+                .with_detail("lock_conflicts", conflicts),
             ManagerError::ModelNotFound { name } => {
                 Self::new(code, message).with_detail("model", name)
             }

@@ -3,17 +3,19 @@
 //! is ready.
 //!
 //! Checks per model: the spec is valid and its device resolves; its artifacts are present
-//! under the models root; the pinned digest matches (through the `dp-digest` verification
-//! cache, so an unchanged tree costs one `stat` per file); a provider for it is compiled in
+//! under the models root; every pin and the lock entry match, by the same rule as a load
+//! ([`crate::integrity`]; through the `dp-digest` verification cache, so an unchanged tree
+//! costs one `stat` per file); a provider for it is compiled in
 //! and reports its runtime found (and, for Triton, the model ready on its server). Nothing
 //! is contacted but the Triton endpoints the catalog configures, which the builder has
 //! already checked against the allowed hosts.
 
-use dp_digest::{VerificationCache, VerifyOptions, VerifyStatus, verify_artifacts};
+use dp_digest::{VerificationCache, VerifyOptions, VerifyStatus};
 use dp_spec::{ErrorCode, ModelError, ProviderHealth, Runtime};
 use serde::Serialize;
 
 use crate::builder::no_provider;
+use crate::integrity;
 use crate::manager::ModelManager;
 
 /// The health of the whole catalog.
@@ -48,10 +50,13 @@ pub struct TierSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DigestHealth {
-    /// The bytes on disk match the pin.
+    /// The bytes on disk match every pin and the lock entry.
     Verified,
-    /// They do not (`weights_digest_mismatch`).
+    /// They do not match a pin (`weights_digest_mismatch`).
     Mismatch,
+    /// They differ from the lock entry, or the entry was written for another version or
+    /// pin (`version_drift`).
+    Drift,
     /// Not checked: artifacts are missing.
     NotChecked,
     /// The spec pins no digest.
@@ -155,68 +160,31 @@ impl ModelManager {
             };
             (true, digest)
         } else {
-            // A Triton spec's pin is the server's deployment's; its local files (tokenizer,
-            // pooling config) are only checked for presence, as at load.
-            let pinned = match spec.runtime {
-                Runtime::Inprocess => spec.weights_digest.as_ref(),
-                Runtime::Triton => None,
-            };
-            match verify_artifacts(
-                self.models_root(),
-                &spec.local_artifacts,
-                pinned,
-                None,
-                options,
-            ) {
+            // The same rule as a load: every pin and the lock entry (see `integrity`).
+            let lock = integrity::lock_entry(spec, inner.lock.as_ref());
+            match integrity::verify_spec(spec, self.models_root(), lock, options) {
                 Ok(report) => {
-                    let status = report.status();
-                    let present = report.missing.is_empty();
-                    if !present {
-                        problems.push(
-                            ModelError::new(
-                                ErrorCode::WeightsMissing,
-                                format!(
-                                    "model {}: missing under {}: {}; run `cargo xtask setup` or copy the files there",
-                                    spec.model_name,
-                                    self.models_root().display(),
-                                    report.missing.join(", ")
-                                ),
-                            )
-                            .with_detail("missing", report.missing.clone()),
-                        );
+                    let pins = integrity::artifact_pins(spec, lock);
+                    let pinned = pins.first_artifact.is_some()
+                        || pins.all_artifacts.is_some()
+                        || pins.lock.is_some();
+                    if let Some(err) = integrity::report_error(spec, self.models_root(), &report) {
+                        problems.push(err);
                     }
-                    let digest = match (status, spec.weights_digest) {
-                        (VerifyStatus::Missing, _) => DigestHealth::NotChecked,
-                        _ if spec.runtime == Runtime::Triton => DigestHealth::DeclaredByDeployment,
-                        (_, None) => DigestHealth::NotPinned,
-                        (VerifyStatus::Ok, Some(_)) => DigestHealth::Verified,
-                        _ => {
-                            let actual = report
-                                .pin
-                                .as_ref()
-                                .and_then(|p| p.actual)
-                                .map(|d| d.to_string());
-                            problems.push(
-                                ModelError::new(
-                                    ErrorCode::WeightsDigestMismatch,
-                                    format!(
-                                        "model {}: the bytes of {} do not match weights_digest; \
-                                         restore the pinned files or re-pin with `dp digest`",
-                                        spec.model_name, spec.local_artifacts[0]
-                                    ),
-                                )
-                                .with_detail("actual", actual),
-                            );
-                            DigestHealth::Mismatch
+                    let digest = match report.status() {
+                        VerifyStatus::Missing => DigestHealth::NotChecked,
+                        VerifyStatus::DigestMismatch => DigestHealth::Mismatch,
+                        VerifyStatus::Drift => DigestHealth::Drift,
+                        VerifyStatus::Ok if pinned => DigestHealth::Verified,
+                        VerifyStatus::Ok if spec.runtime == Runtime::Triton => {
+                            DigestHealth::DeclaredByDeployment
                         }
+                        VerifyStatus::Ok => DigestHealth::NotPinned,
                     };
-                    (present, digest)
+                    (report.missing.is_empty(), digest)
                 }
                 Err(err) => {
-                    problems.push(ModelError::new(
-                        ErrorCode::Io,
-                        format!("model {}: cannot verify artifacts: {err}", spec.model_name),
-                    ));
+                    problems.push(err);
                     (false, DigestHealth::NotChecked)
                 }
             }

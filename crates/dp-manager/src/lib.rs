@@ -36,8 +36,14 @@
 //!   [`preset`] (`sentence_embedding`: tokenization, pooling, normalization, the same for
 //!   every provider) and a `moka` embedding cache keyed by model signature and text.
 //!   Every result carries its `models_used` record ([`ModelHandle::models_used`]).
-//! - [`ModelManager::health`] checks every model without loading it (artifacts, digest
-//!   through the verification cache, provider and runtime) and summarizes tier 0.
+//! - What is verified is what is loaded: a load opens each of the model's files once
+//!   through [`dp_digest::open_verified`], checks every pin and the lock entry
+//!   ([`integrity`], the one rule of which pin covers which bytes), and hands only those
+//!   bytes to the preset and the provider. The `models_used` record of a loaded model signs
+//!   the digest of all its files and the preprocessing resolved from them.
+//! - [`ModelManager::health`] checks every model without loading it (every artifact
+//!   against its pins and lock entry, through the verification cache, provider and
+//!   runtime) and summarizes tier 0.
 //! - The manager never reaches the network: [`ManagerBuilder::build`] refuses specs that
 //!   would, and processes started for it get the offline environment
 //!   ([`ModelManager::offline_command`]) while its own environment is left untouched.
@@ -69,6 +75,7 @@ mod clock;
 mod embedding;
 mod error;
 mod health;
+pub mod integrity;
 mod key;
 mod manager;
 mod offline;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use dp_digest::{VerificationCache, VerifyOptions, verify_artifacts};
-use dp_signature::ModelsUsedEntry;
-use dp_spec::{Catalog, CatalogEntry, LoadRequest, ModelError, ModelProvider, Runtime};
+use dp_digest::{LockFile, VerificationCache, VerifiedArtifacts};
+use dp_signature::{ArtifactIdentity, ModelsUsedEntry};
+use dp_spec::{Catalog, CatalogEntry, LoadRequest, ModelError, ModelProvider};
 
 use crate::budget::{Accounting, Counters, Reservation, Shortfall};
 use crate::builder::{ManagerBuilder, no_provider};
@@ -20,7 +20,9 @@ use crate::cache::{ModelHandle, NewResident, Pending, Resident, Route, Slot, Wai
 use crate::clock::{Clock, to_nanos};
 use crate::embedding::EmbeddingCache;
 use crate::error::ManagerError;
+use crate::integrity;
 use crate::key::{CacheKey, KeyHashBuilder, PackedKey};
+use crate::preset::SentenceEmbedding;
 
 /// Name or alias → catalog index. foldhash: names come from the trusted catalog, so a fast
 /// hash is fine, and this lookup is on every request's path.
@@ -53,8 +55,10 @@ pub(crate) struct Inner {
     pub(crate) embedding_cache: EmbeddingCache,
     /// The digest verification cache file health and loads use, if any.
     pub(crate) verify_cache: Option<PathBuf>,
-    /// Whether a load first verifies the artifacts ([`ManagerBuilder::verify_before_load`]).
+    /// Whether a load enforces the pins ([`ManagerBuilder::verify_before_load`]).
     pub(crate) verify_before_load: bool,
+    /// The version lock, if any ([`ManagerBuilder::lock_file`]).
+    pub(crate) lock: Option<LockFile>,
     /// Dropped with the last manager clone; the reaper sees the channel close and stops.
     pub(crate) _reaper_stop: Option<mpsc::Sender<()>>,
 }
@@ -149,14 +153,25 @@ impl ModelManager {
     }
 
     /// The `models_used` record outputs made with this model carry: its identity as
-    /// resolved on this machine (device, precision) and its signatures. Loads nothing.
+    /// resolved on this machine (device, precision), the digest of its verified files and
+    /// the preprocessing resolved from them, and its signatures. Does not load the model:
+    /// when it is not loaded, its files are verified (through the verification cache when
+    /// one is configured) and its preset read, exactly as a load would.
     ///
     /// # Errors
-    /// As [`Self::cache_key`].
+    /// As [`Self::cache_key`]; and what a load would report about the files
+    /// (`weights_missing`, `weights_digest_mismatch`, `version_drift`, `invalid_spec`).
     pub fn models_used(&self, name_or_alias: &str) -> Result<ModelsUsedEntry, ModelError> {
-        self.inner
-            .route_of(name_or_alias)
-            .map(|r| r.models_used.clone())
+        let inner = &*self.inner;
+        let entry = inner.entry_of(name_or_alias)?;
+        let route = entry.route.as_ref().map_err(Clone::clone)?;
+        if let Some(slot) = inner.slots.get(&entry.packed)
+            && let Slot::Ready(resident) = slot.value()
+        {
+            return Ok(resident.models_used().clone());
+        }
+        let (_, _, models_used) = inner.identify(route)?;
+        Ok(models_used)
     }
 
     /// A handle to the model, loading it first if needed.
@@ -347,31 +362,29 @@ impl Inner {
         let reservation = self.reserve(route)?;
         Counters::bump(&self.accounting.counters.loads);
         let started = Instant::now();
-        // Nothing altered, swapped or linked from outside the models root is ever loaded:
-        // the files are verified before the preset or the provider reads any of them.
-        if self.verify_before_load {
-            self.verify_artifacts(spec).inspect_err(|err| {
-                Counters::bump(&self.accounting.counters.load_errors);
-                tracing::warn!(event = "model_load_failed", model = %route.key, error = %err, "artifacts not verified");
-            })?;
-        }
-        // The preset (tokenizer) first: a bad tokenizer.json fails fast, before the weights.
-        let preset = crate::preset::load_preset(spec, &self.models_root).map_err(|err| {
+        let failed = |err: ManagerError, what: &str| {
             Counters::bump(&self.accounting.counters.load_errors);
-            tracing::warn!(event = "model_load_failed", model = %route.key, error = %err, "preset failed");
-            ManagerError::Provider(err)
-        })?;
+            tracing::warn!(event = "model_load_failed", model = %route.key, error = %err, "{what}");
+            err
+        };
+        // Nothing altered, swapped or linked from outside the models root is ever loaded:
+        // every file is opened once, verified, and only those bytes reach the preset and
+        // the provider.
+        let (artifacts, preset, models_used) = self
+            .identify(route)
+            .map_err(|err| failed(err, "artifacts not verified"))?;
         let request = LoadRequest {
             spec,
+            artifacts: &artifacts,
             models_root: &self.models_root,
             device: route.key.device,
             precision: route.key.precision,
         };
-        let model = provider.load(&request).map_err(|err| {
-            Counters::bump(&self.accounting.counters.load_errors);
-            tracing::warn!(event = "model_load_failed", model = %route.key, provider = provider.name(), error = %err, "load failed");
-            ManagerError::Provider(err)
-        })?;
+        let model = provider
+            .load(&request)
+            .map_err(|err| failed(ManagerError::Provider(err), "load failed"))?;
+        // The provider copied what it needs: the verified bytes (a map of the weights) go.
+        drop(artifacts);
         tracing::info!(
             event = "model_loaded",
             model = %route.key,
@@ -390,63 +403,76 @@ impl Inner {
             clock: Arc::clone(&self.clock),
             model,
             preset,
+            models_used,
             reservation,
         })))
     }
 
-    /// Verifies a spec's local artifacts before a load: present, free of entries that
-    /// cannot be verified (links out of the models root…), and, for an in-process model,
-    /// matching its pin. Uses the verification cache when one is configured.
-    fn verify_artifacts(&self, spec: &dp_spec::ModelSpec) -> Result<(), ManagerError> {
+    /// Opens and verifies a model's files, builds its preset from them, and makes the
+    /// `models_used` record of exactly those bytes and that preprocessing.
+    pub(crate) fn identify(
+        &self,
+        route: &Route,
+    ) -> Result<
+        (
+            VerifiedArtifacts,
+            Option<SentenceEmbedding>,
+            ModelsUsedEntry,
+        ),
+        ManagerError,
+    > {
+        let spec = &route.spec;
+        let artifacts = self.open_artifacts(spec)?;
+        // The preset (tokenizer) first: a bad tokenizer.json fails fast, before the weights.
+        let preset =
+            crate::preset::load_preset(spec, &artifacts).map_err(ManagerError::Provider)?;
+        let identity = ArtifactIdentity {
+            artifacts_digest: artifacts.aggregate(),
+            preprocess_params: preset.as_ref().map(|p| p.config().params()),
+        };
+        let models_used = ModelsUsedEntry::with_identity(spec, &route.resolution, &identity);
+        Ok((artifacts, preset, models_used))
+    }
+
+    /// A spec's local artifacts through the verified-bytes API: present, free of entries
+    /// that cannot be verified (links out of the models root…), and matching every pin and
+    /// the lock entry (see [`crate::integrity`]). Uses the verification cache when one is
+    /// configured.
+    fn open_artifacts(&self, spec: &dp_spec::ModelSpec) -> Result<VerifiedArtifacts, ManagerError> {
         if spec.local_artifacts.is_empty() {
-            return Ok(());
+            return Ok(VerifiedArtifacts::empty(&self.models_root));
         }
-        // A Triton spec's digest pins the server's deployment (its provider compares it);
-        // its local artifacts (tokenizer files) are only walked.
-        let pinned = match spec.runtime {
-            Runtime::Inprocess => spec.weights_digest.as_ref(),
-            Runtime::Triton => None,
-        };
         let cache = self.verify_cache.as_ref().map(VerificationCache::load);
-        let options = VerifyOptions {
-            cache: cache.as_ref(),
-            ..VerifyOptions::default()
-        };
-        let report = verify_artifacts(
+        let lock = integrity::lock_entry(spec, self.lock.as_ref());
+        let opened = integrity::open_spec(
+            spec,
             &self.models_root,
-            &spec.local_artifacts,
-            pinned,
-            None,
-            &options,
-        )
-        .map_err(|err| ManagerError::Verification(err.into()))?;
+            lock,
+            cache.as_ref(),
+            self.verify_before_load,
+        )?;
         if let Some(cache) = &cache
             && let Err(err) = cache.save_if_changed()
         {
             tracing::warn!(path = %cache.path().display(), error = %err, "could not save the verification cache");
         }
-        let model = || spec.model_name.clone();
-        if !report.missing.is_empty() {
-            return Err(ManagerError::ArtifactsMissing {
-                model: model(),
-                models_root: self.models_root.display().to_string(),
-                missing: report.missing,
-            });
-        }
-        if !report.rejected.is_empty() {
-            return Err(ManagerError::ArtifactsRefused {
-                model: model(),
-                problems: report.rejected.into_iter().map(|r| r.problem).collect(),
-            });
-        }
-        match report.pin {
-            Some(pin) if !pin.matches() => Err(ManagerError::DigestMismatch {
-                model: model(),
-                artifact: pin.artifact,
-                expected: pin.expected.to_string(),
-                actual: pin.actual.map(|d| d.to_string()),
-            }),
-            _ => Ok(()),
+        match opened.artifacts {
+            Some(artifacts) => Ok(artifacts),
+            // Test doubles with placeholder pins and no files: nothing to give the provider.
+            None if !self.verify_before_load => Ok(VerifiedArtifacts::empty(&self.models_root)),
+            None => Err(
+                integrity::report_problem(spec, &self.models_root, &opened.report).unwrap_or_else(
+                    || {
+                        ManagerError::Verification(ModelError::new(
+                            dp_spec::ErrorCode::Io,
+                            format!(
+                                "model {}: verification found no usable bytes",
+                                spec.model_name
+                            ),
+                        ))
+                    },
+                ),
+            ),
         }
     }
 

@@ -6,15 +6,19 @@
 //! to each [`std::process::Command`] it builds instead.
 
 use std::ffi::OsString;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::Command;
 
+use dp_spec::rules::off_limits_address;
 use dp_spec::{ErrorCode, ModelSpec, Runtime};
 
 use crate::error::ManagerError;
 use crate::manager::ModelManager;
 
-/// Hosts a Triton endpoint may use unless the builder allows more: this machine only.
+/// Hosts a Triton endpoint may use unless the builder allows more: this machine only. The
+/// name `localhost` is allowed as a name, not taken as proof of loopback: like any name, it
+/// must resolve to loopback addresses only (see [`crate::ManagerBuilder::build`]).
 pub const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
 
 /// The environment that keeps Hugging Face, Transformers, sentence-transformers and Torch
@@ -108,16 +112,40 @@ pub(crate) fn network_need(spec: &ModelSpec, allowed_hosts: &[String]) -> Option
         };
         let host = url_host(&triton.endpoint);
         let allowed = host.is_some_and(|h| allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
-        if !allowed {
+        let Some(host) = host.filter(|_| allowed) else {
             return forbidden(format!(
                 "Triton endpoint {:?} is not on an allowed host ({}); allow its host with \
                  ManagerBuilder::allowed_triton_hosts or point it at a local server",
                 triton.endpoint,
                 allowed_hosts.join(", ")
             ));
+        };
+        if let Some(address) = off_limits_address(resolve_host(host), allowed_hosts) {
+            return forbidden(format!(
+                "Triton endpoint {:?}: host {host:?} resolved to {address}, which is neither \
+                 loopback nor an allowed IP address; an allowed name is trusted only for the \
+                 addresses it resolves to: fix its resolution (/etc/hosts, DNS) or allow \
+                 {address} with ManagerBuilder::allowed_triton_hosts (and the Triton \
+                 provider's allowed_hosts)",
+                triton.endpoint
+            ));
         }
     }
     None
+}
+
+/// The addresses `host` stands for: itself when it is an IP address, else what the system
+/// resolver answers. A name that does not resolve gives none: nothing can be dialed, and
+/// the Triton provider checks the addresses again before every connection.
+fn resolve_host(host: &str) -> Vec<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    // The port does not change the addresses; only the lookup needs one.
+    (host, 0_u16)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -163,5 +191,80 @@ mod tests {
         spec.local_artifacts = vec!["https://huggingface.co/x/model.safetensors".to_owned()];
         let err = network_need(&spec, &loopback).expect("refused");
         assert_eq!(err.code(), ErrorCode::NetworkForbidden);
+    }
+
+    #[test]
+    fn the_name_localhost_is_no_proof_of_loopback() {
+        let loopback: Vec<String> = LOOPBACK_HOSTS.map(str::to_owned).to_vec();
+        let ips = |list: &[&str]| {
+            list.iter()
+                .map(|a| a.parse().expect(a))
+                .collect::<Vec<IpAddr>>()
+        };
+        // What `localhost` resolves to with /etc/hosts mapping it elsewhere.
+        for resolved in [
+            &["10.1.2.3"][..],
+            &["127.0.0.1", "10.1.2.3"],
+            &["::1", "2001:db8::1"],
+            &["::ffff:10.1.2.3"],
+        ] {
+            let found = off_limits_address(ips(resolved), &loopback).expect("refused");
+            assert!(
+                resolved.iter().any(|r| r.contains(&found.to_string())),
+                "{found}"
+            );
+        }
+        for resolved in [
+            &["127.0.0.1", "::1"][..],
+            &["127.0.1.1"],
+            &["::ffff:127.0.0.1"],
+            &[],
+        ] {
+            assert_eq!(
+                off_limits_address(ips(resolved), &loopback),
+                None,
+                "{resolved:?}"
+            );
+        }
+        // Allowed by IP, not by name.
+        let allowed = vec!["triton.internal".to_owned(), "10.1.2.3".to_owned()];
+        assert_eq!(off_limits_address(ips(&["10.1.2.3"]), &allowed), None);
+        assert_eq!(
+            off_limits_address(ips(&["10.1.2.4"]), &allowed),
+            Some("10.1.2.4".parse().expect("ip"))
+        );
+    }
+
+    #[test]
+    fn an_allowed_name_is_judged_by_the_address_it_resolves_to() {
+        // `3221225985` is a name to URL parsing but the system resolver reads it as
+        // 192.0.2.1 (inet_aton's one-number form): an allowed name leading off loopback,
+        // with no /etc/hosts edit.
+        assert_eq!(
+            resolve_host("3221225985"),
+            vec!["192.0.2.1".parse::<IpAddr>().expect("ip")]
+        );
+        let name = vec!["3221225985".to_owned()];
+        let err = network_need(&triton("http://3221225985:8000"), &name).expect("refused");
+        assert_eq!(err.code(), ErrorCode::NetworkForbidden);
+        let message = err.to_string();
+        assert!(
+            message.contains("\"3221225985\" resolved to 192.0.2.1"),
+            "{message}"
+        );
+        assert!(message.contains("allowed_triton_hosts"), "{message}");
+        let both = vec!["3221225985".to_owned(), "192.0.2.1".to_owned()];
+        assert!(network_need(&triton("http://3221225985:8000"), &both).is_none());
+        // The same number for 127.0.0.1 leads to loopback: allowed.
+        assert!(
+            network_need(
+                &triton("http://2130706433:8000"),
+                &["2130706433".to_owned()]
+            )
+            .is_none()
+        );
+        // `localhost` resolves from this machine's /etc/hosts, to loopback.
+        let loopback: Vec<String> = LOOPBACK_HOSTS.map(str::to_owned).to_vec();
+        assert!(network_need(&triton("http://localhost:8000"), &loopback).is_none());
     }
 }

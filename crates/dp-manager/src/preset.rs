@@ -27,7 +27,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use dp_spec::{ErrorCode, LoadedModel, ModelError, ModelSpec, NamedTensors, Tensor, TensorData};
+use dp_spec::{
+    ErrorCode, LoadedModel, ModelError, ModelSpec, NamedTensors, Tensor, TensorData,
+    VerifiedArtifacts, VerifiedFile,
+};
 use serde_json::Value;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -163,27 +166,28 @@ pub struct EncodedBatch {
 }
 
 impl SentenceEmbedding {
-    /// The preset of `spec`, reading its files under `models_root`.
+    /// The preset of `spec`, reading its files from the model's verified artifacts (never
+    /// from disk again: the bytes parsed are the bytes verified).
     ///
     /// # Errors
     /// `invalid_spec` (naming the file) when the tokenizer or a sentence-transformers file is
-    /// missing from the artifacts, unreadable or malformed, when a setting is invalid, or
-    /// when `preprocess_params` contradict the model's files.
-    pub fn from_spec(spec: &ModelSpec, models_root: &Path) -> Result<Self, ModelError> {
-        let files = ArtifactFiles { spec, models_root };
-        let tokenizer_path = files.find("tokenizer.json").ok_or_else(|| {
+    /// missing from the artifacts or malformed, when a setting is invalid, or when
+    /// `preprocess_params` contradict the model's files.
+    pub fn from_spec(spec: &ModelSpec, artifacts: &VerifiedArtifacts) -> Result<Self, ModelError> {
+        let files = ArtifactFiles { spec, artifacts };
+        let tokenizer = files.find("tokenizer.json").ok_or_else(|| {
             invalid(
                 spec,
                 format!(
                     "preset {SENTENCE_EMBEDDING} needs a tokenizer.json among local_artifacts \
                      (or inside a listed directory) under {}; add it to the spec",
-                    models_root.display()
+                    artifacts.root().display()
                 ),
             )
         })?;
         let config = resolve_config(spec, &files)?;
-        let bytes = read_listed(spec, &tokenizer_path)?;
-        let mut preset = Self::from_tokenizer_json(&bytes, &tokenizer_path, config)
+        let tokenizer_path = artifacts.display_path(tokenizer.path());
+        let mut preset = Self::from_tokenizer_json(tokenizer.bytes(), &tokenizer_path, config)
             .map_err(|err| err.with_detail("model_name", spec.model_name.as_str()))?;
         if !spec.input_schema.is_empty() {
             let wanted: Vec<&str> = spec.input_schema.iter().map(|t| t.name.as_str()).collect();
@@ -292,22 +296,33 @@ impl SentenceEmbedding {
 
     /// Tokenizes one batch: truncated, padded to its longest text.
     ///
+    /// A long text is cut before it is tokenized (see `truncation_prefix`), so its
+    /// cost follows `max_length`, not its size; the ids are those of the whole text,
+    /// truncated.
+    ///
     /// # Errors
     /// `invalid_input` when the tokenizer fails on a text.
     pub fn encode(&self, texts: &[&str]) -> Result<EncodedBatch, ModelError> {
-        let inputs: Vec<String> = texts
-            .iter()
-            .map(|t| match &self.config.query_prefix {
-                Some(prefix) => format!("{prefix}{t}"),
-                None => (*t).to_owned(),
-            })
-            .collect();
-        let encodings = self.tokenizer.encode_batch(inputs, true).map_err(|err| {
+        let failed = |err: tokenizers::Error| {
             ModelError::new(
                 ErrorCode::InvalidInput,
                 format!("tokenizer {} failed: {err}", self.tokenizer_path.display()),
             )
-        })?;
+        };
+        // Built at the first long text only: it counts a prefix's tokens.
+        let mut counter = None;
+        let mut inputs = Vec::with_capacity(texts.len());
+        for text in texts {
+            let whole = match &self.config.query_prefix {
+                Some(prefix) => std::borrow::Cow::Owned(format!("{prefix}{text}")),
+                None => std::borrow::Cow::Borrowed(*text),
+            };
+            let used = self
+                .truncation_prefix(&whole, &mut counter)
+                .map_err(failed)?;
+            inputs.push(used.to_owned());
+        }
+        let encodings = self.tokenizer.encode_batch(inputs, true).map_err(failed)?;
         let seq_len = encodings.first().map_or(0, tokenizers::Encoding::len);
         let mut batch = EncodedBatch {
             batch: encodings.len(),
@@ -328,6 +343,58 @@ impl SentenceEmbedding {
                 .extend(encoding.get_type_ids().iter().map(|&v| i64::from(v)));
         }
         Ok(batch)
+    }
+
+    /// The part of `text` to tokenize: tokenizing it and truncating gives the same tokens as
+    /// tokenizing the whole `text` and truncating, without tokenizing all of a huge text
+    /// (a 10 MB line used to cost over a gigabyte and seconds inside the tokenizer).
+    ///
+    /// A short text is used whole. A longer one is cut on a character boundary, first at
+    /// 64 bytes per token of `max_length`, doubling, until the prefix's tokens that come from
+    /// words the cut cannot have touched (all but its last two words: the tokenizer splits
+    /// the text into words and tokenizes each on its own, so only the word the cut falls in
+    /// can change) outnumber `max_length` plus a margin. Every token truncation keeps then
+    /// comes from those words, so the cut changes only tokens truncation drops anyway. A
+    /// text whose prefixes never get there (one endless word) is used whole.
+    ///
+    /// `counter` caches a copy of the tokenizer that neither truncates nor pads.
+    fn truncation_prefix<'t>(
+        &self,
+        text: &'t str,
+        counter: &mut Option<Tokenizer>,
+    ) -> Result<&'t str, tokenizers::Error> {
+        const FIRST_CUT_BYTES_PER_TOKEN: usize = 64;
+        const MARGIN_TOKENS: usize = 16;
+        let max_length = self.config.max_length;
+        let mut len = max_length.saturating_mul(FIRST_CUT_BYTES_PER_TOKEN);
+        while len < text.len() {
+            let mut cut = len;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let prefix = &text[..cut];
+            let counter = match counter {
+                Some(counter) => counter,
+                None => {
+                    let mut untruncated = self.tokenizer.clone();
+                    untruncated.with_truncation(None)?.with_padding(None);
+                    counter.insert(untruncated)
+                }
+            };
+            let encoding = counter.encode(prefix, false)?;
+            let words = encoding.get_word_ids();
+            let last = words.iter().flatten().max().copied().unwrap_or(0);
+            let untouched = words
+                .iter()
+                .flatten()
+                .filter(|&&word| word.saturating_add(1) < last)
+                .count();
+            if untouched > max_length.saturating_add(MARGIN_TOKENS) {
+                return Ok(prefix);
+            }
+            len = len.saturating_mul(2);
+        }
+        Ok(text)
     }
 
     /// The named tensors of a batch, as the model takes them.
@@ -395,10 +462,10 @@ impl fmt::Debug for SentenceEmbedding {
 /// As [`SentenceEmbedding::from_spec`].
 pub fn load_preset(
     spec: &ModelSpec,
-    models_root: &Path,
+    artifacts: &VerifiedArtifacts,
 ) -> Result<Option<SentenceEmbedding>, ModelError> {
     match spec.preprocess_preset.as_deref() {
-        Some(SENTENCE_EMBEDDING) => SentenceEmbedding::from_spec(spec, models_root).map(Some),
+        Some(SENTENCE_EMBEDDING) => SentenceEmbedding::from_spec(spec, artifacts).map(Some),
         _ => Ok(None),
     }
 }
@@ -514,37 +581,36 @@ pub fn l2_normalize(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= norm);
 }
 
-/// Finds the preset's files among a spec's artifacts.
+/// Finds the preset's files among a model's verified artifacts.
 struct ArtifactFiles<'a> {
     spec: &'a ModelSpec,
-    models_root: &'a Path,
+    artifacts: &'a VerifiedArtifacts,
 }
 
 impl ArtifactFiles<'_> {
     /// The artifact whose path ends with `/suffix` (or is `suffix`), else `suffix` inside
-    /// a listed directory; `None` when neither exists.
-    fn find(&self, suffix: &str) -> Option<PathBuf> {
-        let artifacts = &self.spec.local_artifacts;
+    /// a listed directory; `None` when neither is among the verified files.
+    fn find(&self, suffix: &str) -> Option<&VerifiedFile> {
+        let artifacts = self.artifacts.artifacts();
         let listed = artifacts
             .iter()
             .find(|a| *a == suffix || a.ends_with(&format!("/{suffix}")))
-            .map(|a| self.models_root.join(a));
+            .and_then(|a| self.artifacts.get(a));
         if listed.is_some() {
             return listed;
         }
         artifacts
             .iter()
-            .map(|a| self.models_root.join(a).join(suffix))
-            .find(|p| p.is_file())
+            .find_map(|a| self.artifacts.get(&format!("{a}/{suffix}")))
     }
 
     /// The JSON of an optional file.
     fn json(&self, suffix: &str) -> Result<Option<(PathBuf, Value)>, ModelError> {
-        let Some(path) = self.find(suffix) else {
+        let Some(file) = self.find(suffix) else {
             return Ok(None);
         };
-        let bytes = read_listed(self.spec, &path)?;
-        let value = serde_json::from_slice(&bytes).map_err(|err| {
+        let path = self.artifacts.display_path(file.path());
+        let value = serde_json::from_slice(file.bytes()).map_err(|err| {
             invalid(
                 self.spec,
                 format!("{} is not valid JSON: {err}", path.display()),
@@ -697,28 +763,6 @@ fn agree<T: PartialEq + fmt::Debug>(
         .with_detail("file", path.display().to_string())),
         _ => Ok(()),
     }
-}
-
-/// Reads a file the spec lists: `weights_missing` when it is absent (run the setup or copy
-/// it), `invalid_spec` when it cannot be read.
-fn read_listed(spec: &ModelSpec, path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|err| {
-        let error = if err.kind() == std::io::ErrorKind::NotFound {
-            ModelError::new(
-                ErrorCode::WeightsMissing,
-                format!(
-                    "model {}: {} is missing; run `cargo xtask setup` or copy the model's files \
-                     under the models root",
-                    spec.model_name,
-                    path.display()
-                ),
-            )
-            .with_detail("model_name", spec.model_name.as_str())
-        } else {
-            invalid(spec, format!("cannot read {}: {err}", path.display()))
-        };
-        error.with_detail("file", path.display().to_string())
-    })
 }
 
 fn file_error(spec: &ModelSpec, path: &Path, what: &str) -> ModelError {
@@ -938,6 +982,21 @@ mod tests {
 
     #[test]
     fn settings_come_from_params_then_files_and_must_agree() {
+        /// The preset over the files as verified (unpinned): what a load does.
+        fn from_spec(spec: &ModelSpec, root: &Path) -> Result<SentenceEmbedding, ModelError> {
+            let opened = dp_digest::open_verified(
+                root,
+                &spec.local_artifacts,
+                &dp_digest::ArtifactPins::default(),
+                &dp_digest::VerifyOptions::default(),
+            )
+            .expect("walk");
+            let artifacts = opened
+                .artifacts
+                .unwrap_or_else(|| VerifiedArtifacts::empty(root));
+            SentenceEmbedding::from_spec(spec, &artifacts)
+        }
+
         let root = tempfile::tempdir().expect("tempdir");
         let root = root.path();
         write(root, "m/tokenizer.json", &tokenizer_json());
@@ -958,9 +1017,7 @@ mod tests {
                 {"type": "sentence_transformers.models.Normalize"}]"#,
         );
         // Files only: a directory artifact is searched.
-        let from_files =
-            SentenceEmbedding::from_spec(&spec_with(serde_json::json!({}), &["m"]), root)
-                .expect("loads");
+        let from_files = from_spec(&spec_with(serde_json::json!({}), &["m"]), root).expect("loads");
         assert_eq!(from_files.config(), &config(6, Pooling::Cls, true));
         // Params that agree give the same signature.
         let params = serde_json::json!({"max_length": 6, "pooling": "cls", "normalize": true});
@@ -970,13 +1027,13 @@ mod tests {
             "m/1_Pooling/config.json",
             "m/modules.json",
         ];
-        let both = SentenceEmbedding::from_spec(&spec_with(params, &listed), root).expect("loads");
+        let both = from_spec(&spec_with(params, &listed), root).expect("loads");
         assert_eq!(
             both.preprocess_signature(),
             from_files.preprocess_signature()
         );
         // Params that contradict a file name it.
-        let err = SentenceEmbedding::from_spec(
+        let err = from_spec(
             &spec_with(serde_json::json!({"pooling": "mean"}), &listed),
             root,
         )
@@ -988,7 +1045,7 @@ mod tests {
             err.message
         );
         // A bad parameter.
-        let err = SentenceEmbedding::from_spec(
+        let err = from_spec(
             &spec_with(
                 serde_json::json!({"pooling": "median"}),
                 &["m/tokenizer.json"],
@@ -1002,17 +1059,20 @@ mod tests {
             err.message
         );
         // No tokenizer.
-        let err = SentenceEmbedding::from_spec(&spec_with(serde_json::json!({}), &["x"]), root)
-            .expect_err("no tokenizer");
+        let err =
+            from_spec(&spec_with(serde_json::json!({}), &["x"]), root).expect_err("no tokenizer");
         assert!(err.message.contains("tokenizer.json"), "{}", err.message);
         // A malformed pooling file.
         write(root, "n/tokenizer.json", &tokenizer_json());
         write(root, "n/1_Pooling/config.json", "{");
-        let err = SentenceEmbedding::from_spec(&spec_with(serde_json::json!({}), &["n"]), root)
-            .expect_err("bad json");
+        let err = from_spec(&spec_with(serde_json::json!({}), &["n"]), root).expect_err("bad json");
         assert_eq!(
             err.details["file"],
             root.join("n/1_Pooling/config.json").display().to_string()
         );
     }
 }
+
+/// The cut of long texts before tokenization, against real tokenizers.
+#[cfg(test)]
+mod truncation_tests;

@@ -145,7 +145,7 @@ impl ModelManager {
         }
         let Some(data) = data else {
             self.preload(&model, keep_alive)?;
-            let entry = self.inner().route_of(&model)?.models_used.clone();
+            let entry = self.models_used(&model)?;
             return Ok(TaskResponse {
                 task_type,
                 output: TaskOutput::Preloaded,

@@ -1,54 +1,55 @@
-//! Reading a sentence-transformers folder: `config.json`, `modules.json` and the
-//! memory-mapped `model.safetensors`, each failure naming its file.
+//! Reading a sentence-transformers folder from the model's verified artifacts:
+//! `config.json`, `modules.json` and `model.safetensors` (mapped once by `dp-digest`, which
+//! hashed exactly those bytes), each failure naming its file.
 
-use std::fs::File;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use dp_spec::ModelSpec;
-use memmap2::Mmap;
+use dp_spec::{ArtifactBytes, ModelSpec, VerifiedArtifacts};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::error::CandleError;
 
-/// The files of one model, resolved against the models root.
+/// The files of one model, found among its verified artifacts.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelFiles {
     /// The weights.
-    pub(crate) weights: PathBuf,
+    pub(crate) weights: ModelFile,
     /// The Hugging Face `config.json` beside the weights.
-    pub(crate) config: PathBuf,
-    /// `modules.json` beside the weights, if the spec lists it.
-    pub(crate) modules: Option<PathBuf>,
+    pub(crate) config: ModelFile,
+    /// `modules.json` beside the weights, if there is one.
+    pub(crate) modules: Option<ModelFile>,
+}
+
+/// One verified file and where it lives (for messages; it is never opened again).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelFile {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: ArtifactBytes,
 }
 
 impl ModelFiles {
     /// Finds the weights among the spec's artifacts: a `.safetensors` file, or a folder
     /// holding `model.safetensors`. `config.json` and `modules.json` are the ones beside it,
-    /// as sentence-transformers saves them.
-    pub(crate) fn locate(spec: &ModelSpec, models_root: &Path) -> Result<Self, CandleError> {
+    /// as sentence-transformers saves them; each must be among the verified files.
+    pub(crate) fn locate(
+        spec: &ModelSpec,
+        artifacts: &VerifiedArtifacts,
+    ) -> Result<Self, CandleError> {
         let mut weights = None;
         let mut modules_listed = false;
-        for artifact in &spec.local_artifacts {
-            let relative = Path::new(artifact.as_str());
-            let inside = relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-            if !inside {
-                return Err(CandleError::ArtifactOutsideRoot {
-                    model: spec.model_name.clone(),
-                    artifact: artifact.clone(),
-                });
-            }
-            let path = models_root.join(relative);
+        for listed in &spec.local_artifacts {
+            let artifact = listed.trim_start_matches("./").trim_end_matches('/');
+            let relative = Path::new(artifact);
             if relative.file_name().is_some_and(|n| n == "modules.json") {
                 modules_listed = true;
             }
             if weights.is_none() {
                 if relative.extension().is_some_and(|e| e == "safetensors") {
-                    weights = Some(path);
-                } else if path.is_dir() {
-                    weights = Some(path.join("model.safetensors"));
+                    weights = Some(artifact.to_owned());
+                } else if artifacts.get(artifact).is_none() && artifacts.contains(artifact) {
+                    // A directory artifact: the weights inside it.
+                    weights = Some(format!("{artifact}/model.safetensors"));
                     modules_listed = true;
                 }
             }
@@ -56,30 +57,31 @@ impl ModelFiles {
         let weights = weights.ok_or_else(|| CandleError::NoWeightsArtifact {
             model: spec.model_name.clone(),
         })?;
-        let dir = weights.parent().unwrap_or(models_root).to_path_buf();
-        let modules = dir.join("modules.json");
+        let dir = weights
+            .rsplit_once('/')
+            .map_or(String::new(), |(dir, _)| format!("{dir}/"));
+        let file = |path: &str| -> Result<ModelFile, CandleError> {
+            artifacts
+                .get(path)
+                .map(|f| ModelFile {
+                    path: artifacts.display_path(f.path()),
+                    bytes: f.bytes().clone(),
+                })
+                .ok_or_else(|| CandleError::FileMissing {
+                    file: artifacts.display_path(path),
+                })
+        };
+        let modules_path = format!("{dir}modules.json");
+        let modules = if modules_listed || artifacts.get(&modules_path).is_some() {
+            Some(file(&modules_path)?)
+        } else {
+            None
+        };
         Ok(Self {
-            config: dir.join("config.json"),
-            modules: (modules_listed || modules.is_file()).then_some(modules),
-            weights,
+            weights: file(&weights)?,
+            config: file(&format!("{dir}config.json"))?,
+            modules,
         })
-    }
-
-    /// Fails with `weights_missing` naming the first absent file.
-    pub(crate) fn check_present(&self) -> Result<(), CandleError> {
-        for file in [
-            Some(&self.weights),
-            Some(&self.config),
-            self.modules.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !file.is_file() {
-                return Err(CandleError::FileMissing { file: file.clone() });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -140,10 +142,11 @@ pub(crate) enum Activation {
 }
 
 impl BertConfig {
-    /// Reads and checks `config.json`.
-    pub(crate) fn read(path: &Path) -> Result<Self, CandleError> {
-        let bytes = read_small(path)?;
-        let config: Self = serde_json::from_slice(&bytes)
+    /// Parses and checks `config.json`.
+    pub(crate) fn read(file: &ModelFile) -> Result<Self, CandleError> {
+        let path = &file.path;
+        let bytes = small(file)?;
+        let config: Self = serde_json::from_slice(bytes)
             .map_err(|e| CandleError::malformed(path, format!("not a BERT config: {e}")))?;
         config.check(path)?;
         Ok(config)
@@ -228,9 +231,10 @@ struct ModuleEntry {
 
 /// Checks that `modules.json` starts with the Transformer module at the folder's root: the
 /// provider runs that module only (pooling and normalization are the manager's presets).
-pub(crate) fn check_modules(path: &Path) -> Result<(), CandleError> {
-    let bytes = read_small(path)?;
-    let modules: Vec<ModuleEntry> = serde_json::from_slice(&bytes).map_err(|e| {
+pub(crate) fn check_modules(file: &ModelFile) -> Result<(), CandleError> {
+    let path = &file.path;
+    let bytes = small(file)?;
+    let modules: Vec<ModuleEntry> = serde_json::from_slice(bytes).map_err(|e| {
         CandleError::malformed(
             path,
             format!("not a sentence-transformers module list: {e}"),
@@ -253,60 +257,39 @@ pub(crate) fn check_modules(path: &Path) -> Result<(), CandleError> {
     }
 }
 
-/// Reads a small JSON file, refusing anything over 16 MiB.
-fn read_small(path: &Path) -> Result<Vec<u8>, CandleError> {
-    const LIMIT: u64 = 16 << 20;
-    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
-    if meta.len() > LIMIT {
+/// The bytes of a small JSON file, refusing anything over 16 MiB.
+fn small(file: &ModelFile) -> Result<&[u8], CandleError> {
+    const LIMIT: usize = 16 << 20;
+    if file.bytes.len() > LIMIT {
         return Err(CandleError::malformed(
-            path,
-            format!("{} bytes is too large for a config file", meta.len()),
+            &file.path,
+            format!("{} bytes is too large for a config file", file.bytes.len()),
         ));
     }
-    std::fs::read(path).map_err(|e| io_error(path, e))
+    Ok(&file.bytes)
 }
 
-/// Maps an I/O error on `path`: absent files are `FileMissing`.
-pub(crate) fn io_error(path: &Path, err: std::io::Error) -> CandleError {
-    if err.kind() == std::io::ErrorKind::NotFound {
-        CandleError::FileMissing {
-            file: path.to_path_buf(),
-        }
-    } else {
-        CandleError::Read {
-            file: path.to_path_buf(),
-            source: err,
-        }
-    }
-}
-
-/// A memory-mapped safetensors file whose header has been validated.
-pub(crate) struct MappedWeights {
+/// The bytes of a safetensors file whose header has been validated.
+pub(crate) struct Weights {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: ArtifactBytes,
 }
 
-impl MappedWeights {
-    /// Maps `path` and validates its header (length, JSON, offsets covering the file).
-    pub(crate) fn open(path: &Path) -> Result<Self, CandleError> {
-        let file = File::open(path).map_err(|e| io_error(path, e))?;
-        // SAFETY: the map is read-only and lives as long as this value. The file is an
-        // artifact under the models root, pinned by digest and never written by this
-        // process; if another process truncated it meanwhile, reads could fault, which is
-        // the documented risk of memory-mapping and the price of not copying 100s of MB.
-        #[allow(unsafe_code, reason = "memmap2 requires unsafe to map a file")]
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| io_error(path, e))?;
-        SafeTensors::deserialize(&mmap)
-            .map_err(|e| CandleError::malformed(path, describe_safetensors_error(&e)))?;
+impl Weights {
+    /// Validates the header of the verified weights (length, JSON, offsets covering the
+    /// file).
+    pub(crate) fn open(file: &ModelFile) -> Result<Self, CandleError> {
+        SafeTensors::deserialize(&file.bytes)
+            .map_err(|e| CandleError::malformed(&file.path, describe_safetensors_error(&e)))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            mmap,
+            path: file.path.clone(),
+            bytes: file.bytes.clone(),
         })
     }
 
-    /// The validated view over the mapped bytes.
+    /// The validated view over the bytes.
     pub(crate) fn view(&self) -> Result<SafeTensors<'_>, CandleError> {
-        SafeTensors::deserialize(&self.mmap)
+        SafeTensors::deserialize(&self.bytes)
             .map_err(|e| CandleError::malformed(&self.path, describe_safetensors_error(&e)))
     }
 

@@ -13,14 +13,6 @@ pub enum CandleError {
         /// The absent file.
         file: PathBuf,
     },
-    /// A file exists but cannot be read.
-    #[error("cannot read {file}: {source}")]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
     /// A file is present but its content is wrong (bad JSON, truncated weights, a missing
     /// or mis-shaped tensor, an unsupported setting).
     #[error("{file} is malformed: {problem}; replace it with the file the spec pins")]
@@ -37,16 +29,6 @@ pub enum CandleError {
     NoWeightsArtifact {
         /// The model name.
         model: String,
-    },
-    /// An artifact path is absolute or leaves the models root.
-    #[error(
-        "spec '{model}' names artifact '{artifact}', which is not a relative path inside the models root"
-    )]
-    ArtifactOutsideRoot {
-        /// The model name.
-        model: String,
-        /// The offending path.
-        artifact: String,
     },
     /// The requested device is not compiled in or not present.
     #[error("{0}")]
@@ -81,11 +63,9 @@ impl CandleError {
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::FileMissing { .. } => ErrorCode::WeightsMissing,
-            Self::Read { .. } => ErrorCode::Io,
             // A broken artifact makes the spec unusable as written; digest verification
             // (done by the manager before loading) catches altered bytes earlier.
             Self::Malformed { .. } | Self::NoWeightsArtifact { .. } => ErrorCode::InvalidSpec,
-            Self::ArtifactOutsideRoot { .. } => ErrorCode::InvalidSpec,
             Self::DeviceUnavailable(_) | Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::Runtime(_) => ErrorCode::ProviderUnavailable,
@@ -97,18 +77,11 @@ impl From<CandleError> for ModelError {
     fn from(err: CandleError) -> Self {
         let mut model_error = Self::new(err.code(), err.to_string());
         match &err {
-            CandleError::FileMissing { file }
-            | CandleError::Read { file, .. }
-            | CandleError::Malformed { file, .. } => {
+            CandleError::FileMissing { file } | CandleError::Malformed { file, .. } => {
                 model_error = model_error.with_detail("file", file.display().to_string());
             }
             CandleError::NoWeightsArtifact { model } => {
                 model_error = model_error.with_detail("model", model.as_str());
-            }
-            CandleError::ArtifactOutsideRoot { model, artifact } => {
-                model_error = model_error
-                    .with_detail("model", model.as_str())
-                    .with_detail("artifact", artifact.as_str());
             }
             _ => {}
         }

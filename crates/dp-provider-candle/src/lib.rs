@@ -1,6 +1,7 @@
 //! `dp-provider-candle` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
 //! `engine: candle`: BERT-family encoders saved in the sentence-transformers layout
-//! (`config.json`, memory-mapped `model.safetensors`, `modules.json`), run on named tensors
+//! (`config.json`, `model.safetensors`, `modules.json`, all read from the model's verified
+//! artifacts, never from disk again), run on named tensors
 //! (`input_ids`, `attention_mask`, `token_type_ids` → `last_hidden_state`).
 //!
 //! It owns loading and running the encoder only: tokenization, pooling and normalization
@@ -22,16 +23,15 @@ mod bert;
 mod error;
 
 use std::num::NonZeroUsize;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device};
 use dp_spec::{
     Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
-    Precision, ResolvedDevice, Runtime, Tensor, TensorData,
+    Precision, ResolvedDevice, Runtime, Tensor, TensorData, VerifiedArtifacts,
 };
 
-use crate::artifacts::{BertConfig, MappedWeights, ModelFiles, check_modules};
+use crate::artifacts::{BertConfig, ModelFiles, Weights, check_modules};
 use crate::bert::{Bert, EncoderInput};
 pub use crate::error::CandleError;
 
@@ -119,15 +119,14 @@ impl CandleProvider {
     /// Everything `validate_local_artifacts` checks, returning the pieces a load needs.
     fn open(
         spec: &ModelSpec,
-        models_root: &Path,
-    ) -> Result<(ModelFiles, BertConfig, MappedWeights), CandleError> {
-        let files = ModelFiles::locate(spec, models_root)?;
-        files.check_present()?;
+        artifacts: &VerifiedArtifacts,
+    ) -> Result<(ModelFiles, BertConfig, Weights), CandleError> {
+        let files = ModelFiles::locate(spec, artifacts)?;
         let config = BertConfig::read(&files.config)?;
         if let Some(modules) = &files.modules {
             check_modules(modules)?;
         }
-        let weights = MappedWeights::open(&files.weights)?;
+        let weights = Weights::open(&files.weights)?;
         Ok((files, config, weights))
     }
 }
@@ -168,9 +167,9 @@ impl ModelProvider for CandleProvider {
     fn validate_local_artifacts(
         &self,
         spec: &ModelSpec,
-        models_root: &Path,
+        artifacts: &VerifiedArtifacts,
     ) -> Result<(), ModelError> {
-        let (_, config, weights) = Self::open(spec, models_root)?;
+        let (_, config, weights) = Self::open(spec, artifacts)?;
         // Check every tensor's name and shape without copying any weights.
         let view = weights.view()?;
         bert::check_tensors(&config, &view, weights.path())?;
@@ -179,7 +178,7 @@ impl ModelProvider for CandleProvider {
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         let device = candle_device(request.device)?;
-        let (files, config, weights) = Self::open(request.spec, request.models_root)?;
+        let (files, config, weights) = Self::open(request.spec, request.artifacts)?;
         let pool = self.pool()?;
         let view = weights.view()?;
         let dtype = candle_dtype(request.precision);
@@ -187,7 +186,7 @@ impl ModelProvider for CandleProvider {
         let bert = pool.install(|| {
             Bert::load(
                 &config,
-                &files.config,
+                &files.config.path,
                 &view,
                 weights.path(),
                 dtype,

@@ -114,12 +114,35 @@ fn load_at(
     precision: Precision,
 ) -> Result<Box<dyn LoadedModel>, ModelError> {
     let spec = spec();
+    let artifacts = verified(root, &spec);
     CandleProvider::new().load(&LoadRequest {
         spec: &spec,
+        artifacts: &artifacts,
         models_root: root,
         device,
         precision,
     })
+}
+
+/// The spec's files as the manager hands them over: opened once through `dp-digest` (not
+/// pinned here: these tests break files on purpose); the files that cannot be read are
+/// simply absent, as the provider must then say.
+fn verified(root: &Path, spec: &ModelSpec) -> VerifiedArtifacts {
+    let present: Vec<String> = spec
+        .local_artifacts
+        .iter()
+        .filter(|a| root.join(a).is_file())
+        .cloned()
+        .collect();
+    dp_digest::open_verified(
+        root,
+        &present,
+        &dp_digest::ArtifactPins::default(),
+        &dp_digest::VerifyOptions::default(),
+    )
+    .unwrap()
+    .artifacts
+    .unwrap()
 }
 
 fn int64(shape: [usize; 2], values: Vec<i64>) -> Tensor {
@@ -157,7 +180,7 @@ fn a_valid_model_runs_and_padding_does_not_change_real_tokens() {
     write_model(root.path());
     let spec = spec();
     CandleProvider::new()
-        .validate_local_artifacts(&spec, root.path())
+        .validate_local_artifacts(&spec, &verified(root.path(), &spec))
         .unwrap();
     let model = load(root.path()).unwrap();
     let alone = hidden(
@@ -292,7 +315,7 @@ fn a_missing_tensor_is_named() {
     );
     // Validation alone finds it too, without loading.
     let err = CandleProvider::new()
-        .validate_local_artifacts(&spec(), root.path())
+        .validate_local_artifacts(&spec(), &verified(root.path(), &spec()))
         .unwrap_err();
     assert_eq!(err.error_code, ErrorCode::InvalidSpec);
 }

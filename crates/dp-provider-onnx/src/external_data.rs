@@ -1,11 +1,14 @@
 //! The external-data references of an ONNX file, read from its protobuf bytes before ONNX
-//! Runtime opens it, so that a model cannot make the runtime read files outside its own
-//! folder (`location: ../../etc/passwd`).
+//! Runtime sees it, so that a model cannot make the runtime read files outside its own
+//! folder (`location: ../../etc/passwd`) or any file that was not verified: every data file
+//! is handed to the runtime from the model's verified artifacts.
 //!
 //! Only the few fields on the path to a tensor's `external_data` are decoded; everything
 //! else is skipped by its wire length, so a 100 MB model is walked without copying.
 
 use std::path::{Component, Path};
+
+use dp_spec::{ArtifactBytes, VerifiedArtifacts};
 
 use crate::error::OnnxError;
 
@@ -22,17 +25,32 @@ pub(crate) struct ExternalRef {
     pub(crate) location: String,
 }
 
-/// Checks every external-data location of the model at `model_path`: relative, no `..`,
-/// and (symbolic links resolved) inside the model's folder.
-pub(crate) fn check_model_file(model_path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
+/// One external-data file of a model: its `location` as the model names it, and its
+/// verified bytes.
+pub(crate) struct ExternalFile {
+    pub(crate) location: String,
+    pub(crate) bytes: ArtifactBytes,
+}
+
+/// The external-data files of `model` (a verified `.onnx` file at `model_rel`, relative to
+/// the models root), each checked: a plain relative path inside the model's folder, and one
+/// of the model's verified files. ONNX Runtime is then given these bytes and never opens a
+/// data file itself, so it can neither read a file outside the model nor one that changed
+/// since it was verified.
+pub(crate) fn external_files(
+    model_rel: &str,
+    bytes: &[u8],
+    artifacts: &VerifiedArtifacts,
+) -> Result<Vec<ExternalFile>, OnnxError> {
+    let shown = artifacts.display_path(model_rel);
     let refs = external_refs(bytes).map_err(|why| {
         OnnxError::InvalidSpec(format!(
             "{} is not a valid ONNX model ({why}); replace it with the file the spec pins",
-            model_path.display()
+            shown.display()
         ))
     })?;
-    let dir = model_path.parent().unwrap_or(Path::new("."));
-    let canonical_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let dir = model_rel.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let mut files: Vec<ExternalFile> = Vec::new();
     for r in refs {
         let location = Path::new(&r.location);
         let plain = !r.location.is_empty()
@@ -43,30 +61,43 @@ pub(crate) fn check_model_file(model_path: &Path, bytes: &[u8]) -> Result<(), On
             return Err(OnnxError::InvalidSpec(format!(
                 "{}: tensor '{}' keeps its data at {:?}, outside the model's folder; external \
                  data must be a relative path inside {}",
-                model_path.display(),
+                shown.display(),
                 r.tensor,
                 r.location,
-                dir.display()
+                artifacts.display_path(dir).display()
             )));
         }
-        match dir.join(location).canonicalize() {
-            // A plain relative path that still resolves elsewhere goes through a symbolic
-            // link: name where it leads, since the path itself looks harmless.
-            Ok(real) if !real.starts_with(&canonical_dir) => {
-                return Err(OnnxError::InvalidSpec(format!(
-                    "{}: tensor '{}' keeps its data at {:?}, which a symbolic link resolves to \
-                     {}, outside the model's folder; replace the link by the data file itself",
-                    model_path.display(),
-                    r.tensor,
-                    r.location,
-                    real.display()
-                )));
-            }
-            // Inside, or absent (ONNX Runtime reports missing data; the path is harmless).
-            Ok(_) | Err(_) => {}
+        if files.iter().any(|f| f.location == r.location) {
+            continue;
         }
+        let normalized: Vec<&str> = r
+            .location
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect();
+        let rel = if dir.is_empty() {
+            normalized.join("/")
+        } else {
+            format!("{dir}/{}", normalized.join("/"))
+        };
+        let file = artifacts.get(&rel).ok_or_else(|| {
+            OnnxError::InvalidSpec(format!(
+                "{}: tensor '{}' keeps its data in {:?}, which is not among the model's \
+                 verified files ({} was not listed in local_artifacts, is missing, or leaves \
+                 the models root through a link); list the data file, or the model's folder, \
+                 in local_artifacts",
+                shown.display(),
+                r.tensor,
+                r.location,
+                artifacts.display_path(&rel).display()
+            ))
+        })?;
+        files.push(ExternalFile {
+            location: r.location.clone(),
+            bytes: file.bytes().clone(),
+        });
     }
-    Ok(())
+    Ok(files)
 }
 
 /// Every tensor with external data in a serialized `ModelProto`.
@@ -287,34 +318,57 @@ mod tests {
         }
     }
 
+    /// The verified files under `root` (unpinned: these tests are about locations).
+    fn verified(root: &Path, artifacts: &[&str]) -> VerifiedArtifacts {
+        let artifacts: Vec<String> = artifacts.iter().map(|a| (*a).to_owned()).collect();
+        dp_digest::open_verified(
+            root,
+            &artifacts,
+            &dp_digest::ArtifactPins::default(),
+            &dp_digest::VerifyOptions::default(),
+        )
+        .unwrap()
+        .artifacts
+        .unwrap()
+    }
+
     #[test]
     fn refuses_locations_leaving_the_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let model_path = dir.path().join("model.onnx");
+        std::fs::create_dir_all(dir.path().join("m/data")).unwrap();
+        std::fs::write(dir.path().join("m/model.onnx"), b"x").unwrap();
+        std::fs::write(dir.path().join("m/data/w.bin"), b"w").unwrap();
+        let artifacts = verified(dir.path(), &["m"]);
         for bad in ["../secret.bin", "/etc/passwd", "a/../../b", ""] {
             let model = model_with(&tensor_with_location("w", bad), true);
-            let err = check_model_file(&model_path, &model).unwrap_err();
+            let Err(err) = external_files("m/model.onnx", &model, &artifacts) else {
+                panic!("{bad}: accepted");
+            };
             assert!(
                 matches!(&err, OnnxError::InvalidSpec(m) if m.contains("'w'")),
                 "{bad}: {err}"
             );
         }
         let good = model_with(&tensor_with_location("w", "data/w.bin"), false);
-        check_model_file(&model_path, &good).unwrap();
+        let files = external_files("m/model.onnx", &good, &artifacts).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(&*files[0].bytes, b"w");
     }
 
-    #[cfg(unix)]
     #[test]
-    fn refuses_a_symbolic_link_out_of_the_folder() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret.bin"), b"x").unwrap();
+    fn refuses_data_that_is_not_among_the_verified_files() {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret.bin"), dir.path().join("w.bin"))
-            .unwrap();
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        std::fs::write(dir.path().join("m/model.onnx"), b"x").unwrap();
+        // Present on disk, but not listed: never read.
+        std::fs::write(dir.path().join("m/w.bin"), b"w").unwrap();
+        let artifacts = verified(dir.path(), &["m/model.onnx"]);
         let model = model_with(&tensor_with_location("w", "w.bin"), false);
-        let err = check_model_file(&dir.path().join("model.onnx"), &model).unwrap_err();
+        let Err(err) = external_files("m/model.onnx", &model, &artifacts) else {
+            panic!("accepted");
+        };
         assert!(
-            matches!(&err, OnnxError::InvalidSpec(m) if m.contains("symbolic link")),
+            matches!(&err, OnnxError::InvalidSpec(m) if m.contains("not among the model's verified files")),
             "{err}"
         );
     }

@@ -1,7 +1,9 @@
 //! `dp-provider-onnx` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
 //! `engine: onnx` on ONNX Runtime, loaded dynamically from a local library (never
-//! downloaded): it finds the library, opens sessions with the spec's settings and device,
-//! checks the model's real tensors against the spec, and runs named tensors.
+//! downloaded): it finds the library, builds sessions from the model's verified bytes (the
+//! `.onnx` file and its external data, never opened again by path) with the spec's
+//! settings and device, checks the model's real tensors against the spec, and runs named
+//! tensors.
 //!
 //! It may depend on `dp-spec` only among dp-models crates; never on the manager or another
 //! provider. Tokenization, pooling and normalization are the manager's presets, not here.
@@ -16,10 +18,12 @@ mod library;
 mod model;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dp_spec::{
     DevicePolicy, Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
     NamedTensors, OnnxGraphOptimization, ProviderHealth, ResolvedDevice, Runtime,
+    VerifiedArtifacts, VerifiedFile,
 };
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
@@ -66,32 +70,27 @@ impl OnnxProvider {
         resolve_library_path(self.config.library_path.as_deref(), models_root)
     }
 
-    /// The model file of a spec: its first `.onnx` artifact.
-    fn model_path(spec: &ModelSpec, models_root: &Path) -> Result<PathBuf, OnnxError> {
-        let artifact = spec
-            .local_artifacts
+    /// The model file of a spec: its first `.onnx` artifact (relative to the models root).
+    fn model_artifact(spec: &ModelSpec) -> Result<&str, OnnxError> {
+        spec.local_artifacts
             .iter()
             .find(|a| Path::new(a).extension().is_some_and(|e| e == "onnx"))
+            .map(|a| a.trim_start_matches("./"))
             .ok_or_else(|| {
                 OnnxError::InvalidSpec(format!(
                     "model '{}': local_artifacts lists no .onnx file; list the model file first",
                     spec.model_name
                 ))
-            })?;
-        Ok(models_root.join(artifact))
+            })
     }
 
     fn load_model(&self, request: &LoadRequest<'_>) -> Result<OnnxModel, OnnxError> {
         let spec = request.spec;
-        self.validate(spec, request.models_root)?;
-        let model_path = Self::model_path(spec, request.models_root)?;
+        let (model_rel, model) = Self::model_file(spec, request.artifacts)?;
+        let model_path = request.artifacts.display_path(model_rel);
+        let external = external_data::external_files(model_rel, model.bytes(), request.artifacts)?;
         let (library, source_of_path) = self.library_path(request.models_root);
         let environment = library::environment(&library, source_of_path)?;
-
-        let bytes = std::fs::read(&model_path).map_err(|e| {
-            OnnxError::WeightsMissing(format!("cannot read {}: {e}", model_path.display()))
-        })?;
-        external_data::check_model_file(&model_path, &bytes)?;
 
         let runtime = |e: String| OnnxError::Runtime(format!("model '{}': {e}", spec.model_name));
         let settings = spec.onnx.clone().unwrap_or_default();
@@ -110,12 +109,17 @@ impl OnnxProvider {
                 .with_execution_providers(providers)
                 .map_err(|e| runtime(e.to_string()))?;
         }
-        // From the file, not the bytes read above: ONNX Runtime resolves external data
-        // relative to the model's folder only when it knows the file's path.
+        // External data from the verified bytes too: the runtime opens no file of the model.
+        for file in external {
+            builder = builder
+                .with_external_initializer_file_in_memory(&file.location, Arc::from(&*file.bytes))
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        // From the verified bytes, never from the path: a file swapped since it was
+        // verified is never what the session is built from.
         let session = builder
-            .commit_from_file(&model_path)
+            .commit_from_memory(model.bytes())
             .map_err(|e| session_error(&spec.model_name, &model_path, &e))?;
-        drop(bytes);
         OnnxModel::new(
             &spec.model_name,
             session,
@@ -124,21 +128,26 @@ impl OnnxProvider {
         )
     }
 
-    fn validate(&self, spec: &ModelSpec, models_root: &Path) -> Result<(), OnnxError> {
-        for artifact in &spec.local_artifacts {
-            let path = models_root.join(artifact);
-            if !path.exists() {
-                return Err(OnnxError::WeightsMissing(format!(
-                    "model '{}': {} is missing; place the model's files under the models \
-                     root ({})",
-                    spec.model_name,
-                    path.display(),
-                    models_root.display()
-                )));
-            }
-        }
-        let _ = self;
-        Self::model_path(spec, models_root).map(drop)
+    /// The spec's `.onnx` file among the verified artifacts.
+    fn model_file<'a>(
+        spec: &'a ModelSpec,
+        artifacts: &'a VerifiedArtifacts,
+    ) -> Result<(&'a str, &'a VerifiedFile), OnnxError> {
+        let rel = Self::model_artifact(spec)?;
+        let file = artifacts.get(rel).ok_or_else(|| {
+            OnnxError::WeightsMissing(format!(
+                "model '{}': {} is missing; place the model's files under the models root ({})",
+                spec.model_name,
+                artifacts.display_path(rel).display(),
+                artifacts.root().display()
+            ))
+        })?;
+        Ok((rel, file))
+    }
+
+    fn validate(spec: &ModelSpec, artifacts: &VerifiedArtifacts) -> Result<(), OnnxError> {
+        let (rel, model) = Self::model_file(spec, artifacts)?;
+        external_data::external_files(rel, model.bytes(), artifacts).map(drop)
     }
 }
 
@@ -238,9 +247,9 @@ impl ModelProvider for OnnxProvider {
     fn validate_local_artifacts(
         &self,
         spec: &ModelSpec,
-        models_root: &Path,
+        artifacts: &VerifiedArtifacts,
     ) -> Result<(), ModelError> {
-        self.validate(spec, models_root).map_err(ModelError::from)
+        Self::validate(spec, artifacts).map_err(ModelError::from)
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {

@@ -70,8 +70,10 @@ fn load(
     provider: &OnnxProvider,
     spec: &ModelSpec,
 ) -> Result<Box<dyn LoadedModel>, dp_spec::ModelError> {
+    let artifacts = verified(&data_dir(), spec);
     provider.load(&LoadRequest {
         spec,
+        artifacts: &artifacts,
         models_root: &data_dir(),
         device: ResolvedDevice::Cpu,
         precision: Precision::Fp32,
@@ -93,7 +95,7 @@ fn affine_model_gives_the_known_result_for_any_batch() {
     let spec = affine_spec();
     assert!(provider.supports(&spec));
     provider
-        .validate_local_artifacts(&spec, &data_dir())
+        .validate_local_artifacts(&spec, &verified(&data_dir(), &spec))
         .unwrap();
     let model = load(&provider, &spec).unwrap();
     // y = x @ [[1, 2], [3, 4], [5, 6]] + [0.5, -1]
@@ -251,6 +253,16 @@ fn external_data_inside_the_model_folder_loads() {
         json!([{ "name": "x", "dtype": "fp32", "shape": [-1, 3] }]),
         json!([{ "name": "y", "dtype": "fp32", "shape": [-1, 2] }]),
     );
+    // The data file is read only if it is one of the model's (verified) artifacts.
+    let err = load(&provider(lib.clone()), &spec).err().unwrap();
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec, "{err}");
+    assert!(
+        err.message.contains("not among the model's verified files"),
+        "{err}"
+    );
+    let mut spec = spec;
+    spec.local_artifacts
+        .push("external_inside/weights.bin".to_owned());
     let model = load(&provider(lib), &spec).unwrap();
     let out = model.infer(&affine_input(vec![1.0, 1.0, 1.0])).unwrap();
     assert_eq!(out["y"].data(), &TensorData::Fp32(vec![9.5, 11.0]));
@@ -285,9 +297,11 @@ fn explicit_cuda_without_a_cuda_library_is_an_error_and_auto_falls_back() {
     let provider = provider(lib);
     let mut spec = affine_spec();
     let request = |spec: &ModelSpec| {
+        let artifacts = verified(&data_dir(), spec);
         provider
             .load(&LoadRequest {
                 spec,
+                artifacts: &artifacts,
                 models_root: &data_dir(),
                 device: ResolvedDevice::Cuda(0),
                 precision: Precision::Fp32,
@@ -313,9 +327,11 @@ fn a_model_file_onnx_runtime_rejects_is_invalid_spec() {
     assert_eq!(bytes[bytes.len() - 6..bytes.len() - 4], opset_import);
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("affine.onnx"), &bytes[..bytes.len() - 6]).unwrap();
+    let artifacts = verified(root.path(), &affine_spec());
     let err = provider(lib)
         .load(&LoadRequest {
             spec: &affine_spec(),
+            artifacts: &artifacts,
             models_root: root.path(),
             device: ResolvedDevice::Cpu,
             precision: Precision::Fp32,
@@ -332,7 +348,27 @@ fn missing_artifacts_are_weights_missing() {
     let provider = OnnxProvider::default();
     let spec = spec("absent/model.onnx", json!([]), json!([]));
     let err = provider
-        .validate_local_artifacts(&spec, &data_dir())
+        .validate_local_artifacts(&spec, &verified(&data_dir(), &spec))
         .unwrap_err();
     assert_eq!(err.error_code, ErrorCode::WeightsMissing);
+}
+
+/// The spec's files as the manager hands them over: opened once through `dp-digest`
+/// (unpinned here); files that are absent are simply not among them.
+fn verified(root: &std::path::Path, spec: &ModelSpec) -> dp_spec::VerifiedArtifacts {
+    let present: Vec<String> = spec
+        .local_artifacts
+        .iter()
+        .filter(|a| root.join(a).exists())
+        .cloned()
+        .collect();
+    dp_digest::open_verified(
+        root,
+        &present,
+        &dp_digest::ArtifactPins::default(),
+        &dp_digest::VerifyOptions::default(),
+    )
+    .unwrap()
+    .artifacts
+    .unwrap()
 }

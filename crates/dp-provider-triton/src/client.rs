@@ -13,7 +13,7 @@ use ureq::http::{HeaderMap, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, check_resolved_addresses};
 use crate::error::TritonError;
 use crate::wire::{self, INFERENCE_HEADER, OutputRequest, TensorEncoding};
 
@@ -196,7 +196,8 @@ fn means_model_missing(message: &str) -> bool {
 }
 
 /// Resolves an IP-literal host (`127.0.0.1`, `[::1]`) without a lookup and hands names
-/// to ureq's default resolver.
+/// to ureq's default resolver, then refuses unless every address is loopback or allowed by
+/// IP ([`check_resolved_addresses`]): the connector only ever dials what passed.
 ///
 /// ureq resolves the host on every request, before it looks for a pooled connection, and
 /// with a timeout configured its default resolver runs each lookup on a new thread: one
@@ -204,7 +205,11 @@ fn means_model_missing(message: &str) -> bool {
 /// was one `clone3` per request; endpoints are nearly always IP literals, which need no
 /// lookup at all. (`ureq::unversioned` has no semver promise; the workspace pins ureq.)
 #[derive(Debug, Default)]
-struct LiteralFirstResolver(DefaultResolver);
+struct LiteralFirstResolver {
+    lookup: DefaultResolver,
+    /// The provider's allowed hosts; their IP addresses may be dialed besides loopback.
+    allowed_hosts: Vec<String>,
+}
 
 impl Resolver for LiteralFirstResolver {
     fn resolve(
@@ -213,35 +218,41 @@ impl Resolver for LiteralFirstResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let literal = uri.authority().and_then(|authority| {
-            let host = authority.host();
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
             let ip = host.parse::<IpAddr>().ok()?;
             Some(SocketAddr::new(ip, authority.port_u16()?))
         });
-        match literal {
+        let addrs = match literal {
             Some(addr) => {
                 let mut addrs = self.empty();
                 addrs.push(addr);
-                Ok(addrs)
+                addrs
             }
-            None => self.0.resolve(uri, config, timeout),
-        }
+            None => self.lookup.resolve(uri, config, timeout)?,
+        };
+        check_resolved_addresses(host, &addrs, &self.allowed_hosts)
+            .map_err(|err| ureq::Error::Other(Box::new(err)))?;
+        Ok(addrs)
     }
 }
 
 impl TritonClient {
-    /// A client for `endpoint`. The host check is the caller's ([`crate::TritonProvider`]
-    /// does it before creating clients); this opens no socket.
+    /// A client for `endpoint`. The host's string check is the caller's
+    /// ([`crate::TritonProvider`] does it before creating clients); the addresses it
+    /// resolves to are checked against `allowed_hosts` (loopback always passes) before
+    /// every connection. This opens no socket.
     #[must_use]
     pub fn new(
         endpoint: Endpoint,
         settings: ClientSettings,
         retry: RetryPolicy,
         allow_model_control: bool,
+        allowed_hosts: &[String],
     ) -> Self {
         let config = ureq::Agent::config_builder()
             // Statuses are read, not turned into errors: 400 carries the server's message.
@@ -259,7 +270,10 @@ impl TritonClient {
             agent: ureq::Agent::with_parts(
                 config,
                 DefaultConnector::new(),
-                LiteralFirstResolver::default(),
+                LiteralFirstResolver {
+                    lookup: DefaultResolver::default(),
+                    allowed_hosts: allowed_hosts.to_vec(),
+                },
             ),
             settings,
             retry,
@@ -329,6 +343,12 @@ impl TritonClient {
     }
 
     fn transport_error(&self, err: &ureq::Error) -> (TritonError, ErrorClass) {
+        // The resolver's refusal: no socket was opened, and no retry can change it.
+        if let ureq::Error::Other(inner) = err
+            && let Some(refused) = inner.downcast_ref::<TritonError>()
+        {
+            return (refused.clone(), ErrorClass::Other);
+        }
         let class = match err {
             ureq::Error::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused
@@ -586,12 +606,7 @@ mod tests {
     #[test]
     fn ip_literal_hosts_resolve_without_a_lookup() {
         let resolver = LiteralFirstResolver::default();
-        let config = ureq::Agent::config_builder().build();
-        let resolve = |uri: &str| {
-            resolver
-                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
-                .map(|addrs| addrs.iter().copied().collect::<Vec<SocketAddr>>())
-        };
+        let resolve = |uri: &str| resolve_with(&resolver, uri);
         assert_eq!(
             resolve("http://127.0.0.1:8000/v2").unwrap(),
             vec!["127.0.0.1:8000".parse::<SocketAddr>().unwrap()]
@@ -608,6 +623,102 @@ mod tests {
                     .iter()
                     .all(|a| a.ip().is_loopback() && a.port() == 8002)
         );
+    }
+
+    /// What `resolver` makes of `uri`: the addresses, or the refusal it carries.
+    fn resolve_with(
+        resolver: &LiteralFirstResolver,
+        uri: &str,
+    ) -> Result<Vec<SocketAddr>, TritonError> {
+        let config = ureq::Agent::config_builder().build();
+        match resolver.resolve(&uri.parse().unwrap(), &config, NextTimeout::default()) {
+            Ok(addrs) => Ok(addrs.iter().copied().collect()),
+            Err(ureq::Error::Other(inner)) => Err(inner
+                .downcast_ref::<TritonError>()
+                .expect("the resolver's own refusal")
+                .clone()),
+            Err(other) => panic!("{uri}: {other}"),
+        }
+    }
+
+    fn allowing(hosts: &[&str]) -> LiteralFirstResolver {
+        LiteralFirstResolver {
+            lookup: DefaultResolver::default(),
+            allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_resolver_dials_off_loopback_only_addresses_allowed_by_ip() {
+        let loopback = allowing(&["127.0.0.1", "::1", "localhost"]);
+        // A literal address off loopback: refused unless allowed as that address.
+        let err = resolve_with(&loopback, "http://192.0.2.1:8000/v2").expect_err("refused");
+        assert_eq!(
+            err,
+            TritonError::ResolvedNotAllowed {
+                host: "192.0.2.1".into(),
+                address: "192.0.2.1".into()
+            }
+        );
+        assert_eq!(
+            resolve_with(&allowing(&["192.0.2.1"]), "http://192.0.2.1:8000/v2"),
+            Ok(vec!["192.0.2.1:8000".parse().unwrap()])
+        );
+        assert_eq!(
+            resolve_with(
+                &allowing(&["[2001:db8::1]"]),
+                "http://[2001:db8::1]:8000/v2"
+            ),
+            Ok(vec!["[2001:db8::1]:8000".parse().unwrap()])
+        );
+        // Names go through the system resolver, then the same check: `3221225985` is
+        // 192.0.2.1 to it (inet_aton's one-number form), a name leading off loopback with
+        // no /etc/hosts edit. Allowing the name does not allow where it leads.
+        let err = resolve_with(&allowing(&["3221225985"]), "http://3221225985:8000/v2")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            TritonError::ResolvedNotAllowed {
+                host: "3221225985".into(),
+                address: "192.0.2.1".into()
+            }
+        );
+        assert_eq!(
+            resolve_with(
+                &allowing(&["3221225985", "192.0.2.1"]),
+                "http://3221225985:8000/v2"
+            ),
+            Ok(vec!["192.0.2.1:8000".parse().unwrap()])
+        );
+    }
+
+    #[test]
+    fn a_refused_address_is_never_dialed_nor_retried() {
+        // The name is allowed, the address it resolves to (192.0.2.1) is not: the refusal
+        // must come before any socket, and no retry may follow it.
+        let client = TritonClient::new(
+            Endpoint::parse("http://3221225985:8000").unwrap(),
+            ClientSettings {
+                connect_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
+                max_response_bytes: 1 << 20,
+                retry: RetryPolicy::default().into(),
+            },
+            RetryPolicy::default(),
+            false,
+            &["3221225985".to_owned()],
+        );
+        let started = Instant::now();
+        let err = client.server_live().expect_err("refused");
+        // 192.0.2.1 (TEST-NET-1) never answers: a dial would wait for the 5 s timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let err = dp_spec::ModelError::from(err);
+        assert_eq!(err.error_code, dp_spec::ErrorCode::NetworkForbidden);
+        assert_eq!(err.details["address"], "192.0.2.1");
     }
 
     #[test]

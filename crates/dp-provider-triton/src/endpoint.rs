@@ -1,5 +1,8 @@
 //! Endpoint URLs: parsing the host out of a base URL and checking it against the allowed
-//! hosts before any socket is opened.
+//! hosts before any socket is opened, then checking the addresses it resolves to before
+//! each connection.
+
+use std::net::SocketAddr;
 
 use crate::error::TritonError;
 
@@ -92,6 +95,8 @@ impl Endpoint {
 
     /// Fails unless the host is one of `allowed` (compared case-insensitively, brackets
     /// ignored). This is a pure string check: it runs before any name resolution or socket.
+    /// A name passing it is not trusted yet: the addresses it resolves to are checked before
+    /// each connection ([`check_resolved_addresses`]).
     ///
     /// # Errors
     /// [`TritonError::HostNotAllowed`].
@@ -108,6 +113,37 @@ impl Endpoint {
                 host: self.host.clone(),
             })
         }
+    }
+}
+
+/// Fails unless every address `host` resolved to is loopback or, written as an IP address,
+/// one of `allowed`: a name is proof of nothing (`/etc/hosts` or DNS can map `localhost`
+/// anywhere), so the connection is judged by where it would go. IPv4-mapped IPv6
+/// addresses are compared as the IPv4 address they carry. This is a pure function of its
+/// arguments; the provider's resolver calls it on every lookup, before any socket opens.
+///
+/// ```
+/// use dp_provider_triton::check_resolved_addresses;
+/// let allowed = ["localhost".to_owned(), "10.0.0.5".to_owned()];
+/// let to = |a: &str| [a.parse().unwrap()];
+/// assert!(check_resolved_addresses("localhost", &to("127.0.0.1:8000"), &allowed).is_ok());
+/// assert!(check_resolved_addresses("triton", &to("10.0.0.5:8000"), &allowed).is_ok());
+/// assert!(check_resolved_addresses("localhost", &to("10.0.0.9:8000"), &allowed).is_err());
+/// ```
+///
+/// # Errors
+/// [`TritonError::ResolvedNotAllowed`], naming `host` and the first address refused.
+pub fn check_resolved_addresses(
+    host: &str,
+    addresses: &[SocketAddr],
+    allowed: &[String],
+) -> Result<(), TritonError> {
+    match dp_spec::rules::off_limits_address(addresses.iter().map(SocketAddr::ip), allowed) {
+        None => Ok(()),
+        Some(address) => Err(TritonError::ResolvedNotAllowed {
+            host: host.to_owned(),
+            address: address.to_string(),
+        }),
     }
 }
 
@@ -172,5 +208,67 @@ mod tests {
                 "{no}"
             );
         }
+    }
+
+    fn addresses(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().expect(a)).collect()
+    }
+
+    #[test]
+    fn localhost_resolving_off_loopback_is_refused() {
+        let allowed = crate::TritonProviderConfig::default().allowed_hosts;
+        // `/etc/hosts` mapping localhost elsewhere: the name is allowed, the address is not.
+        for resolved in [
+            &["10.1.2.3:8000"][..],
+            &["127.0.0.1:8000", "10.1.2.3:8000"],
+            &["[::1]:8000", "[2001:db8::1]:8000"],
+            &["[::ffff:10.1.2.3]:8000"],
+            &["0.0.0.0:8000"],
+        ] {
+            let err = check_resolved_addresses("localhost", &addresses(resolved), &allowed)
+                .expect_err("refused");
+            let TritonError::ResolvedNotAllowed { host, address } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(host, "localhost");
+            assert!(
+                resolved.iter().any(|r| r.contains(address.as_str())),
+                "{address} is one of {resolved:?}"
+            );
+            let err = dp_spec::ModelError::from(err);
+            assert_eq!(err.error_code, dp_spec::ErrorCode::NetworkForbidden);
+            assert!(
+                err.message.contains("\"localhost\" resolved to"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("allowed_hosts"), "{}", err.message);
+        }
+        for resolved in [
+            &["127.0.0.1:8000"][..],
+            &["[::1]:8000", "127.0.0.1:8000"],
+            &["127.0.1.1:8000"],
+            &["[::ffff:127.0.0.1]:8000"],
+        ] {
+            check_resolved_addresses("localhost", &addresses(resolved), &allowed)
+                .expect("loopback");
+        }
+    }
+
+    #[test]
+    fn off_loopback_addresses_pass_only_when_allowed_by_ip() {
+        let allowed = vec![
+            "triton.internal".to_owned(),
+            "[2001:db8::7]".to_owned(),
+            "10.0.0.5".to_owned(),
+        ];
+        for ok in ["10.0.0.5:1", "[2001:db8::7]:1", "[::ffff:10.0.0.5]:1"] {
+            check_resolved_addresses("triton.internal", &addresses(&[ok]), &allowed).expect(ok);
+        }
+        // Allowing a name does not allow what it resolves to.
+        let err =
+            check_resolved_addresses("triton.internal", &addresses(&["10.0.0.6:1"]), &allowed)
+                .expect_err("not allowed by IP");
+        assert!(err.to_string().contains("10.0.0.6"), "{err}");
     }
 }

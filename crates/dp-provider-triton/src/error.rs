@@ -17,6 +17,20 @@ pub enum TritonError {
         /// Its host.
         host: String,
     },
+    /// The endpoint's host (allowed by name) resolved to an address that is neither
+    /// loopback nor allowed by IP.
+    #[error(
+        "host {host:?} resolved to {address}, which is neither loopback nor in the provider's \
+         allowed_hosts, so it was not contacted: an allowed name is trusted only for the \
+         addresses it resolves to; fix its resolution (/etc/hosts, DNS) or add {address} to \
+         TritonProviderConfig::allowed_hosts if that server is trusted"
+    )]
+    ResolvedNotAllowed {
+        /// The host as the endpoint names it.
+        host: String,
+        /// The address refused.
+        address: String,
+    },
     /// Loading or unloading models was asked for but the configuration forbids it.
     #[error(
         "cannot {action} model {model:?} on {endpoint}: model control is disabled; set \
@@ -118,6 +132,11 @@ impl From<TritonError> for ModelError {
                 Self::new(ErrorCode::NetworkForbidden, message)
                     .with_detail("endpoint", endpoint)
                     .with_detail("host", host)
+            }
+            TritonError::ResolvedNotAllowed { host, address } => {
+                Self::new(ErrorCode::NetworkForbidden, message)
+                    .with_detail("host", host)
+                    .with_detail("address", address)
             }
             TritonError::ModelControlDisabled {
                 endpoint, model, ..

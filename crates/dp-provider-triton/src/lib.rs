@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dp_spec::{
     LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, ProviderHealth,
-    Runtime, TensorSpec, TritonSettings,
+    Runtime, TensorSpec, TritonSettings, VerifiedArtifacts,
 };
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ pub use client::{
     ClientSettings, Idempotence, ModelMetadata, RepositoryEntry, RetryPolicy, RetryPolicyKey,
     TensorMetadata, TritonClient,
 };
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, check_resolved_addresses};
 pub use error::TritonError;
 /// The HTTP types of this crate's public API ([`decode_infer_response`] takes a
 /// [`http::HeaderMap`]), so callers need no HTTP client of their own.
@@ -48,7 +48,9 @@ pub const WEIGHTS_DIGEST_PARAMETER: &str = "weights_digest";
 pub struct TritonProviderConfig {
     /// Hosts the provider may connect to, compared exactly (case-insensitively) with the
     /// endpoint's host before any socket opens. Default: loopback only (`127.0.0.1`,
-    /// `::1`, `localhost`).
+    /// `::1`, `localhost`). A name is trusted only for the addresses it resolves to: every
+    /// one must be loopback or listed here as an IP address, checked before each
+    /// connection ([`check_resolved_addresses`]).
     pub allowed_hosts: Vec<String>,
     /// Whether the provider may load and unload models (explicit model-control mode). Off by
     /// default: a shared server is not the provider's to reconfigure. When on, `load` asks
@@ -128,6 +130,7 @@ impl TritonProvider {
                 settings,
                 self.config.retry,
                 self.config.allow_model_control,
+                &self.config.allowed_hosts,
             ))
         })))
     }
@@ -261,12 +264,12 @@ impl ModelProvider for TritonProvider {
     fn validate_local_artifacts(
         &self,
         spec: &ModelSpec,
-        models_root: &Path,
+        artifacts: &VerifiedArtifacts,
     ) -> Result<(), ModelError> {
         let triton = triton_section(spec)?;
         Endpoint::parse(&triton.endpoint)?.check_allowed(&self.config.allowed_hosts)?;
         for artifact in &spec.local_artifacts {
-            if !models_root.join(artifact).exists() {
+            if !artifacts.contains(artifact) {
                 return Err(TritonError::ArtifactMissing(artifact.clone()).into());
             }
         }
@@ -522,7 +525,7 @@ mod tests {
         assert_eq!(err.error_code, ErrorCode::NetworkForbidden);
         assert_eq!(err.details["host"], "192.0.2.1");
         let err = provider
-            .validate_local_artifacts(&s, Path::new("/nonexistent"))
+            .validate_local_artifacts(&s, &VerifiedArtifacts::empty("/nonexistent"))
             .expect_err("forbidden");
         assert_eq!(err.error_code, ErrorCode::NetworkForbidden);
     }

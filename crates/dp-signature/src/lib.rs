@@ -7,9 +7,11 @@
 //! Architecture invariants:
 //! - It depends on `dp-spec` (and, through it, `dp-digest`) only; never on a provider or
 //!   the manager, so that any layer can compute or check a signature.
-//! - A signature is a pure function of a spec and its [`Resolution`] (where and at which
-//!   precision the model runs), never of a provider's state: two processes that resolve the
-//!   same spec the same way write the same signature, byte for byte.
+//! - A signature is a pure function of a spec, its [`Resolution`] (where and at which
+//!   precision the model runs) and its [`ArtifactIdentity`] (the digest of all its files and
+//!   the preprocessing resolved from them), never of a provider's state: two processes that
+//!   resolve the same spec over the same bytes write the same signature, byte for byte, and
+//!   different bytes never share one.
 //! - Only identity fields enter a signature. Informational fields (`metadata`,
 //!   `display_name`, `license`, `aliases`, `tier`, timeouts…) and the spelling of the spec
 //!   file (field order, YAML style, `256` vs `256.0`) never change it.
@@ -32,12 +34,12 @@
 //! let signature = model_signature_for(&spec, &resolution);
 //! assert_eq!(
 //!     signature.as_str(),
-//!     "dp1:model_name=tiny-embedder;model_version=1.0.0;role=text_embedding;\
+//!     "dp2:model_name=tiny-embedder;model_version=1.0.0;role=text_embedding;\
 //!      runtime=inprocess;engine=candle;precision=fp32;device=cpu;preprocess_preset=-;\
 //!      preprocess_params={};weights_digest=sha256:\
-//!      0000000000000000000000000000000000000000000000000000000000000000"
+//!      0000000000000000000000000000000000000000000000000000000000000000;artifacts_digest=-"
 //! );
-//! assert!(signature.short().starts_with("dp1-"));
+//! assert!(signature.short().starts_with("dp2-"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -53,6 +55,6 @@ pub use record::{ModelsUsedEntry, ResolvedModelMapping, ResolvedRequest};
 pub use resolution::{Placement, Resolution};
 pub use schema::generated_schemas;
 pub use signature::{
-    ModelSignature, SignatureVersion, model_signature_for, preprocess_canonical,
-    preprocess_signature,
+    ArtifactIdentity, ModelSignature, SignatureVersion, model_signature_for, model_signature_with,
+    preprocess_canonical, preprocess_signature,
 };

@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::resolution::{Placement, Resolution};
-use crate::signature::{SignatureVersion, model_signature_for, preprocess_signature};
+use crate::signature::{
+    ArtifactIdentity, SignatureVersion, model_signature_with, preprocess_signature,
+};
 
 /// What a pipeline output records about one model it used: its identity fields as
 /// resolved, and its signatures.
@@ -27,7 +29,7 @@ use crate::signature::{SignatureVersion, model_signature_for, preprocess_signatu
 /// let entry = ModelsUsedEntry::new(&spec, &Resolution::for_cpu_build(&spec)?);
 /// let json = serde_json::to_value(&entry)?;
 /// assert_eq!(json["device"], "cpu");
-/// assert_eq!(json["signature_version"], "dp1");
+/// assert_eq!(json["signature_version"], "dp2");
 /// assert_eq!(json["model_signature_short"], entry.model_signature_short.as_str());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -61,11 +63,16 @@ pub struct ModelsUsedEntry {
     /// The pinned digest of the weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_digest: Option<WeightsDigest>,
-    /// The canonical model signature (`dp1:model_name=…`).
-    #[schemars(pattern(r"^dp1:model_name="))]
+    /// The aggregate digest of every local file of the model (weights, tokenizer, configs,
+    /// preprocessor files) as verified when it was loaded; absent for a model with no local
+    /// files (and in `dp1` records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_digest: Option<WeightsDigest>,
+    /// The canonical model signature (`dp2:model_name=…`).
+    #[schemars(pattern(r"^dp[12]:model_name="))]
     pub model_signature: String,
-    /// `dp1-<16 hex>`: the short form of `model_signature`.
-    #[schemars(pattern(r"^dp1-[0-9a-f]{16}$"))]
+    /// `dp2-<16 hex>`: the short form of `model_signature`.
+    #[schemars(pattern(r"^dp[12]-[0-9a-f]{16}$"))]
     pub model_signature_short: String,
     /// The signature format of this entry.
     pub signature_version: SignatureVersion,
@@ -75,7 +82,22 @@ impl ModelsUsedEntry {
     /// The entry for `spec` as resolved by `resolved`.
     #[must_use]
     pub fn new(spec: &ModelSpec, resolved: &Resolution) -> Self {
-        let signature = model_signature_for(spec, resolved);
+        Self::with_identity(spec, resolved, &ArtifactIdentity::declared(spec))
+    }
+
+    /// The entry of `spec` resolved as `resolved`, whose verified files and resolved
+    /// preprocessing are `identity`: what a loaded model records.
+    #[must_use]
+    pub fn with_identity(
+        spec: &ModelSpec,
+        resolved: &Resolution,
+        identity: &ArtifactIdentity,
+    ) -> Self {
+        let signature = model_signature_with(spec, resolved, identity);
+        let params = identity
+            .preprocess_params
+            .as_ref()
+            .unwrap_or(&spec.preprocess_params);
         Self {
             model_name: spec.model_name.clone(),
             model_version: spec.model_version.clone(),
@@ -85,11 +107,9 @@ impl ModelsUsedEntry {
             precision: resolved.precision,
             device: resolved.placement,
             preprocess_preset: spec.preprocess_preset.clone(),
-            preprocess_signature: preprocess_signature(
-                spec.preprocess_preset.as_deref(),
-                &spec.preprocess_params,
-            ),
+            preprocess_signature: preprocess_signature(spec.preprocess_preset.as_deref(), params),
             weights_digest: spec.weights_digest,
+            artifacts_digest: identity.artifacts_digest,
             model_signature_short: signature.short().to_owned(),
             signature_version: signature.version(),
             model_signature: signature.into_canonical(),
@@ -257,11 +277,12 @@ mod tests {
             r#""runtime":"inprocess","engine":"candle","precision":"fp32","device":"cpu","#,
             r#""preprocess_preset":"sentence_embedding","preprocess_signature":"pp1:8ede604613e9fa5d","#,
             r#""weights_digest":"sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db","#,
-            r#""model_signature":"dp1:model_name=all-minilm-l6-v2;model_version=1.0.0;role=text_embedding;"#,
+            r#""model_signature":"dp2:model_name=all-minilm-l6-v2;model_version=1.0.0;role=text_embedding;"#,
             r#"runtime=inprocess;engine=candle;precision=fp32;device=cpu;preprocess_preset=sentence_embedding;"#,
             r#"preprocess_params={\"max_length\":256,\"normalize\":true,\"pooling\":\"mean\"};"#,
-            r#"weights_digest=sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db","#,
-            r#""model_signature_short":"dp1-2e5ae20161bf66e3","signature_version":"dp1"}"#
+            r#"weights_digest=sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db;"#,
+            r#"artifacts_digest=-","#,
+            r#""model_signature_short":"dp2-05790e3d2d170ce2","signature_version":"dp2"}"#
         );
         assert_eq!(text, expected);
         let back: ModelsUsedEntry = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -319,7 +340,7 @@ mod tests {
                 ("role:text_embedding", "cpu".to_owned())
             ]
         );
-        assert_eq!(mapping.signature_version(), SignatureVersion::Dp1);
+        assert_eq!(mapping.signature_version(), SignatureVersion::Dp2);
     }
 
     #[test]
@@ -329,7 +350,7 @@ mod tests {
         mapping.record("b", entry.clone());
         mapping.record("a", entry.clone());
         let json = serde_json::to_value(&mapping).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(json["signature_version"], "dp1");
+        assert_eq!(json["signature_version"], "dp2");
         assert_eq!(json["models"][0]["request"], "a");
         assert_eq!(json["models"][1]["request"], "b");
         assert_eq!(
@@ -338,7 +359,7 @@ mod tests {
         );
 
         let shuffled = json!({
-            "signature_version": "dp1",
+            "signature_version": "dp2",
             "models": [json["models"][1], json["models"][0], json["models"][1]]
         });
         let back: ResolvedModelMapping =

@@ -75,7 +75,10 @@ mod tests {
             entry["$defs"]["Precision"]["enum"],
             json!(["fp32", "fp16", "bf16"])
         );
-        assert_eq!(entry["$defs"]["SignatureVersion"]["enum"], json!(["dp1"]));
+        assert_eq!(
+            entry["$defs"]["SignatureVersion"]["enum"],
+            json!(["dp1", "dp2"])
+        );
         let mut required: Vec<&str> = entry["required"]
             .as_array()
             .map(|r| r.iter().filter_map(Value::as_str).collect())

@@ -1,15 +1,17 @@
 //! The canonical model signature and the preprocess signature.
 //!
 //! Format, field by field, in `docs/signatures.md`. The short version: a model signature is
-//! `dp1:` followed by ten `key=value` fields in a fixed order, separated by `;`, each value
-//! percent-escaped so the string splits back unambiguously; its short form is `dp1-` and
-//! the first 16 hex digits of the SHA-256 of the canonical string.
+//! `dp2:` followed by eleven `key=value` fields in a fixed order, separated by `;`, each
+//! value percent-escaped so the string splits back unambiguously; its short form is `dp2-`
+//! and the first 16 hex digits of the SHA-256 of the canonical string. `dp2` adds, to the
+//! ten fields of `dp1`, the digest of all the model's files (`artifacts_digest`), and signs
+//! the preprocessing parameters that actually run (resolved from the model's files).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use dp_spec::ModelSpec;
+use dp_spec::{ModelSpec, WeightsDigest};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -25,21 +27,27 @@ use crate::resolution::Resolution;
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub enum SignatureVersion {
-    /// The first format: `dp1:…`, short form `dp1-…`, preprocess signatures `pp1:…`.
-    #[default]
+    /// The first format: `dp1:…`, short form `dp1-…`, preprocess signatures `pp1:…`. Its
+    /// weights digest covered the first artifact only; read, never written any more.
     #[serde(rename = "dp1")]
     Dp1,
+    /// The current format: `dp1`'s fields plus `artifacts_digest` (every local file of the
+    /// model), with the preprocessing parameters as resolved from the model's files.
+    #[default]
+    #[serde(rename = "dp2")]
+    Dp2,
 }
 
 impl SignatureVersion {
     /// The version this crate writes.
-    pub const CURRENT: Self = Self::Dp1;
+    pub const CURRENT: Self = Self::Dp2;
 
-    /// The serialized name, also the prefix of canonical strings (`dp1`).
+    /// The serialized name, also the prefix of canonical strings (`dp2`).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Dp1 => "dp1",
+            Self::Dp2 => "dp2",
         }
     }
 }
@@ -58,7 +66,7 @@ impl JsonSchema for SignatureVersion {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "enum": [Self::CURRENT.as_str()],
+            "enum": [Self::Dp1.as_str(), Self::Dp2.as_str()],
             "description": "Version of the signature format; see docs/signatures.md."
         })
     }
@@ -79,13 +87,13 @@ pub struct ModelSignature {
 }
 
 impl ModelSignature {
-    /// The canonical string (`dp1:model_name=…`).
+    /// The canonical string (`dp2:model_name=…`).
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.canonical
     }
 
-    /// The short form: `dp1-` and the first 16 lowercase hex digits of the SHA-256 of the
+    /// The short form: `dp2-` and the first 16 lowercase hex digits of the SHA-256 of the
     /// canonical string.
     #[must_use]
     pub fn short(&self) -> &str {
@@ -95,7 +103,7 @@ impl ModelSignature {
     /// The format version.
     #[must_use]
     pub const fn version(&self) -> SignatureVersion {
-        SignatureVersion::Dp1
+        SignatureVersion::CURRENT
     }
 
     /// Takes the canonical string.
@@ -111,7 +119,34 @@ impl fmt::Display for ModelSignature {
     }
 }
 
-/// The signature of `spec` as resolved by `resolved`.
+/// What a model's signature covers beyond its spec and resolution: what only its own
+/// files tell, known once they are verified (and the preset read from them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArtifactIdentity {
+    /// The aggregate digest of every local artifact of the model as verified (paths
+    /// relative to the models root); `None` for a model with no local files.
+    pub artifacts_digest: Option<WeightsDigest>,
+    /// The preprocessing parameters that actually run, resolved from the spec and the
+    /// model's files (a `tokenizer.json`'s truncation, a pooling config…); `None` for the
+    /// spec's own `preprocess_params` (a model without a preset).
+    pub preprocess_params: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl ArtifactIdentity {
+    /// The identity a spec declares without its files being read: its `artifacts_digest`
+    /// pin and its own `preprocess_params`.
+    #[must_use]
+    pub fn declared(spec: &ModelSpec) -> Self {
+        Self {
+            artifacts_digest: spec.artifacts_digest,
+            preprocess_params: None,
+        }
+    }
+}
+
+/// The canonical signature of `spec` resolved as `resolved`, with the identity the spec
+/// declares ([`ArtifactIdentity::declared`]). A loaded model's signature comes from
+/// [`model_signature_with`], which signs what its files really are.
 ///
 /// The spec's own `precision` and `device_policy` do not enter it: what counts is what the
 /// run resolved them to. The primary role is `role`, or the first of `roles` when `role`
@@ -129,18 +164,36 @@ impl fmt::Display for ModelSignature {
 /// let signature = model_signature_for(&spec, &Resolution::new(Placement::Triton, Precision::Fp16));
 /// assert_eq!(
 ///     signature.to_string(),
-///     "dp1:model_name=whisper-small-triton;model_version=1.0.0;role=speech_recognition;\
+///     "dp2:model_name=whisper-small-triton;model_version=1.0.0;role=speech_recognition;\
 ///      runtime=triton;engine=torch;precision=fp16;device=triton;preprocess_preset=-;\
-///      preprocess_params={};weights_digest=-"
+///      preprocess_params={};weights_digest=-;artifacts_digest=-"
 /// );
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[must_use]
 pub fn model_signature_for(spec: &ModelSpec, resolved: &Resolution) -> ModelSignature {
+    model_signature_with(spec, resolved, &ArtifactIdentity::declared(spec))
+}
+
+/// The canonical signature of `spec` resolved as `resolved`, whose files are `identity`.
+/// Two models whose bytes or resolved preprocessing differ never share a signature.
+#[must_use]
+pub fn model_signature_with(
+    spec: &ModelSpec,
+    resolved: &Resolution,
+    identity: &ArtifactIdentity,
+) -> ModelSignature {
     let device = resolved.placement.to_string();
-    let params = canonical_params(&spec.preprocess_params);
+    let params = canonical_params(
+        identity
+            .preprocess_params
+            .as_ref()
+            .unwrap_or(&spec.preprocess_params),
+    );
     let digest = spec.weights_digest.map(|d| d.to_string());
-    let mut writer = FieldWriter::new(SignatureVersion::Dp1.as_str());
+    let artifacts = identity.artifacts_digest.map(|d| d.to_string());
+    let version = SignatureVersion::CURRENT.as_str();
+    let mut writer = FieldWriter::new(version);
     // The order of these fields is part of the format: never reorder within a version.
     writer
         .field("model_name", Some(&spec.model_name))
@@ -152,9 +205,10 @@ pub fn model_signature_for(spec: &ModelSpec, resolved: &Resolution) -> ModelSign
         .field("device", Some(&device))
         .field("preprocess_preset", spec.preprocess_preset.as_deref())
         .field("preprocess_params", Some(&params))
-        .field("weights_digest", digest.as_deref());
+        .field("weights_digest", digest.as_deref())
+        .field("artifacts_digest", artifacts.as_deref());
     let canonical = writer.finish();
-    let short = short_hash("dp1-", &canonical);
+    let short = short_hash(&format!("{version}-"), &canonical);
     ModelSignature { canonical, short }
 }
 
@@ -244,11 +298,12 @@ metadata: { embedding_dim: 384 }
 "#;
 
     /// The canonical string of MINILM on the CPU, written by hand from docs/signatures.md.
-    const MINILM_CPU: &str = "dp1:model_name=all-minilm-l6-v2;model_version=1.0.0;\
+    const MINILM_CPU: &str = "dp2:model_name=all-minilm-l6-v2;model_version=1.0.0;\
         role=text_embedding;runtime=inprocess;engine=candle;precision=fp32;device=cpu;\
         preprocess_preset=sentence_embedding;\
         preprocess_params={\"max_length\":256,\"normalize\":true,\"pooling\":\"mean\"};\
-        weights_digest=sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+        weights_digest=sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db;\
+        artifacts_digest=-";
 
     fn parse(yaml: &str) -> ModelSpec {
         let doc = SourceDocument::parse_str("test.yaml", yaml, SourceFormat::Yaml)
@@ -264,8 +319,56 @@ metadata: { embedding_dim: 384 }
         assert_eq!(signature.as_str(), MINILM_CPU);
         assert_eq!(signature.to_string(), MINILM_CPU);
         // sha256 of MINILM_CPU, computed outside Rust (Python hashlib).
-        assert_eq!(signature.short(), "dp1-2e5ae20161bf66e3");
-        assert_eq!(signature.version(), SignatureVersion::Dp1);
+        assert_eq!(signature.short(), "dp2-05790e3d2d170ce2");
+        assert_eq!(signature.version(), SignatureVersion::Dp2);
+    }
+
+    #[test]
+    fn the_files_and_the_resolved_preprocessing_are_signed() {
+        let spec = parse(MINILM);
+        let resolution = Resolution::for_cpu_build(&spec).unwrap_or_else(|e| panic!("{e}"));
+        let digest: WeightsDigest = format!("sha256:{}", "ab".repeat(32))
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let identity = ArtifactIdentity {
+            artifacts_digest: Some(digest),
+            preprocess_params: None,
+        };
+        let signature = model_signature_with(&spec, &resolution, &identity);
+        assert_eq!(
+            signature.as_str(),
+            MINILM_CPU.replace("artifacts_digest=-", &format!("artifacts_digest={digest}"))
+        );
+        // sha256 of the string above, computed outside Rust.
+        assert_eq!(signature.short(), "dp2-4bef677f8ace739e");
+
+        // Other bytes, another signature.
+        let other = ArtifactIdentity {
+            artifacts_digest: Some(
+                format!("sha256:{}", "cd".repeat(32))
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            preprocess_params: None,
+        };
+        assert_ne!(model_signature_with(&spec, &resolution, &other), signature);
+
+        // A spec that leaves its parameters to the model's files signs what they resolve
+        // to: the same as a spec that restates them.
+        let mut bare = spec.clone();
+        bare.preprocess_params.clear();
+        let resolved = ArtifactIdentity {
+            artifacts_digest: Some(digest),
+            preprocess_params: Some(spec.preprocess_params.clone()),
+        };
+        assert_eq!(
+            model_signature_with(&bare, &resolution, &resolved),
+            model_signature_with(&spec, &resolution, &resolved)
+        );
+        assert_eq!(
+            model_signature_with(&spec, &resolution, &resolved),
+            signature
+        );
     }
 
     #[test]
@@ -300,7 +403,7 @@ metadata: { embedding_dim: 384 }
                 .replace("precision=fp32;device=cpu", "precision=fp16;device=cuda:1")
                 .as_str()
         );
-        assert_ne!(on_gpu.short(), "dp1-2e5ae20161bf66e3");
+        assert_ne!(on_gpu.short(), "dp2-05790e3d2d170ce2");
     }
 
     #[test]
@@ -327,14 +430,14 @@ triton: { endpoint: "http://127.0.0.1:8000", model_name: odd }
         let signature = model_signature_for(&spec, &resolution);
         assert_eq!(
             signature.as_str(),
-            "dp1:model_name=odd-model;model_version=%2Drc%201%3Bx%3Dy%25z%C3%A9;\
+            "dp2:model_name=odd-model;model_version=%2Drc%201%3Bx%3Dy%25z%C3%A9;\
              role=speech_recognition;runtime=triton;engine=tensorrt;precision=bf16;\
              device=triton;preprocess_preset=audio_log_mel;\
              preprocess_params={\"a%20b\":{\"y\":[1,0.5,\"q\\\"%3B\"],\"z\":-2},\"n_mels\":80};\
-             weights_digest=-"
+             weights_digest=-;artifacts_digest=-"
         );
         // sha256 of the string above, computed outside Rust.
-        assert_eq!(signature.short(), "dp1-32a5aba9a22fce11");
+        assert_eq!(signature.short(), "dp2-e01500c517afe04e");
     }
 
     #[test]

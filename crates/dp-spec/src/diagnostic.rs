@@ -14,6 +14,7 @@ use crate::error::{ErrorCode, ModelError};
 use crate::model_spec::ModelSpec;
 use crate::rules::{RuleViolation, check_spec};
 use crate::schema::model_spec_validator;
+use crate::terminal::escape_controls;
 
 /// One problem found in a spec, profile or catalog, located precisely.
 ///
@@ -57,9 +58,12 @@ impl Diagnostic {
     }
 }
 
+/// One line for a human: `file[:line:column]: code at pointer: message`. File, pointer
+/// and message can quote spec text (a field name, a value), so each goes through
+/// [`escape_controls`]: what a spec holds must not reach a terminal as control sequences.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", escape_controls(&self.file.display().to_string()))?;
         if let (Some(line), Some(column)) = (self.line, self.column) {
             write!(f, ":{line}:{column}")?;
         }
@@ -68,7 +72,13 @@ impl fmt::Display for Diagnostic {
         } else {
             &self.pointer
         };
-        write!(f, ": {} at {pointer}: {}", self.error_code, self.message)
+        write!(
+            f,
+            ": {} at {}: {}",
+            self.error_code,
+            escape_controls(pointer),
+            escape_controls(&self.message)
+        )
     }
 }
 
@@ -317,7 +327,9 @@ pub(crate) fn schema_violations(
 fn explain_text(pointer: &str, instance: &Value) -> Option<String> {
     let text = instance.as_str()?;
     let why = match pointer {
-        "/weights_digest" => text.parse::<dp_digest::WeightsDigest>().err()?.to_string(),
+        "/weights_digest" | "/artifacts_digest" => {
+            text.parse::<dp_digest::WeightsDigest>().err()?.to_string()
+        }
         "/device_policy" => text
             .parse::<crate::model_spec::DevicePolicy>()
             .err()?

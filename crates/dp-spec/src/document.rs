@@ -171,7 +171,7 @@ impl SourceDocument {
                 limits.max_bytes
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
+        let bytes = dp_digest::read_regular_file(path, "file").map_err(|e| fail(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             fail(format!(
                 "file is not valid UTF-8 (byte {}); save it as UTF-8",
@@ -266,7 +266,7 @@ impl SourceDocument {
 }
 
 /// What to do about a document nested beyond the limits.
-const NESTING_ADVICE: &str = "a spec is a shallow mapping of fields: flatten the value, or \
+pub(crate) const NESTING_ADVICE: &str = "a spec is a shallow mapping of fields: flatten the value, or \
                               keep large data in a file beside the spec";
 
 /// The message of a JSON syntax error. serde_json's own recursion limit (128 levels) is
@@ -283,7 +283,9 @@ fn json_error_message(err: &serde_json::Error) -> String {
     }
 }
 
-fn json_depth(value: &Value) -> usize {
+/// Levels of nesting of arrays and objects (`{"a": 1}` is 1). Recursive: call it only on
+/// values read within [`ParseLimits::max_depth`].
+pub(crate) fn json_depth(value: &Value) -> usize {
     match value {
         Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
         Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),

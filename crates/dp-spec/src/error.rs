@@ -166,7 +166,9 @@ impl ErrorCode {
             DigestErrorKind::InvalidDigest | DigestErrorKind::InvalidInput => Self::InvalidSpec,
             DigestErrorKind::WeightsMissing => Self::WeightsMissing,
             DigestErrorKind::UnverifiableWeights => Self::WeightsDigestMismatch,
-            DigestErrorKind::MalformedLockFile => Self::InvalidInput,
+            DigestErrorKind::MalformedLockFile | DigestErrorKind::UnsuitableFile => {
+                Self::InvalidInput
+            }
             DigestErrorKind::Io => Self::Io,
         }
     }
@@ -288,6 +290,11 @@ mod tests {
                 path: "specs/catalog.lock".into(),
                 source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             },
+            DigestErrorKind::UnsuitableFile => DigestError::NotARegularFile {
+                path: "specs/catalog.lock".into(),
+                role: "lock file",
+                found: "FIFO (named pipe)",
+            },
         }
     }
 
@@ -303,6 +310,7 @@ mod tests {
             ),
             (DigestErrorKind::MalformedLockFile, "invalid_input"),
             (DigestErrorKind::Io, "io"),
+            (DigestErrorKind::UnsuitableFile, "invalid_input"),
         ];
         for (kind, code) in expected {
             let err = digest_error(kind);

@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::diagnostic::{Diagnostic, schema_violations, sort_diagnostics, validate_value};
 use crate::document::{
-    LocationIndex, ParseLimits, SourceDocument, SourceFormat, escape_pointer_token,
+    LocationIndex, NESTING_ADVICE, ParseLimits, SourceDocument, SourceFormat, escape_pointer_token,
+    json_depth,
 };
 use crate::error::ErrorCode;
 use crate::schema::profile_validator;
@@ -113,9 +114,11 @@ impl Layer {
     /// ```
     ///
     /// # Errors
-    /// An assignment that is not of that form.
+    /// An assignment that is not of that form, or that would nest the spec deeper than
+    /// [`ParseLimits::max_depth`] (the limit a spec file has).
     pub fn from_overrides<S: AsRef<str>>(assignments: &[S]) -> Result<Self, Diagnostic> {
         let file = PathBuf::from("<overrides>");
+        let max_depth = ParseLimits::default().max_depth;
         let mut patches: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for assignment in assignments {
             let assignment = assignment.as_ref();
@@ -141,6 +144,12 @@ impl Layer {
             if fields.is_empty() || fields.iter().any(|f| f.is_empty()) {
                 return Err(bad("names no field"));
             }
+            // Checked before the value is read or anything is built from the path: the
+            // patch, the merge and validation all recurse once per level, so a depth
+            // chosen on the command line must not get to choose the stack's depth too.
+            if fields.len() > max_depth {
+                return Err(too_deep(&file, path, &fields, fields.len(), max_depth));
+            }
             let value = SourceDocument::parse_str("<override>", raw, SourceFormat::Yaml)
                 .map_err(|e| {
                     bad(&format!(
@@ -149,6 +158,11 @@ impl Layer {
                     ))
                 })?
                 .value;
+            // The value was read within the limit, so its depth is cheap to measure.
+            let depth = fields.len() + json_depth(&value);
+            if depth > max_depth {
+                return Err(too_deep(&file, path, &fields, depth, max_depth));
+            }
             let patch = patches.entry(model.to_owned()).or_default();
             set_path(patch, &fields, value);
         }
@@ -176,24 +190,59 @@ impl Layer {
     }
 }
 
-fn set_path(target: &mut Map<String, Value>, fields: &[&str], value: Value) {
-    match fields {
-        [] => {}
-        [last] => {
-            target.insert((*last).to_owned(), value);
-        }
-        [first, rest @ ..] => {
-            let child = target
-                .entry((*first).to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
-            }
-            if let Value::Object(child) = child {
-                set_path(child, rest, value);
-            }
-        }
+/// The refusal of an override whose key path and value nest `depth` levels, more than
+/// `max_depth`. Located at the first field past the limit (or at the field whose value
+/// crosses it); quotes only the start of the key path, which may be thousands of levels.
+fn too_deep(
+    file: &Path,
+    path: &str,
+    fields: &[&str],
+    depth: usize,
+    max_depth: usize,
+) -> Diagnostic {
+    const SHOWN_CHARS: usize = 80;
+    let pointer: String = fields
+        .iter()
+        .take(max_depth + 1)
+        .map(|f| format!("/{}", escape_pointer_token(f)))
+        .collect();
+    let mut shown: String = path.chars().take(SHOWN_CHARS).collect();
+    if shown.len() < path.len() {
+        shown.push('…');
     }
+    Diagnostic {
+        file: file.to_owned(),
+        pointer,
+        line: None,
+        column: None,
+        error_code: ErrorCode::InvalidSpec,
+        message: format!(
+            "override {shown:?} sets a value {depth} levels deep, more than the {max_depth} \
+             levels a spec may nest; {NESTING_ADVICE}"
+        ),
+    }
+}
+
+/// Sets `value` at `fields` under `target`, creating (or replacing non-object) parents.
+/// A loop rather than recursion, so the depth of `fields` never costs stack.
+fn set_path(target: &mut Map<String, Value>, fields: &[&str], value: Value) {
+    let Some((last, parents)) = fields.split_last() else {
+        return;
+    };
+    let mut map = target;
+    for field in parents {
+        let child = map
+            .entry((*field).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !child.is_object() {
+            *child = Value::Object(Map::new());
+        }
+        let Value::Object(child) = child else {
+            return; // unreachable: made an object just above
+        };
+        map = child;
+    }
+    map.insert((*last).to_owned(), value);
 }
 
 /// Pointers of the leaves a merge patch sets (objects are descended; anything else is a leaf).
@@ -367,6 +416,48 @@ mod tests {
         for bad in ["m", "m=1", ".x=1", "m..x=1", "m.x=[unclosed"] {
             let err = Layer::from_overrides(&[bad]).unwrap_err();
             assert_eq!(err.error_code, ErrorCode::InvalidSpec, "{bad}");
+        }
+        // A later, deeper assignment replaces a scalar parent with a mapping.
+        let layer = Layer::from_overrides(&["m.a=1", "m.a.b.c=2"]).expect("valid");
+        assert_eq!(
+            Value::Object(layer.patches["m"].clone()),
+            serde_json::json!({"a": {"b": {"c": 2}}})
+        );
+    }
+
+    #[test]
+    fn overrides_nest_at_most_as_deep_as_a_spec_file() {
+        let limit = ParseLimits::default().max_depth;
+        let path = |levels: usize| format!("m{}", ".a".repeat(levels));
+        // Exactly at the limit: a key path `limit` deep with a scalar, or shorter with a
+        // nested value, is what a spec file `limit` levels deep holds.
+        let layer = Layer::from_overrides(&[format!("{}=1", path(limit))]).expect("at the limit");
+        let mut depth = 0;
+        let mut node = &Value::Object(layer.patches["m"].clone());
+        while let Some(inner) = node.get("a") {
+            depth += 1;
+            node = inner;
+        }
+        assert_eq!(depth, limit);
+        Layer::from_overrides(&[format!("{}=[1]", path(limit - 1))]).expect("at the limit");
+        for (assignment, depth) in [
+            (format!("{}=1", path(limit + 1)), limit + 1),
+            (format!("{}=[1]", path(limit)), limit + 1),
+            (format!("{}={{b: [1]}}", path(limit - 1)), limit + 1),
+            (format!("{}=1", path(1_000_000)), 1_000_000),
+        ] {
+            let err = Layer::from_overrides(&[assignment.as_str()]).unwrap_err();
+            assert_eq!(err.error_code, ErrorCode::InvalidSpec);
+            assert_eq!(err.file, PathBuf::from("<overrides>"));
+            let expected = format!("{depth} levels deep, more than the {limit} levels");
+            assert!(err.message.contains(&expected), "{}", err.message);
+            assert!(err.message.len() < 400, "{}", err.message);
+            // Located at the first level past the limit, or at the field whose value is.
+            let levels = err.pointer.matches('/').count();
+            assert_eq!(
+                levels,
+                depth.min(limit + 1).min(assignment.matches('.').count())
+            );
         }
     }
 }

@@ -19,12 +19,13 @@ pub mod model_spec;
 pub mod provider;
 pub mod rules;
 pub mod schema;
+pub mod terminal;
 pub mod yaml_writer;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use diagnostic::{Diagnostic, validate_document, validate_value};
 pub use document::{LocationIndex, ParseLimits, SourceDocument, SourceFormat, TextPosition};
-pub use dp_digest::WeightsDigest;
+pub use dp_digest::{ArtifactBytes, VerifiedArtifacts, VerifiedFile, WeightsDigest};
 pub use error::{ErrorCode, ModelError};
 pub use layering::{Layer, ProfileFile, ResolvedCatalog, resolve};
 pub use model_spec::{
@@ -35,3 +36,4 @@ pub use provider::{
     LoadRequest, LoadedModel, ModelProvider, NamedTensors, ProviderHealth, ResolvedDevice, Tensor,
     TensorData,
 };
+pub use terminal::escape_controls;

@@ -85,6 +85,12 @@ pub struct ModelSpec {
     /// `weights_digest` parameter the deployment declares in the model's config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_digest: Option<WeightsDigest>,
+    /// Digest of ALL local artifacts together: the aggregate of their manifest, paths
+    /// relative to `${DP_MODELS_ROOT}` (what `dp digest` prints for them, and the lock
+    /// entry's `aggregate`). Pins the tokenizer, configs and preprocessor files as well as
+    /// the weights; optional, since a lock entry (`dp verify --lock`) pins them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_digest: Option<WeightsDigest>,
     /// Name of the shared pre/post-processing preset (e.g. `sentence_embedding`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(ROLE_PATTERN))]
@@ -402,8 +408,12 @@ pub struct ResourceRequirements {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TritonSettings {
-    /// Base URL of the server's HTTP endpoint, e.g. `http://127.0.0.1:8000`.
-    #[schemars(pattern("^https?://[^/?#\\s]+/?$"))]
+    /// Base URL of the server's HTTP endpoint, `http://HOST[:PORT]`, e.g.
+    /// `http://127.0.0.1:8000`: no `https` (the client has no TLS stack), no user info, no
+    /// path; PORT from 1 to 65535.
+    #[schemars(pattern(
+        "^http://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9._-]+)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
+    ))]
     pub endpoint: String,
     /// Name under which the server serves the model.
     #[schemars(length(min = 1, max = 256))]

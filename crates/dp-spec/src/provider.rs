@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use dp_digest::VerifiedArtifacts;
+
 use crate::error::{ErrorCode, ModelError};
 use crate::model_spec::{ModelSpec, Precision, TensorDType};
 
@@ -36,7 +38,12 @@ impl fmt::Display for ResolvedDevice {
 pub struct LoadRequest<'a> {
     /// The validated spec.
     pub spec: &'a ModelSpec,
-    /// `${DP_MODELS_ROOT}`: artifact paths are relative to it.
+    /// The model's files, opened once and verified against its pins and lock entry: the
+    /// ONLY way a provider reads them. Opening an artifact again by path would load bytes
+    /// nobody verified (a file swapped by `rename` in between).
+    pub artifacts: &'a VerifiedArtifacts,
+    /// `${DP_MODELS_ROOT}`: for runtime files that are not the model's (the ONNX Runtime
+    /// library beside the models root), never for the model's own artifacts.
     pub models_root: &'a Path,
     /// Where to place the model.
     pub device: ResolvedDevice,
@@ -52,15 +59,15 @@ pub trait ModelProvider: Send + Sync {
     /// Whether this provider can serve the spec (runtime and engine).
     fn supports(&self, spec: &ModelSpec) -> bool;
 
-    /// Checks, without loading, that the artifacts the spec names are present and
-    /// well-formed for this runtime (`weights_missing`, `invalid_spec`…).
+    /// Checks, without loading, that the model's verified files are the ones this runtime
+    /// needs and are well-formed (`weights_missing`, `invalid_spec`…).
     ///
     /// # Errors
     /// The first problem found.
     fn validate_local_artifacts(
         &self,
         spec: &ModelSpec,
-        models_root: &Path,
+        artifacts: &VerifiedArtifacts,
     ) -> Result<(), ModelError>;
 
     /// Loads the model, ready to run.

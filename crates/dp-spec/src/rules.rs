@@ -71,7 +71,113 @@ pub fn check_artifact_path(path: &str) -> Option<(ErrorCode, String)> {
     if path.split('/').any(|segment| segment == "..") {
         return invalid("climbs out with `..`");
     }
+    // `.`, `./`, `.//.`: no segment names anything, so the path is the models root, and
+    // pinning (and loading from) it would take every other model's files along.
+    if path
+        .split('/')
+        .all(|segment| segment.is_empty() || segment == ".")
+    {
+        return Some((
+            ErrorCode::InvalidSpec,
+            format!(
+                "artifact {path:?} designates the models root itself, which holds every \
+                 model; list the model's own folder or files instead (e.g. my-model/ or \
+                 my-model/model.safetensors)"
+            ),
+        ));
+    }
     None
+}
+
+/// Why a Triton endpoint is refused, if it is: what the Triton client can use is
+/// `http://HOST[:PORT][/]`, HOST a name, an IPv4 address or a bracketed IPv6 address and
+/// PORT from 1 to 65535. Checked here, at validation, so that a spec the client would
+/// refuse (or, with user info, one that carries a secret) never passes `dp validate`.
+/// Matches the `endpoint` pattern of the generated schema.
+///
+/// ```
+/// use dp_spec::rules::check_triton_endpoint;
+///
+/// assert!(check_triton_endpoint("http://127.0.0.1:8000").is_none());
+/// assert!(check_triton_endpoint("http://[::1]:8000/").is_none());
+/// assert!(check_triton_endpoint("https://127.0.0.1:8000").is_some_and(|m| m.contains("no TLS")));
+/// assert!(check_triton_endpoint("http://u:pw@127.0.0.1:1").is_some_and(|m| m.contains("user info")));
+/// ```
+#[must_use]
+pub fn check_triton_endpoint(endpoint: &str) -> Option<String> {
+    let refuse = |why: &str| {
+        Some(format!(
+            "triton endpoint {endpoint:?} {why}; write http://HOST[:PORT], e.g. \
+             http://127.0.0.1:8000"
+        ))
+    };
+    if endpoint.starts_with("https://") {
+        return refuse(
+            "uses https, which the Triton client cannot speak (it is built with no TLS \
+             stack); reach Triton over http:// on loopback, or through a local \
+             TLS-terminating proxy",
+        );
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return refuse("is not an http:// base URL");
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('@') {
+        return refuse(
+            "holds user info (user@ or user:password@), which the client never sends and a \
+             spec file must not hold; remove it",
+        );
+    }
+    if authority.contains(['/', '?', '#']) {
+        return refuse("has a path, query or fragment; give only the server's base URL");
+    }
+    let (host, port, host_ok): (&str, Option<&str>, fn(char) -> bool) =
+        if let Some(v6) = authority.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return refuse("has an IPv6 address with no closing ']'");
+            };
+            let port = match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None if after.is_empty() => None,
+                None => return refuse("has text after the IPv6 address"),
+            };
+            (host, port, |c| {
+                c.is_ascii_hexdigit() || matches!(c, ':' | '.')
+            })
+        } else {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            (host, port, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
+            })
+        };
+    if host.is_empty() {
+        return refuse("names no host");
+    }
+    if !host.chars().all(host_ok) {
+        return refuse(&format!(
+            "has host {host:?}, which is not a host name or IP address"
+        ));
+    }
+    match port {
+        Some("0") => {
+            refuse("has port 0, which no server listens on; a port is a number from 1 to 65535")
+        }
+        Some(port) if !valid_port(port) => refuse(&format!(
+            "has port {port:?}; a port is a number from 1 to 65535, without leading zeros"
+        )),
+        _ => None,
+    }
+}
+
+/// `1`–`65535`, digits only, no leading zero (as the schema's pattern has it).
+fn valid_port(port: &str) -> bool {
+    !port.starts_with('0')
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// The URL scheme a path starts with (`http`, `s3`, `file`, `hf`…), if any. Matches
@@ -142,15 +248,11 @@ pub fn check_spec(spec: &ModelSpec) -> Vec<RuleViolation> {
                 "runtime triton requires a triton section with endpoint and model_name",
             )),
             Some(triton) => {
-                let scheme = triton.endpoint.split_once("://").map(|(s, _)| s);
-                if !matches!(scheme, Some("http" | "https")) {
+                if let Some(message) = check_triton_endpoint(&triton.endpoint) {
                     out.push(RuleViolation::new(
                         "/triton/endpoint",
                         ErrorCode::InvalidSpec,
-                        format!(
-                            "triton endpoint {:?} must be an http:// or https:// base URL",
-                            triton.endpoint
-                        ),
+                        message,
                     ));
                 }
             }
@@ -200,6 +302,44 @@ fn check_tensor_names(tensors: &[TensorSpec], base: &str, out: &mut Vec<RuleViol
     }
 }
 
+/// The first of `addresses` that the network rule refuses: neither loopback nor one of
+/// `allowed_hosts` written as an IP address (IPv4-mapped IPv6 addresses compared as the IPv4
+/// address they carry). A name is proof of nothing (`/etc/hosts` or DNS can map `localhost`
+/// anywhere), so a connection is judged by the addresses it would reach. The one statement
+/// of this rule: the manager applies it when it is built, the Triton provider on every
+/// lookup before a socket opens.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use dp_spec::rules::off_limits_address;
+///
+/// let allowed = ["localhost".to_owned(), "10.0.0.5".to_owned()];
+/// let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+/// assert_eq!(off_limits_address([ip("127.0.0.1"), ip("10.0.0.5")], &allowed), None);
+/// assert_eq!(off_limits_address([ip("10.0.0.9")], &allowed), Some(ip("10.0.0.9")));
+/// assert_eq!(off_limits_address([ip("::ffff:127.0.0.1")], &[]), None);
+/// ```
+#[must_use]
+pub fn off_limits_address(
+    addresses: impl IntoIterator<Item = std::net::IpAddr>,
+    allowed_hosts: &[String],
+) -> Option<std::net::IpAddr> {
+    let allowed: Vec<std::net::IpAddr> = allowed_hosts
+        .iter()
+        .filter_map(|a| {
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .map(|ip| ip.to_canonical())
+        .collect();
+    addresses
+        .into_iter()
+        .map(|ip| ip.to_canonical())
+        .find(|ip| !ip.is_loopback() && !allowed.contains(ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +362,106 @@ mod tests {
         }
         for bad in ["", "/abs", "..", "a/../b", "a/..", "a\\b", "a\u{0}b"] {
             assert_eq!(code(bad), Some(ErrorCode::InvalidSpec), "{bad:?}");
+        }
+        for root in [".", "./", ".//", "./.", ".//./", "././."] {
+            let (code, message) = check_artifact_path(root).expect(root);
+            assert_eq!(code, ErrorCode::InvalidSpec, "{root:?}");
+            assert!(
+                message.contains("models root itself"),
+                "{root:?}: {message}"
+            );
+        }
+        // Names starting with dots are names.
+        for ok in ["...", ".hidden", "./a/", "a/./b", ".a/."] {
+            assert_eq!(code(ok), None, "{ok:?}");
+        }
+    }
+
+    /// The schema's `local_artifacts` items refuse what the semantic check refuses.
+    #[test]
+    fn artifact_paths_agree_with_the_schema() {
+        let items = crate::schema::model_spec_schema()
+            .pointer("/properties/local_artifacts/items")
+            .cloned()
+            .expect("items schema");
+        for path in [
+            "a/b", "./a", "...", ".a/.", "a/..b", ".", "./", ".//./", "a/..", "..", "/a", "a\\b",
+            "s3://b/k",
+        ] {
+            assert_eq!(
+                jsonschema::is_valid(&items, &path.into()),
+                check_artifact_path(path).is_none(),
+                "{path:?}"
+            );
+        }
+    }
+
+    /// The semantic check and the schema's `endpoint` pattern accept the same endpoints,
+    /// so other languages validating against specs/schema refuse what `dp` refuses.
+    #[test]
+    fn triton_endpoints_agree_with_the_schema_pattern() {
+        let pattern = crate::schema::model_spec_schema()
+            .pointer("/$defs/TritonSettings/properties/endpoint/pattern")
+            .cloned()
+            .expect("the endpoint has a pattern");
+        let schema = serde_json::json!({ "type": "string", "pattern": pattern });
+        let accepted = [
+            "http://127.0.0.1:8000",
+            "http://127.0.0.1:8000/",
+            "http://localhost",
+            "http://triton_1.internal-net:1",
+            "http://[::1]:65535",
+            "http://[::ffff:127.0.0.1]/",
+            "http://h:9",
+            "http://h:59999",
+            "http://h:65099",
+        ];
+        let refused = [
+            ("https://127.0.0.1:8000", "no TLS"),
+            ("ftp://127.0.0.1", "not an http:// base URL"),
+            ("HTTP://127.0.0.1", "not an http:// base URL"),
+            ("127.0.0.1:8000", "not an http:// base URL"),
+            ("http://", "names no host"),
+            ("http:///", "names no host"),
+            ("http://:8000", "names no host"),
+            ("http://user@127.0.0.1:8000", "user info"),
+            ("http://user:pw@host:1", "user info"),
+            ("http://@host", "user info"),
+            ("http://h/v2", "path, query or fragment"),
+            ("http://h?x", "path, query or fragment"),
+            ("http://h#x", "path, query or fragment"),
+            ("http://h//", "path, query or fragment"),
+            ("http://h:0", "port 0"),
+            ("http://h:99999", "from 1 to 65535"),
+            ("http://h:65536", "from 1 to 65535"),
+            ("http://h:08000", "leading zeros"),
+            ("http://h:", "from 1 to 65535"),
+            ("http://h:80:80", "from 1 to 65535"),
+            ("http://h:-1", "from 1 to 65535"),
+            ("http://h:+80", "from 1 to 65535"),
+            ("http://[::1", "no closing"),
+            ("http://[::1]x", "after the IPv6"),
+            ("http://[]:1", "names no host"),
+            ("http://[::g]:1", "not a host name"),
+            ("http://h st:1", "not a host name"),
+            ("http://h\u{1b}[2J:1", "not a host name"),
+            ("http://hôte:1", "not a host name"),
+        ];
+        for endpoint in accepted {
+            assert_eq!(check_triton_endpoint(endpoint), None, "{endpoint}");
+            assert!(
+                jsonschema::is_valid(&schema, &endpoint.into()),
+                "{endpoint}"
+            );
+        }
+        for (endpoint, says) in refused {
+            let message = check_triton_endpoint(endpoint).expect(endpoint);
+            assert!(message.contains(says), "{endpoint}: {message}");
+            assert!(message.contains("e.g. http://127.0.0.1:8000"), "{message}");
+            assert!(
+                !jsonschema::is_valid(&schema, &endpoint.into()),
+                "{endpoint}"
+            );
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::model_spec::{ModelSpec, Runtime};
 pub const URL_SCHEME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9+.-]*:";
 /// A `..` path segment.
 pub const PARENT_SEGMENT_PATTERN: &str = "(^|/)\\.\\.(/|$)";
+/// A path made only of `.` segments and slashes (`.`, `./`, `.//.`): the models root.
+pub const ROOT_ONLY_PATTERN: &str = "^(\\.?/)*\\.?$";
 
 /// Schema file name → schema, for every schema this crate owns.
 #[must_use]
@@ -225,6 +227,7 @@ pub(crate) fn add_model_spec_rules(schema: &mut Schema) {
                 { "not": { "pattern": URL_SCHEME_PATTERN } },
                 { "not": { "pattern": "^[/\\\\]" } },
                 { "not": { "pattern": PARENT_SEGMENT_PATTERN } },
+                { "not": { "pattern": ROOT_ONLY_PATTERN } },
                 { "not": { "pattern": "\\\\" } }
             ]),
         );

@@ -157,7 +157,7 @@ impl ModelProvider for TestProvider {
     fn validate_local_artifacts(
         &self,
         _spec: &ModelSpec,
-        _models_root: &std::path::Path,
+        _artifacts: &dp_spec::VerifiedArtifacts,
     ) -> Result<(), ModelError> {
         Ok(())
     }

@@ -95,7 +95,11 @@ impl ModelProvider for Embedder {
         true
     }
 
-    fn validate_local_artifacts(&self, _: &ModelSpec, _: &Path) -> Result<(), ModelError> {
+    fn validate_local_artifacts(
+        &self,
+        _: &ModelSpec,
+        _: &dp_spec::VerifiedArtifacts,
+    ) -> Result<(), ModelError> {
         Ok(())
     }
 
