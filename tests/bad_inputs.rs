@@ -1,4 +1,5 @@
-//! The table of bad inputs (issue 8, part 1).
+//! The table of bad inputs: every way a spec, an artifact, a lock entry, a request or a
+//! runtime can be wrong, refused with its exact error code and a helpful message.
 //!
 //! Each row builds one broken or hostile situation in a fresh temporary tree (a catalog, a
 //! models root, and an `outside/` folder that is NOT under the models root), runs the real
@@ -188,7 +189,7 @@ impl Fixture {
     /// Copies the demo tiny BERT into `models/tiny-bert/`.
     fn copy_tiny_bert(&self) {
         let from = dp_tests::workspace_root().join("crates/dp-cli/demo/models/tiny-bert");
-        copy_dir(&from, &self.model_file(TINY_BERT));
+        dp_tests::copy_dir(&from, &self.model_file(TINY_BERT)).unwrap();
     }
 
     /// The demo spec of the tiny BERT, as JSON.
@@ -241,19 +242,6 @@ impl Fixture {
             })));
         }
         Ok(builder.build()?)
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
@@ -485,7 +473,7 @@ fn copy_onnx_fixture(fx: &Fixture, from: &str, to: &str) {
         .join("crates/dp-provider-onnx/tests/data")
         .join(from);
     if source.is_dir() {
-        copy_dir(&source, &fx.model_file(to));
+        dp_tests::copy_dir(&source, &fx.model_file(to)).unwrap();
     } else {
         fx.write(Path::new("models").join(to), fs::read(source).unwrap());
     }

@@ -17,6 +17,25 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// Copies the folder `from` into `to` (created if absent), recursively: how a test puts a
+/// model's files into its own temporary models root.
+///
+/// # Errors
+/// The first file or folder that cannot be read, created or copied.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// `tests/data`.
 #[must_use]
 pub fn data_dir() -> PathBuf {

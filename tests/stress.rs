@@ -1,4 +1,4 @@
-//! The manager under stress (issue 8.3): 64 threads doing random get / drop / preload /
+//! The manager under stress: 64 threads doing random get / drop / preload /
 //! release / embed on 10 real models — copies of the tiny BERT that `dp demo` embeds
 //! (`crates/dp-cli/demo/`), loaded and run by the real candle provider — under a RAM budget
 //! that holds only a few of them at once, for `DP_STRESS_SECS` seconds (default 30).
@@ -75,10 +75,11 @@ fn fixture(dir: &Path) -> Catalog {
     std::fs::create_dir_all(&catalog).expect("mkdir");
     for k in 0..MODELS {
         let name = model_name(k);
-        copy_dir(
+        dp_tests::copy_dir(
             &demo.join("models/tiny-bert"),
             &dir.join("models").join(&name),
-        );
+        )
+        .expect("copy the demo model");
         let spec = template
             .replace("model_name: tiny-bert\n", &format!("model_name: {name}\n"))
             .replace("- tiny-bert/", &format!("- {name}/"))
@@ -89,19 +90,6 @@ fn fixture(dir: &Path) -> Catalog {
         std::fs::write(catalog.join(format!("{name}.yaml")), spec).expect("write spec");
     }
     Catalog::load(&dir.join("catalog")).unwrap_or_else(|d| panic!("invalid catalog: {d:#?}"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("list") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// What the provider saw: loads and drops of instances per model, and the RAM the live

@@ -40,6 +40,29 @@ fn embed_tiny_bert_locked(fx: &Fixture) -> Outcome {
     Ok(())
 }
 
+/// The locked tiny BERT through the unified task API (`task(embedding)`), and a preload
+/// (`task` without data).
+fn task_tiny_bert_locked(fx: &Fixture) -> Outcome {
+    let lock = LockFile::read(&fx.root().join("catalog.lock")).unwrap();
+    let manager = ModelManager::builder(fx.catalog()?, fx.models())
+        .provider(Arc::new(CandleProvider::new()))
+        .embedding_cache(EmbeddingCacheConfig::disabled())
+        .lock_file(lock)
+        .reaper(false)
+        .build()?;
+    let preload = manager.task(TaskRequest::new(TaskType::Embedding, TINY_BERT, None));
+    let embed = manager.task(TaskRequest::new(
+        TaskType::Embedding,
+        TINY_BERT,
+        Some(TaskData::Texts(vec!["a sentence".to_owned()])),
+    ));
+    // Both must refuse, with the same error.
+    match (preload, embed) {
+        (Err(a), Err(b)) if a == b => Err(Refusal::from(a)),
+        (a, b) => panic!("preload and embedding disagree: {a:?} / {b:?}"),
+    }
+}
+
 /// Writes `catalog.lock` with an entry for the tiny BERT as it is now, then lets `edit`
 /// change the entry.
 fn lock_tiny_bert(fx: &Fixture, edit: fn(&mut dp_digest::LockEntry)) {
@@ -168,6 +191,23 @@ pub(crate) fn rows() -> Vec<Case> {
             action: embed_tiny_bert_locked,
             code: C::VersionDrift,
             says: &["weights_digest", "the spec pins", "--lock"],
+        },
+        Case {
+            name: "config_changed_after_the_lock_through_the_task_api",
+            needs: Needs::Nothing,
+            setup: |fx| {
+                fx.tiny_bert();
+                lock_tiny_bert(fx, |_| {});
+                let path = fx.model_file("tiny-bert/config.json");
+                let text = fs::read_to_string(&path).unwrap();
+                fs::write(&path, text.replacen("1e-12", "1e-02", 1)).unwrap();
+            },
+            action: task_tiny_bert_locked,
+            code: C::VersionDrift,
+            says: &[
+                "changed: tiny-bert/config.json",
+                "dp verify tiny-bert --lock",
+            ],
         },
         Case {
             name: "tokenizer_changed_after_the_lock",

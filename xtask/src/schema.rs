@@ -284,4 +284,17 @@ mod tests {
             assert!(rendered.contains_key(name), "{name} is generated");
         }
     }
+
+    /// `cargo xtask schema --check` as a test, so a plain `cargo test` also fails when a
+    /// type changed and `specs/schema/` was not regenerated.
+    #[test]
+    fn committed_schemas_match_the_rust_types() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let drift = compare(&render(all_schemas()).unwrap(), &root.join(SCHEMA_DIR)).unwrap();
+        assert!(
+            drift.is_empty(),
+            "{SCHEMA_DIR}/ does not match the schemas generated from the Rust types:\n{drift}\
+             fix: run `cargo xtask schema` and commit the result"
+        );
+    }
 }

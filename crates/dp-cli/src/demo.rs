@@ -9,7 +9,7 @@ use clap::Args;
 use dp_spec::{Catalog, ErrorCode, ModelError};
 
 use crate::Cli;
-use crate::providers::report_model_error;
+use crate::output::report_model_error;
 
 /// Options of `dp demo`.
 #[derive(Debug, Args)]
@@ -63,9 +63,9 @@ pub(crate) fn run(cli: &Cli, _args: &DemoArgs) -> anyhow::Result<ExitCode> {
     match demo() {
         Ok(report) => {
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&report.json)?);
+                crate::output::json(&report.json)?;
             } else {
-                print!("{}", report.text);
+                crate::output::stdout(&report.text)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -2,7 +2,7 @@
 //! or the aggregate and per-file lines of a directory (the lines `sha256sum` prints), and
 //! the terminal progress bar shared with `dp verify`.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
@@ -15,7 +15,8 @@ use dp_digest::{
 use dp_spec::{ErrorCode, ModelError};
 use serde_json::json;
 
-use crate::{Cli, EXIT_INVALID};
+use crate::Cli;
+use crate::output::report_path_error;
 
 /// Arguments of `dp digest`.
 #[derive(Debug, Args)]
@@ -65,16 +66,16 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
                 ),
             )
             .with_detail("path", args.path.display().to_string());
-            return report_model_error(cli, &err);
+            return Ok(report_path_error(cli, &err));
         }
         Err(source) => {
-            return report_model_error(
+            return Ok(report_path_error(
                 cli,
                 &ModelError::from(DigestError::Read {
                     path: args.path.clone(),
                     source,
                 }),
-            );
+            ));
         }
     };
     // A directory is hashed as a manifest; anything else must be a regular file, refused
@@ -82,14 +83,14 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
     if !meta.is_dir()
         && let Err(err) = crate::refuse_special_file(&args.path, "file to hash")
     {
-        return report_model_error(cli, &err);
+        return Ok(report_path_error(cli, &err));
     }
     if let Some(cache) = &args.cache {
         // The same rule as `dp verify`: a regular file, outside the models root.
         let checked = crate::providers::models_root(cli)
             .and_then(|root| crate::providers::check_cache(cache, &root));
         if let Err(err) = checked {
-            return report_model_error(cli, &err);
+            return Ok(report_path_error(cli, &err));
         }
     }
     let cache = args.cache.as_ref().map(VerificationCache::load);
@@ -116,15 +117,17 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
     };
     let hashed = match outcome {
         Ok(hashed) => hashed,
-        Err(err) => return report_model_error(cli, &ModelError::from(err)),
+        Err(err) => return Ok(report_path_error(cli, &ModelError::from(err))),
     };
     if let Some(cache) = &cache
         && let Err(err) = cache.save_if_changed()
     {
         // The digest is right; only the next run will be slower.
-        eprintln!("dp: warning: could not save the verification cache: {err}");
+        crate::output::stderr(&format!(
+            "dp: warning: could not save the verification cache: {err}"
+        ));
     }
-    print_stdout(&hashed.render(cli.json)?)?;
+    crate::output::stdout(&hashed.render(cli.json)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -188,39 +191,6 @@ fn file_through_manifest(
         .map(|f| f.digest)
         .unwrap_or(manifest.aggregate)
         .to_string())
-}
-
-/// Writes to stdout; a closed pipe (`dp digest DIR | head`) is not an error.
-pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
-}
-
-/// The exit code of an error: 1 for an operating-system failure, 2 for everything the user
-/// can fix in the input.
-pub(crate) fn exit_code_of(err: &ModelError) -> ExitCode {
-    if err.error_code == ErrorCode::Io {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::from(EXIT_INVALID)
-    }
-}
-
-/// Prints one error (JSON `{"errors":[…]}` on stdout, or a line on stderr) and returns its
-/// exit code.
-pub(crate) fn report_model_error(cli: &Cli, err: &ModelError) -> anyhow::Result<ExitCode> {
-    if cli.json {
-        print_stdout(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json!({ "errors": [err] }))?
-        ))?;
-    } else {
-        eprintln!("dp: {err}");
-    }
-    Ok(exit_code_of(err))
 }
 
 /// Jobs smaller than this finish too fast for a bar to help.

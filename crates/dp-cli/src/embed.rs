@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,7 +18,8 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 
 use crate::Cli;
-use crate::providers::{manager, report_model_error};
+use crate::output::report_model_error;
+use crate::providers::manager;
 
 /// Default of `--max-input-bytes`: 64 MiB.
 const DEFAULT_MAX_INPUT_BYTES: u64 = 64 << 20;
@@ -265,15 +266,15 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         Ok(output) => output,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
-    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    if cli.json {
-        write_json(&mut out, &output)?;
-    } else {
-        write_lines(&mut out, &output)?;
-    }
-    out.flush()?;
+    crate::output::with_stdout(|out| {
+        if cli.json {
+            write_json(out, &output)
+        } else {
+            write_lines(out, &output)
+        }
+    })?;
     if !cli.json {
-        eprintln!(
+        crate::output::stderr(&format!(
             "dp: {} text(s) embedded by {} ({})",
             output.embeddings.len(),
             output
@@ -284,7 +285,7 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 .models_used
                 .first()
                 .map_or("?", |m| m.model_signature_short.as_str()),
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::Cli;
+use crate::output::{EXIT_NOT_READY, outln};
 use crate::providers::manager;
-use crate::{Cli, EXIT_NOT_READY};
 
 /// Options of `dp health`.
 #[derive(Debug, Args)]
@@ -29,24 +30,24 @@ pub(crate) fn run(cli: &Cli, args: &HealthArgs) -> anyhow::Result<ExitCode> {
     };
     let report = manager.health();
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::output::json(&report)?;
     } else {
         for model in &report.models {
             let state = if model.ready { "ready" } else { "NOT READY" };
-            println!(
+            outln!(
                 "{:<40} tier {} {:<9} provider={} digest={}",
                 model.model_name,
                 model.tier,
                 state,
                 model.provider.as_deref().unwrap_or("-"),
                 serde_json::to_value(model.digest)?.as_str().unwrap_or("?")
-            );
+            )?;
             for problem in &model.problems {
-                println!("    {problem}");
+                outln!("    {problem}")?;
             }
         }
         let tier0 = &report.tier0;
-        println!(
+        outln!(
             "tier 0: {}/{} ready{}",
             tier0.ready,
             tier0.total,
@@ -55,7 +56,7 @@ pub(crate) fn run(cli: &Cli, args: &HealthArgs) -> anyhow::Result<ExitCode> {
             } else {
                 format!(" (not ready: {})", tier0.not_ready.join(", "))
             }
-        );
+        )?;
     }
     Ok(if report.tier0_ready() {
         ExitCode::SUCCESS

@@ -9,7 +9,8 @@ use clap::Args;
 use dp_spec::{CatalogEntry, escape_controls};
 use serde::Serialize;
 
-use crate::{Cli, load_resolved, report_diagnostics};
+use crate::output::{outln, report_diagnostics};
+use crate::{Cli, load_resolved};
 
 /// Arguments of `dp list`.
 #[derive(Debug, Args)]
@@ -58,13 +59,10 @@ pub(crate) fn run(cli: &Cli, args: &ListArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "models": rows }))?
-        );
+        crate::output::json(&serde_json::json!({ "models": rows }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,7 +91,7 @@ fn listed<'a>(entry: &'a CatalogEntry, layers: &'a [String]) -> ListedModel<'a> 
     }
 }
 
-fn print_table(rows: &[ListedModel<'_>]) {
+fn print_table(rows: &[ListedModel<'_>]) -> anyhow::Result<()> {
     let header = [
         "MODEL",
         "VERSION",
@@ -143,13 +141,13 @@ fn print_table(rows: &[ListedModel<'_>]) {
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
-    println!("{}", line(&header.map(str::to_owned)));
+    outln!("{}", line(&header.map(str::to_owned)))?;
     for row in &cells {
-        println!("{}", line(row));
+        outln!("{}", line(row))?;
     }
-    println!(
+    outln!(
         "{} model{}",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" }
-    );
+    )
 }

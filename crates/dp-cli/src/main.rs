@@ -14,6 +14,7 @@ mod digest;
 mod embed;
 mod health;
 mod list;
+mod output;
 mod providers;
 mod resolve;
 mod sync_downloader;
@@ -26,11 +27,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dp_digest::DigestError;
 use dp_spec::{Catalog, Diagnostic, Layer, ModelError, ResolvedCatalog};
-
-/// Exit code for invalid input (specs, profiles, overrides, usage).
-const EXIT_INVALID: u8 = 2;
-/// Exit code when some model is not ready (weights missing, digest mismatch, version drift).
-const EXIT_NOT_READY: u8 = 3;
 
 /// dp-models: declarative, offline, reproducible management of ML models.
 #[derive(Debug, Parser)]
@@ -109,7 +105,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     if let Err(err) = check_input_files(&cli) {
-        return providers::report_model_error(&cli, &err);
+        return output::report_model_error(&cli, &err);
     }
     let result = match &cli.command {
         Command::Demo(args) => demo::run(&cli, args),
@@ -125,7 +121,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dp: error: {err:#}");
+            output::stderr(&format!("dp: error: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -178,38 +174,4 @@ fn load_resolved(cli: &Cli) -> Result<ResolvedCatalog, Vec<Diagnostic>> {
         return Err(problems);
     }
     dp_spec::resolve(&catalog, &layers)
-}
-
-/// Prints one structured error (JSON `{"errors":[…]}` on stdout, or a line on stderr) and
-/// returns the exit code for its class.
-fn report_error(cli: &Cli, err: &dp_spec::ModelError) -> anyhow::Result<ExitCode> {
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "errors": [err] }))?
-        );
-    } else {
-        eprintln!("dp: {err}");
-    }
-    Ok(ExitCode::from(EXIT_INVALID))
-}
-
-/// Prints diagnostics (JSON on stdout, or one line each on stderr) and returns exit code 2.
-fn report_diagnostics(cli: &Cli, diagnostics: &[Diagnostic]) -> anyhow::Result<ExitCode> {
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "errors": diagnostics }))?
-        );
-    } else {
-        for d in diagnostics {
-            eprintln!("{d}");
-        }
-        eprintln!(
-            "dp: {} problem{} found",
-            diagnostics.len(),
-            if diagnostics.len() == 1 { "" } else { "s" }
-        );
-    }
-    Ok(ExitCode::from(EXIT_INVALID))
 }

@@ -10,7 +10,8 @@ use dp_digest::{LockFile, VerificationCache};
 use dp_manager::{ModelManager, integrity};
 use dp_spec::{ErrorCode, ModelError, ModelProvider};
 
-use crate::{Cli, EXIT_INVALID, EXIT_NOT_READY, load_resolved, report_diagnostics};
+use crate::output::{report_diagnostics, report_model_error};
+use crate::{Cli, load_resolved};
 
 /// Every provider this build compiled in, in the order the manager tries them.
 pub(crate) fn compiled() -> Vec<Arc<dyn ModelProvider>> {
@@ -111,32 +112,4 @@ pub(crate) fn manager(cli: &Cli, verify_cache: Option<PathBuf>) -> Result<ModelM
         builder = builder.verification_cache(path);
     }
     builder.build().map_err(|err| report_model_error(cli, &err))
-}
-
-/// The exit code of a model error: 2 for what the user asked or wrote (unknown model,
-/// invalid spec or input, a spec needing the network), 3 for a model that is not ready on
-/// this machine (weights, digest, provider, runtime, memory), 1 for the operating system.
-pub(crate) const fn exit_code_for(code: ErrorCode) -> u8 {
-    match code {
-        ErrorCode::ModelNotFound
-        | ErrorCode::RoleUnresolved
-        | ErrorCode::InvalidSpec
-        | ErrorCode::InvalidInput
-        | ErrorCode::NetworkForbidden
-        | ErrorCode::UnsupportedRuntime
-        | ErrorCode::UnsupportedEngine => EXIT_INVALID,
-        ErrorCode::Io => 1,
-        _ => EXIT_NOT_READY,
-    }
-}
-
-/// Prints one model error (`{"errors":[…]}` on stdout with `--json`, a line on stderr
-/// otherwise) and returns its exit code.
-pub(crate) fn report_model_error(cli: &Cli, err: &ModelError) -> ExitCode {
-    if cli.json {
-        println!("{}", serde_json::json!({ "errors": [err] }));
-    } else {
-        eprintln!("dp: {err}");
-    }
-    ExitCode::from(exit_code_for(err.error_code))
 }

@@ -9,7 +9,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::Cli;
-use crate::providers::{manager, report_model_error};
+use crate::output::{outln, report_model_error};
+use crate::providers::manager;
 
 /// Options of `dp resolve`.
 #[derive(Debug, Args)]
@@ -32,7 +33,9 @@ struct Resolved<'a, T> {
     /// How a role was resolved (`preferred`, `catalog_order`…); absent for a name.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
-    models_used: &'a T,
+    /// A list of the one record, the shape `models_used` has in every output (`dp embed
+    /// --json`, the records pipelines store), so one reader handles them all.
+    models_used: [&'a T; 1],
 }
 
 pub(crate) fn run(cli: &Cli, args: &ResolveArgs) -> anyhow::Result<ExitCode> {
@@ -73,11 +76,11 @@ pub(crate) fn run(cli: &Cli, args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         let out = Resolved {
             request,
             reason,
-            models_used: &entry,
+            models_used: [&entry],
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::output::json(&out)?;
     } else {
-        println!(
+        outln!(
             "{request} -> {} ({} {}, {} on {}){}",
             entry.model_name,
             entry.runtime.as_str(),
@@ -85,10 +88,10 @@ pub(crate) fn run(cli: &Cli, args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             entry.precision.as_str(),
             entry.device,
             reason.map_or_else(String::new, |r| format!(" [{r}]"))
-        );
-        println!("model_signature: {}", entry.model_signature);
-        println!("model_signature_short: {}", entry.model_signature_short);
-        println!("preprocess_signature: {}", entry.preprocess_signature);
+        )?;
+        outln!("model_signature: {}", entry.model_signature)?;
+        outln!("model_signature_short: {}", entry.model_signature_short)?;
+        outln!("preprocess_signature: {}", entry.preprocess_signature)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,8 @@ use clap::Args;
 use dp_spec::Catalog;
 use dp_spec::downloader::{ImportAction, ImportOptions, plan_import, read_manifest, summarize};
 
-use crate::{Cli, report_diagnostics, report_error};
+use crate::Cli;
+use crate::output::{outln, report_diagnostics, report_model_error};
 
 /// Arguments of `dp sync-downloader`.
 #[derive(Debug, Args)]
@@ -26,16 +27,16 @@ pub(crate) struct SyncDownloaderArgs {
 pub(crate) fn run(cli: &Cli, args: &SyncDownloaderArgs) -> anyhow::Result<ExitCode> {
     // Before it is opened: a FIFO would block the read forever.
     if let Err(err) = crate::refuse_special_file(&args.manifest, "downloader manifest") {
-        return report_error(cli, &err);
+        return Ok(report_model_error(cli, &err));
     }
     // Absolute, so that the downloader's absolute paths can be made relative to it.
     let models_root = match crate::providers::models_root(cli) {
         Ok(root) => std::path::absolute(&root).unwrap_or(root),
-        Err(err) => return report_error(cli, &err),
+        Err(err) => return Ok(report_model_error(cli, &err)),
     };
     let manifest = match read_manifest(&args.manifest) {
         Ok(manifest) => manifest,
-        Err(err) => return report_error(cli, &err),
+        Err(err) => return Ok(report_model_error(cli, &err)),
     };
     let catalog = match Catalog::load(&cli.catalog) {
         Ok(catalog) => catalog,
@@ -59,21 +60,18 @@ pub(crate) fn run(cli: &Cli, args: &SyncDownloaderArgs) -> anyhow::Result<ExitCo
     let counts = summarize(&actions);
     if cli.json {
         let rows: Vec<serde_json::Value> = actions.iter().map(action_json).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "dry_run": args.dry_run,
-                "counts": counts,
-                "actions": rows,
-            }))?
-        );
+        crate::output::json(&serde_json::json!({
+            "dry_run": args.dry_run,
+            "counts": counts,
+            "actions": rows,
+        }))?;
     } else {
         for action in &actions {
             match action {
-                ImportAction::Create { path, .. } => println!("create     {}", path.display()),
-                ImportAction::Update { path, .. } => println!("update     {}", path.display()),
-                ImportAction::Unchanged { model_name } => println!("unchanged  {model_name}"),
-                ImportAction::Skipped { name, reason } => println!("skipped    {name}: {reason}"),
+                ImportAction::Create { path, .. } => outln!("create     {}", path.display())?,
+                ImportAction::Update { path, .. } => outln!("update     {}", path.display())?,
+                ImportAction::Unchanged { model_name } => outln!("unchanged  {model_name}")?,
+                ImportAction::Skipped { name, reason } => outln!("skipped    {name}: {reason}")?,
             }
         }
         let verb = if args.dry_run {
@@ -82,10 +80,13 @@ pub(crate) fn run(cli: &Cli, args: &SyncDownloaderArgs) -> anyhow::Result<ExitCo
             "created"
         };
         let verb_update = if args.dry_run { "update" } else { "updated" };
-        println!(
+        outln!(
             "{verb} {} spec(s), {verb_update} {}; {} unchanged, {} skipped",
-            counts["create"], counts["update"], counts["unchanged"], counts["skipped"]
-        );
+            counts["create"],
+            counts["update"],
+            counts["unchanged"],
+            counts["skipped"]
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

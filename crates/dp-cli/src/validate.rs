@@ -9,7 +9,8 @@ use dp_spec::{
     validate_document,
 };
 
-use crate::{Cli, load_resolved, report_diagnostics};
+use crate::output::{outln, report_diagnostics};
+use crate::{Cli, load_resolved};
 
 /// Arguments of `dp validate`.
 #[derive(Debug, Args)]
@@ -47,22 +48,19 @@ pub(crate) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         return report_diagnostics(cli, &diagnostics);
     }
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "errors": [],
-                "models": tally.models,
-                "profiles": tally.profiles,
-            }))?
-        );
+        crate::output::json(&serde_json::json!({
+            "errors": [],
+            "models": tally.models,
+            "profiles": tally.profiles,
+        }))?;
     } else {
-        println!(
+        outln!(
             "ok: {} model spec{} and {} profile{} valid",
             tally.models,
             if tally.models == 1 { "" } else { "s" },
             tally.profiles,
             if tally.profiles == 1 { "" } else { "s" }
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,8 +21,9 @@ use serde::Serialize;
 
 use dp_manager::integrity;
 
-use crate::digest::{TerminalProgress, print_stdout, report_model_error};
-use crate::{Cli, EXIT_NOT_READY, load_resolved, report_diagnostics};
+use crate::digest::TerminalProgress;
+use crate::output::{EXIT_NOT_READY, report_diagnostics, report_model_error, stdout};
+use crate::{Cli, load_resolved};
 
 /// Arguments of `dp verify`.
 #[derive(Debug, Args)]
@@ -95,7 +96,7 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // `.dp-assets/models`).
     let models_root = match crate::providers::models_root(cli) {
         Ok(root) => root,
-        Err(err) => return report_model_error(cli, &err),
+        Err(err) => return Ok(report_model_error(cli, &err)),
     };
     // Canonical, so that cache entries (keyed by path) are shared whatever the spelling.
     let models_root = std::fs::canonicalize(&models_root).unwrap_or(models_root);
@@ -103,7 +104,7 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(cache) = &cache_path
         && let Err(err) = crate::providers::check_cache(cache, &models_root)
     {
-        return report_model_error(cli, &err);
+        return Ok(report_model_error(cli, &err));
     }
     let mut selected: Vec<&CatalogEntry> = Vec::new();
     for name in &args.names {
@@ -122,7 +123,7 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                     format!("no model named {name:?} in the catalog; run `dp list`"),
                 )
                 .with_detail("model", name.clone());
-                return report_model_error(cli, &err);
+                return Ok(report_model_error(cli, &err));
             }
         }
     }
@@ -136,7 +137,7 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| integrity::default_lock_path(&cli.catalog));
     let lock = match LockFile::read(&lock_path) {
         Ok(lock) => lock,
-        Err(err) => return report_model_error(cli, &ModelError::from(err)),
+        Err(err) => return Ok(report_model_error(cli, &ModelError::from(err))),
     };
     let cache = cache_path.map(VerificationCache::load);
     let bar = TerminalProgress::for_stderr();
@@ -152,18 +153,20 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         let locked = lock.models.get(&entry.spec.model_name);
         match verify_model(entry, &models_root, locked, &options) {
             Ok(outcome) => outcomes.push(outcome),
-            Err(err) => return report_model_error(cli, &err),
+            Err(err) => return Ok(report_model_error(cli, &err)),
         }
     }
     if let Some(cache) = &cache
         && let Err(err) = cache.save_if_changed()
     {
-        eprintln!("dp: warning: could not save the verification cache: {err}");
+        crate::output::stderr(&format!(
+            "dp: warning: could not save the verification cache: {err}"
+        ));
     }
     if args.lock
         && let Err(err) = write_lock(&lock_path, &selected, &mut outcomes)
     {
-        return report_model_error(cli, &err);
+        return Ok(report_model_error(cli, &err));
     }
 
     let all_ready = outcomes.iter().all(ModelOutcome::ready);
@@ -172,9 +175,9 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "lock_file": lock_path.display().to_string(),
             "models": outcomes,
         });
-        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+        stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        print_stdout(&render_text(&outcomes))?;
+        stdout(&render_text(&outcomes))?;
     }
     Ok(if all_ready {
         ExitCode::SUCCESS

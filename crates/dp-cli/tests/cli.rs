@@ -26,6 +26,33 @@ fn json(output: &Output) -> serde_json::Value {
 }
 
 #[test]
+fn help_says_what_dp_is() {
+    let out = dp(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    // The paragraph before `Usage:` is the crate's description (wrapped to the width): the
+    // whole tool, not two of its commands.
+    let about = help
+        .split("Usage:")
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for words in [
+        "model manager",
+        "multimodal data-processing pipeline",
+        "verify",
+        "resolve",
+        "embed",
+        "health",
+        "never downloads",
+    ] {
+        assert!(about.contains(words), "{words:?} not in {about:?}");
+    }
+}
+
+#[test]
 fn validate_accepts_the_sample_catalog() {
     let out = dp(&["validate"]);
     assert_eq!(

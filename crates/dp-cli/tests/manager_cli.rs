@@ -69,8 +69,17 @@ fn resolve_by_name_prints_the_models_used_record() {
         String::from_utf8_lossy(&out.stderr)
     );
     let value = json(&out);
-    let entry = &value["models_used"];
+    // A list of the one record: the shape `models_used` has in `dp embed --json` too.
+    let used = value["models_used"]
+        .as_array()
+        .expect("models_used is a list");
+    assert_eq!(used.len(), 1, "{value}");
+    let entry = &used[0];
     assert_eq!(value["request"], "minilm");
+    assert!(
+        value.get("reason").is_none(),
+        "no reason for a name: {value}"
+    );
     assert_eq!(entry["model_name"], "all-minilm-l6-v2");
     assert_eq!(
         entry["device"], "cpu",
@@ -336,4 +345,57 @@ fn every_catalog_model_whose_files_are_here_verifies() {
     ] {
         assert!(ok.iter().any(|n| n == name), "{name} not verified: {ok:?}");
     }
+}
+
+#[test]
+fn resolve_and_embed_print_the_same_models_used_list() {
+    // The demo catalog, built into the crate: it runs everywhere, with no setup.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+    let status = Command::new("cp")
+        .arg("-R")
+        .arg(&demo)
+        .arg(scratch.path().join("demo"))
+        .status()
+        .expect("cp runs");
+    assert!(status.success());
+    let catalog = scratch.path().join("demo/catalog");
+    let catalog = catalog.to_str().expect("UTF-8");
+    let models = scratch.path().join("demo/models");
+    let texts = scratch.path().join("texts.txt");
+    std::fs::write(&texts, "a text\n").expect("write");
+
+    let resolved = dp(
+        &["--json", "--catalog", catalog, "resolve", "tiny-bert"],
+        &models,
+    );
+    assert_eq!(
+        resolved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    let embedded = dp(
+        &[
+            "--json",
+            "--catalog",
+            catalog,
+            "embed",
+            "--model",
+            "tiny-bert",
+            "--input",
+            texts.to_str().expect("UTF-8"),
+        ],
+        &models,
+    );
+    assert_eq!(
+        embedded.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&embedded.stderr)
+    );
+    let resolved = json(&resolved);
+    assert_eq!(resolved["request"], "tiny-bert");
+    assert!(resolved["models_used"].is_array(), "{resolved}");
+    assert_eq!(resolved["models_used"], json(&embedded)["models_used"]);
 }

@@ -1,13 +1,20 @@
 //! Hashing bytes, readers and files: streaming SHA-256 and (multi-threaded) BLAKE3, with a
 //! progress hook.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use sha2::Digest as _;
 
-use crate::cache::FileStamp;
+use crate::cache::{FileStamp, VerificationCache};
+use crate::manifest::ManifestEntry;
 use crate::error::DigestError;
 use crate::weights_digest::{DIGEST_LEN, DigestAlgorithm, WeightsDigest};
 
@@ -344,6 +351,114 @@ pub fn sha256_implementation() -> &'static str {
         }
     }
     "portable"
+}
+
+/// How the files of a walk are hashed.
+pub(crate) struct HashSettings<'a> {
+    pub(crate) algorithm: DigestAlgorithm,
+    pub(crate) strict: bool,
+    pub(crate) cache: Option<&'a VerificationCache>,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+/// What hashing a set of files cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HashStats {
+    /// Files in the manifest.
+    pub files: u64,
+    /// Files whose bytes were read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Files whose digest came from the verification cache (one `stat` each).
+    pub cached_files: u64,
+}
+
+impl std::ops::AddAssign for HashStats {
+    fn add_assign(&mut self, other: Self) {
+        self.files += other.files;
+        self.hashed_files += other.hashed_files;
+        self.hashed_bytes += other.hashed_bytes;
+        self.cached_files += other.cached_files;
+    }
+}
+
+/// A file after the `stat` pass.
+struct Planned<'a> {
+    rel: &'a str,
+    path: &'a Path,
+    stamp: FileStamp,
+    cached: Option<WeightsDigest>,
+}
+
+/// Hashes `files` (relative path → path to open) in parallel; returns the entries in the
+/// same (sorted) order.
+pub(crate) fn hash_files(
+    files: &BTreeMap<String, PathBuf>,
+    settings: &HashSettings<'_>,
+) -> Result<(Vec<ManifestEntry>, HashStats), DigestError> {
+    let algorithm = settings.algorithm;
+    // Pass 1: one `stat` per file, and the cache lookups, so that progress knows how much
+    // will really be read.
+    let files: Vec<(&String, &PathBuf)> = files.iter().collect();
+    let planned = files
+        .par_iter()
+        .map(|&(rel, path)| {
+            let meta = fs::metadata(path).map_err(|source| DigestError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let stamp = FileStamp::from_metadata(&meta);
+            let cached = match settings.cache {
+                Some(cache) if !settings.strict => cache.lookup(path, &stamp, algorithm),
+                _ => None,
+            };
+            Ok(Planned {
+                rel,
+                path,
+                stamp,
+                cached,
+            })
+        })
+        .collect::<Result<Vec<_>, DigestError>>()?;
+
+    let to_hash = planned.iter().filter(|p| p.cached.is_none());
+    let (bytes, count) = to_hash.fold((0, 0), |(b, n), p| (b + p.stamp.size, n + 1));
+    settings.progress.start(bytes, count);
+    let _finish = FinishOnDrop(settings.progress);
+
+    // Pass 2: hash what the cache did not know, in parallel.
+    let hashed_bytes = AtomicU64::new(0);
+    let entries = planned
+        .par_iter()
+        .map(|p| {
+            if let Some(digest) = p.cached {
+                return Ok(ManifestEntry {
+                    path: p.rel.to_owned(),
+                    size: p.stamp.size,
+                    digest,
+                });
+            }
+            let hashed = hash_path(p.path, algorithm, settings.progress)?;
+            hashed_bytes.fetch_add(hashed.size, Ordering::Relaxed);
+            if let (Some(cache), Some(stamp)) = (settings.cache, hashed.stable_stamp) {
+                cache.record(p.path, stamp, hashed.digest);
+            }
+            Ok(ManifestEntry {
+                path: p.rel.to_owned(),
+                size: hashed.size,
+                digest: hashed.digest,
+            })
+        })
+        .collect::<Result<Vec<_>, DigestError>>()?;
+
+    let stats = HashStats {
+        files: planned.len() as u64,
+        hashed_files: count,
+        hashed_bytes: hashed_bytes.into_inner(),
+        cached_files: planned.len() as u64 - count,
+    };
+    Ok((entries, stats))
 }
 
 #[cfg(test)]

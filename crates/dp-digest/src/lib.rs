@@ -42,11 +42,12 @@ pub use atomic::write_file_atomically;
 pub use cache::VerificationCache;
 pub use error::{DigestError, DigestErrorKind};
 pub use hash::{
-    NoProgress, Progress, digest_bytes, digest_file, digest_reader, sha256_implementation,
+    HashStats, NoProgress, Progress, digest_bytes, digest_file, digest_reader,
+    sha256_implementation,
 };
 pub use lock::{LOCK_FILE_VERSION, LockEntry, LockFile, rfc3339_utc};
 pub use manifest::{
-    HashStats, Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts,
+    Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts,
     manifest_of_dir,
 };
 pub use regular::{check_regular_file, read_regular_file};

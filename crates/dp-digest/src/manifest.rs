@@ -13,19 +13,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{FileStamp, VerificationCache};
+use crate::cache::VerificationCache;
 use crate::error::DigestError;
-use crate::hash::{FinishOnDrop, NoProgress, Progress, digest_bytes, hash_path};
-use crate::walk::{Walk, walk_artifacts};
+use crate::hash::{HashSettings, NoProgress, Progress, digest_bytes, hash_files};
+use crate::walk::{build_ignore, walk_artifacts};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
 
 /// One file of a manifest.
@@ -236,140 +232,6 @@ pub fn manifest_of_artifacts(
     Ok(Manifest::from_entries(options.algorithm, files))
 }
 
-/// Compiles ignore patterns; `*` does not match `/`, like in `.gitignore`.
-fn build_ignore(patterns: &[String]) -> Result<GlobSet, DigestError> {
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        let glob = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|source| DigestError::InvalidIgnorePattern {
-                pattern: pattern.clone(),
-                source,
-            })?;
-        builder.add(glob);
-    }
-    builder
-        .build()
-        .map_err(|source| DigestError::InvalidIgnorePattern {
-            pattern: patterns.join(" "),
-            source,
-        })
-}
-
-/// Lists artifacts without ignoring anything (verification hashes every byte a pin covers).
-pub(crate) fn walk_all(root: &Path, artifacts: &[String]) -> Result<Walk, DigestError> {
-    walk_artifacts(root, artifacts, &GlobSet::empty())
-}
-
-/// How the files of a walk are hashed.
-pub(crate) struct HashSettings<'a> {
-    pub(crate) algorithm: DigestAlgorithm,
-    pub(crate) strict: bool,
-    pub(crate) cache: Option<&'a VerificationCache>,
-    pub(crate) progress: &'a dyn Progress,
-}
-
-/// What hashing a set of files cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct HashStats {
-    /// Files in the manifest.
-    pub files: u64,
-    /// Files whose bytes were read and hashed.
-    pub hashed_files: u64,
-    /// Bytes read and hashed.
-    pub hashed_bytes: u64,
-    /// Files whose digest came from the verification cache (one `stat` each).
-    pub cached_files: u64,
-}
-
-impl std::ops::AddAssign for HashStats {
-    fn add_assign(&mut self, other: Self) {
-        self.files += other.files;
-        self.hashed_files += other.hashed_files;
-        self.hashed_bytes += other.hashed_bytes;
-        self.cached_files += other.cached_files;
-    }
-}
-
-/// A file after the `stat` pass.
-struct Planned<'a> {
-    rel: &'a str,
-    path: &'a Path,
-    stamp: FileStamp,
-    cached: Option<WeightsDigest>,
-}
-
-/// Hashes `files` (relative path → path to open) in parallel; returns the entries in the
-/// same (sorted) order.
-pub(crate) fn hash_files(
-    files: &BTreeMap<String, PathBuf>,
-    settings: &HashSettings<'_>,
-) -> Result<(Vec<ManifestEntry>, HashStats), DigestError> {
-    let algorithm = settings.algorithm;
-    // Pass 1: one `stat` per file, and the cache lookups, so that progress knows how much
-    // will really be read.
-    let files: Vec<(&String, &PathBuf)> = files.iter().collect();
-    let planned = files
-        .par_iter()
-        .map(|&(rel, path)| {
-            let meta = fs::metadata(path).map_err(|source| DigestError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let stamp = FileStamp::from_metadata(&meta);
-            let cached = match settings.cache {
-                Some(cache) if !settings.strict => cache.lookup(path, &stamp, algorithm),
-                _ => None,
-            };
-            Ok(Planned {
-                rel,
-                path,
-                stamp,
-                cached,
-            })
-        })
-        .collect::<Result<Vec<_>, DigestError>>()?;
-
-    let to_hash = planned.iter().filter(|p| p.cached.is_none());
-    let (bytes, count) = to_hash.fold((0, 0), |(b, n), p| (b + p.stamp.size, n + 1));
-    settings.progress.start(bytes, count);
-    let _finish = FinishOnDrop(settings.progress);
-
-    // Pass 2: hash what the cache did not know, in parallel.
-    let hashed_bytes = AtomicU64::new(0);
-    let entries = planned
-        .par_iter()
-        .map(|p| {
-            if let Some(digest) = p.cached {
-                return Ok(ManifestEntry {
-                    path: p.rel.to_owned(),
-                    size: p.stamp.size,
-                    digest,
-                });
-            }
-            let hashed = hash_path(p.path, algorithm, settings.progress)?;
-            hashed_bytes.fetch_add(hashed.size, Ordering::Relaxed);
-            if let (Some(cache), Some(stamp)) = (settings.cache, hashed.stable_stamp) {
-                cache.record(p.path, stamp, hashed.digest);
-            }
-            Ok(ManifestEntry {
-                path: p.rel.to_owned(),
-                size: hashed.size,
-                digest: hashed.digest,
-            })
-        })
-        .collect::<Result<Vec<_>, DigestError>>()?;
-
-    let stats = HashStats {
-        files: planned.len() as u64,
-        hashed_files: count,
-        hashed_bytes: hashed_bytes.into_inner(),
-        cached_files: planned.len() as u64 - count,
-    };
-    Ok((entries, stats))
-}
-
 /// How two file lists differ, by path: files only in the second (`added`), only in the
 /// first (`removed`), and in both with different digest or size (`changed`). Each list is
 /// sorted by path.
@@ -458,7 +320,8 @@ mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt as _;
     use std::os::unix::fs::symlink;
-    use std::sync::atomic::AtomicU64;
+    use std::fs;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, SystemTime};
 
     use super::*;

@@ -29,12 +29,13 @@ use rustix::fs::{Mode, OFlags};
 use crate::cache::FileStamp;
 use crate::error::DigestError;
 use crate::hash::digest_bytes;
-use crate::manifest::{HashStats, Manifest, ManifestEntry, walk_all};
+use crate::hash::HashStats;
+use crate::manifest::{Manifest, ManifestEntry};
 use crate::verify::{
     ArtifactPins, ReportBuilder, VerifyOptions, VerifyReport, VerifyStatus, manifest_algorithm,
     missing_report,
 };
-use crate::walk::Walk;
+use crate::walk::{Walk, walk_all};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
 
 /// Files at least this large are memory-mapped instead of read: weights are hundreds of

@@ -10,10 +10,9 @@ use crate::cache::VerificationCache;
 use crate::error::DigestError;
 use crate::hash::{NoProgress, Progress};
 use crate::lock::LockEntry;
-use crate::manifest::{
-    HashSettings, HashStats, Manifest, ManifestDiff, ManifestEntry, hash_files, walk_all,
-};
-use crate::walk::{ArtifactKind, Walk};
+use crate::hash::{HashSettings, HashStats, hash_files};
+use crate::manifest::{Manifest, ManifestDiff, ManifestEntry};
+use crate::walk::{ArtifactKind, Walk, walk_all};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
 
 /// How to verify.

@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use globset::GlobSet;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::DigestError;
 
@@ -389,6 +389,32 @@ impl Walker<'_> {
         }
         Some(rel)
     }
+}
+
+/// Compiles ignore patterns; `*` does not match `/`, like in `.gitignore`.
+pub(crate) fn build_ignore(patterns: &[String]) -> Result<GlobSet, DigestError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| DigestError::InvalidIgnorePattern {
+                pattern: pattern.clone(),
+                source,
+            })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|source| DigestError::InvalidIgnorePattern {
+            pattern: patterns.join(" "),
+            source,
+        })
+}
+
+/// Lists artifacts without ignoring anything (verification hashes every byte a pin covers).
+pub(crate) fn walk_all(root: &Path, artifacts: &[String]) -> Result<Walk, DigestError> {
+    walk_artifacts(root, artifacts, &GlobSet::empty())
 }
 
 #[cfg(test)]

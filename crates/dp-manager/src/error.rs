@@ -300,15 +300,10 @@ fn no_provider_message(
     }
 }
 
-/// The cargo feature whose provider serves a runtime/engine pair. Triton models are served by
-/// the Triton client whatever engine the server runs.
+/// The cargo feature whose provider serves a runtime/engine pair, as
+/// [`dp_spec::PROVIDER_MATRIX`] states it; `None` for a pair no provider can run.
 pub(crate) fn provider_feature(runtime: Runtime, engine: Engine) -> Option<&'static str> {
-    match (runtime, engine) {
-        (Runtime::Triton, _) => Some("triton"),
-        (Runtime::Inprocess, Engine::Candle) => Some("candle"),
-        (Runtime::Inprocess, Engine::Onnx) => Some("onnx"),
-        (Runtime::Inprocess, Engine::Tensorrt | Engine::Torch) => None,
-    }
+    dp_spec::provider_route(runtime, engine).map(|route| route.cargo_feature)
 }
 
 /// Whether the cargo feature named by [`provider_feature`] is on in this build.

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use dp_spec::tensor_names::{LAST_HIDDEN_STATE, TEXT_INPUTS};
 use dp_spec::{
     ErrorCode, LoadedModel, ModelError, ModelSpec, NamedTensors, Tensor, TensorData,
     VerifiedArtifacts, VerifiedFile,
@@ -42,12 +43,6 @@ pub const DEFAULT_MAX_LENGTH: usize = 512;
 
 /// Texts per model call when the spec sets no `resource_requirements.max_batch_size`.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
-
-/// The tensor names a text embedder takes, in the order they are built.
-const TEXT_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
-
-/// The output a text embedder returns.
-const HIDDEN_STATE: &str = "last_hidden_state";
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,7 +138,7 @@ impl SentenceEmbeddingConfig {
 pub struct SentenceEmbedding {
     tokenizer: Tokenizer,
     config: SentenceEmbeddingConfig,
-    /// Which of [`TEXT_INPUTS`] the model takes.
+    /// Which of [`TEXT_INPUTS`](dp_spec::tensor_names::TEXT_INPUTS) the model takes.
     inputs: [bool; 3],
     batch_size: usize,
     tokenizer_path: PathBuf,
@@ -472,13 +467,13 @@ pub fn load_preset(
 
 /// The `last_hidden_state` among a model's outputs.
 fn hidden_state(outputs: &NamedTensors) -> Result<&Tensor, ModelError> {
-    outputs.get(HIDDEN_STATE).ok_or_else(|| {
+    outputs.get(LAST_HIDDEN_STATE).ok_or_else(|| {
         let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
         ModelError::new(
             ErrorCode::InvalidInput,
             format!(
                 "the model returned {names:?} but preset {SENTENCE_EMBEDDING} needs \
-                 {HIDDEN_STATE:?}; fix the spec's output_schema or the model"
+                 {LAST_HIDDEN_STATE:?}; fix the spec's output_schema or the model"
             ),
         )
     })
@@ -493,7 +488,7 @@ fn pool_tensor(
         return Err(ModelError::new(
             ErrorCode::InvalidInput,
             format!(
-                "{HIDDEN_STATE} is {:?}; preset {SENTENCE_EMBEDDING} needs fp32",
+                "{LAST_HIDDEN_STATE} is {:?}; preset {SENTENCE_EMBEDDING} needs fp32",
                 hidden.dtype()
             ),
         ));
@@ -505,7 +500,7 @@ fn pool_tensor(
         _ => Err(ModelError::new(
             ErrorCode::InvalidInput,
             format!(
-                "{HIDDEN_STATE} has shape {:?} but the batch is [{}, {}, hidden]",
+                "{LAST_HIDDEN_STATE} has shape {:?} but the batch is [{}, {}, hidden]",
                 hidden.shape(),
                 batch.batch,
                 batch.seq_len
@@ -929,7 +924,7 @@ mod tests {
                 .flat_map(|(i, &id)| [id as f32, (i % s) as f32])
                 .collect();
             let t = Tensor::new(vec![b, s, 2], TensorData::Fp32(data))?;
-            Ok(NamedTensors::from([(HIDDEN_STATE.to_owned(), t)]))
+            Ok(NamedTensors::from([(LAST_HIDDEN_STATE.to_owned(), t)]))
         }
     }
 

@@ -26,17 +26,18 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device};
+use dp_spec::tensor_names::{ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS};
 use dp_spec::{
-    Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
-    Precision, ResolvedDevice, Runtime, Tensor, TensorData, VerifiedArtifacts,
+    LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, Precision,
+    ResolvedDevice, Tensor, TensorData, VerifiedArtifacts, provider_serves,
 };
 
 use crate::artifacts::{BertConfig, ModelFiles, Weights, check_modules};
 use crate::bert::{Bert, EncoderInput};
 pub use crate::error::CandleError;
 
-/// The output tensor name of text encoders.
-pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+/// The output tensor name of text encoders (defined once, in dp-spec).
+pub use dp_spec::tensor_names::LAST_HIDDEN_STATE;
 
 /// Settings of a [`CandleProvider`].
 #[derive(Debug, Clone, Default)]
@@ -161,7 +162,7 @@ impl ModelProvider for CandleProvider {
     }
 
     fn supports(&self, spec: &ModelSpec) -> bool {
-        spec.runtime == Runtime::Inprocess && spec.engine == Engine::Candle
+        provider_serves(self.name(), spec)
     }
 
     fn validate_local_artifacts(
@@ -229,16 +230,16 @@ impl LoadedModel for CandleModel {
 impl CandleModel {
     /// Checks the named inputs against the model and converts them to indices.
     fn encoder_input(&self, inputs: &NamedTensors) -> Result<EncoderInput, CandleError> {
-        let ids = inputs.get("input_ids").ok_or_else(|| {
+        let ids = inputs.get(INPUT_IDS).ok_or_else(|| {
             CandleError::InvalidInput(format!(
-                "the input 'input_ids' is missing (got {:?}); a text encoder takes input_ids, \
-                 attention_mask and token_type_ids",
+                "the input '{INPUT_IDS}' is missing (got {:?}); a text encoder takes \
+                 {INPUT_IDS}, {ATTENTION_MASK} and {TOKEN_TYPE_IDS}",
                 inputs.keys().collect::<Vec<_>>()
             ))
         })?;
         let [batch, seq] = *ids.shape() else {
             return Err(CandleError::InvalidInput(format!(
-                "input_ids must be [batch, seq], got shape {:?}",
+                "{INPUT_IDS} must be [batch, seq], got shape {:?}",
                 ids.shape()
             )));
         };
@@ -248,18 +249,18 @@ impl CandleModel {
                 self.bert.max_positions()
             )));
         }
-        let input_ids = indices("input_ids", ids, self.bert.vocab_size())?;
-        let token_type_ids = match inputs.get("token_type_ids") {
+        let input_ids = indices(INPUT_IDS, ids, self.bert.vocab_size())?;
+        let token_type_ids = match inputs.get(TOKEN_TYPE_IDS) {
             Some(t) => {
-                same_shape("token_type_ids", t, ids)?;
-                indices("token_type_ids", t, self.bert.type_vocab_size())?
+                same_shape(TOKEN_TYPE_IDS, t, ids)?;
+                indices(TOKEN_TYPE_IDS, t, self.bert.type_vocab_size())?
             }
             None => vec![0; batch * seq],
         };
-        let attention_mask = match inputs.get("attention_mask") {
+        let attention_mask = match inputs.get(ATTENTION_MASK) {
             Some(t) => {
-                same_shape("attention_mask", t, ids)?;
-                indices("attention_mask", t, 2)?
+                same_shape(ATTENTION_MASK, t, ids)?;
+                indices(ATTENTION_MASK, t, 2)?
                     .into_iter()
                     .map(|m| m == 1)
                     .collect()
@@ -281,7 +282,7 @@ fn same_shape(name: &str, t: &Tensor, ids: &Tensor) -> Result<(), CandleError> {
         Ok(())
     } else {
         Err(CandleError::InvalidInput(format!(
-            "{name} has shape {:?} but input_ids has {:?}; they must match",
+            "{name} has shape {:?} but {INPUT_IDS} has {:?}; they must match",
             t.shape(),
             ids.shape()
         )))

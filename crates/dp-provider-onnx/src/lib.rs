@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dp_spec::{
-    DevicePolicy, Engine, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
-    NamedTensors, OnnxGraphOptimization, ProviderHealth, ResolvedDevice, Runtime,
-    VerifiedArtifacts, VerifiedFile,
+    DevicePolicy, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
+    OnnxGraphOptimization, ProviderHealth, ResolvedDevice, VerifiedArtifacts, VerifiedFile,
+    provider_serves,
 };
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
@@ -241,7 +241,7 @@ impl ModelProvider for OnnxProvider {
     }
 
     fn supports(&self, spec: &ModelSpec) -> bool {
-        spec.runtime == Runtime::Inprocess && spec.engine == Engine::Onnx
+        provider_serves(self.name(), spec)
     }
 
     fn validate_local_artifacts(

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dp_spec::{
     LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, ProviderHealth,
-    Runtime, TensorSpec, TritonSettings, VerifiedArtifacts,
+    TensorSpec, TritonSettings, VerifiedArtifacts, provider_serves,
 };
 use serde_json::Value;
 
@@ -256,7 +256,7 @@ impl ModelProvider for TritonProvider {
     }
 
     fn supports(&self, spec: &ModelSpec) -> bool {
-        spec.runtime == Runtime::Triton
+        provider_serves(self.name(), spec)
     }
 
     /// The weights live on the server; what must be local are the files the spec's preset

@@ -33,7 +33,8 @@ pub use model_spec::{
     ResourceRequirements, Runtime, TensorDType, TensorSpec, TritonSettings,
 };
 pub use provider::{
-    LoadRequest, LoadedModel, ModelProvider, NamedTensors, ProviderHealth, ResolvedDevice, Tensor,
-    TensorData,
+    LoadRequest, LoadedModel, ModelProvider, NamedTensors, PROVIDER_MATRIX, ProviderHealth,
+    ProviderRoute, ResolvedDevice, Tensor, TensorData, provider_route, provider_serves,
+    tensor_names,
 };
 pub use terminal::escape_controls;

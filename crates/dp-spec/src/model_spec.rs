@@ -188,14 +188,58 @@ impl Runtime {
         }
     }
 
-    /// The engines that can work with this runtime.
+    /// The engines that can work with this runtime: the rows of
+    /// [`crate::PROVIDER_MATRIX`] for it, in the table's order.
     #[must_use]
     pub const fn supported_engines(self) -> &'static [Engine] {
         match self {
-            Self::Inprocess => &[Engine::Candle, Engine::Onnx],
-            Self::Triton => &[Engine::Onnx, Engine::Tensorrt, Engine::Torch],
+            Self::Inprocess => &INPROCESS_ENGINES,
+            Self::Triton => &TRITON_ENGINES,
         }
     }
+}
+
+/// The engines [`crate::PROVIDER_MATRIX`] lists for the in-process runtime.
+const INPROCESS_ENGINES: [Engine; engine_count(Runtime::Inprocess)] =
+    engines_of(Runtime::Inprocess);
+
+/// The engines [`crate::PROVIDER_MATRIX`] lists for Triton.
+const TRITON_ENGINES: [Engine; engine_count(Runtime::Triton)] = engines_of(Runtime::Triton);
+
+/// How many rows of the provider matrix are for `runtime`. A `const fn` so the engine lists
+/// above are computed from the table at compile time and `supported_engines` stays `const`.
+const fn engine_count(runtime: Runtime) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < crate::PROVIDER_MATRIX.len() {
+        // `==` is not callable in a const fn; comparing the discriminants is the same test.
+        if crate::PROVIDER_MATRIX[i].runtime as u8 == runtime as u8 {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+}
+
+/// The engines of the provider matrix's rows for `runtime`, in order; `N` must be
+/// [`engine_count`] of it (a mismatch fails the build).
+const fn engines_of<const N: usize>(runtime: Runtime) -> [Engine; N] {
+    let mut engines = [Engine::Candle; N];
+    let mut filled = 0;
+    let mut i = 0;
+    while i < crate::PROVIDER_MATRIX.len() {
+        let route = crate::PROVIDER_MATRIX[i];
+        if route.runtime as u8 == runtime as u8 {
+            engines[filled] = route.engine;
+            filled += 1;
+        }
+        i += 1;
+    }
+    assert!(
+        filled == N,
+        "the engine list must hold every row of its runtime"
+    );
+    engines
 }
 
 /// The engine that executes a model.
@@ -487,6 +531,26 @@ const fn default_request_timeout_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supported_engines_are_the_provider_matrix_rows() {
+        assert_eq!(
+            Runtime::Inprocess.supported_engines(),
+            &[Engine::Candle, Engine::Onnx]
+        );
+        assert_eq!(
+            Runtime::Triton.supported_engines(),
+            &[Engine::Onnx, Engine::Tensorrt, Engine::Torch]
+        );
+        for runtime in [Runtime::Inprocess, Runtime::Triton] {
+            let rows: Vec<Engine> = crate::PROVIDER_MATRIX
+                .iter()
+                .filter(|route| route.runtime == runtime)
+                .map(|route| route.engine)
+                .collect();
+            assert_eq!(runtime.supported_engines(), rows.as_slice(), "{runtime:?}");
+        }
+    }
 
     #[test]
     fn device_policy_parses_and_prints() {

@@ -13,7 +13,98 @@ use std::path::Path;
 use dp_digest::VerifiedArtifacts;
 
 use crate::error::{ErrorCode, ModelError};
-use crate::model_spec::{ModelSpec, Precision, TensorDType};
+use crate::model_spec::{Engine, ModelSpec, Precision, Runtime, TensorDType};
+
+/// The tensor names a text encoder's inputs and outputs go by, shared by the manager's
+/// presets (which build and read them) and the providers (which feed them to a runtime), so
+/// a renamed tensor cannot leave one side behind.
+pub mod tensor_names {
+    /// Token ids, int64 `[batch, seq]`.
+    pub const INPUT_IDS: &str = "input_ids";
+    /// 1 for a real token, 0 for padding, int64 `[batch, seq]`.
+    pub const ATTENTION_MASK: &str = "attention_mask";
+    /// Segment ids (0 for a single sentence), int64 `[batch, seq]`.
+    pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+    /// The encoder's per-token vectors, fp32 `[batch, seq, hidden]`.
+    pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+    /// The inputs a text encoder takes, in the order the presets build them.
+    pub const TEXT_INPUTS: [&str; 3] = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS];
+}
+
+/// One row of [`PROVIDER_MATRIX`]: a runtime/engine pair and who serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderRoute {
+    /// Where the model runs.
+    pub runtime: Runtime,
+    /// The engine that executes it.
+    pub engine: Engine,
+    /// The [`ModelProvider::name`] of the provider that serves the pair.
+    pub provider: &'static str,
+    /// The cargo feature of dp-manager that compiles that provider in.
+    pub cargo_feature: &'static str,
+}
+
+/// Every runtime/engine pair dp-models can run, the provider that serves it and the cargo
+/// feature that compiles that provider in. It is the one statement of that matrix:
+/// [`Runtime::supported_engines`], each provider's [`ModelProvider::supports`] and the
+/// manager's "rebuild with feature …" advice all read it. Triton models are served by the
+/// Triton client whatever engine the server runs. Rows of one runtime keep the order
+/// `supported_engines` lists them in.
+pub const PROVIDER_MATRIX: &[ProviderRoute] = &[
+    ProviderRoute {
+        runtime: Runtime::Inprocess,
+        engine: Engine::Candle,
+        provider: "candle",
+        cargo_feature: "candle",
+    },
+    ProviderRoute {
+        runtime: Runtime::Inprocess,
+        engine: Engine::Onnx,
+        provider: "onnx",
+        cargo_feature: "onnx",
+    },
+    ProviderRoute {
+        runtime: Runtime::Triton,
+        engine: Engine::Onnx,
+        provider: "triton",
+        cargo_feature: "triton",
+    },
+    ProviderRoute {
+        runtime: Runtime::Triton,
+        engine: Engine::Tensorrt,
+        provider: "triton",
+        cargo_feature: "triton",
+    },
+    ProviderRoute {
+        runtime: Runtime::Triton,
+        engine: Engine::Torch,
+        provider: "triton",
+        cargo_feature: "triton",
+    },
+];
+
+/// The [`PROVIDER_MATRIX`] row for a runtime/engine pair, if dp-models can run it.
+///
+/// ```
+/// use dp_spec::{Engine, Runtime, provider_route};
+///
+/// let route = provider_route(Runtime::Triton, Engine::Tensorrt).map(|r| r.cargo_feature);
+/// assert_eq!(route, Some("triton"));
+/// assert!(provider_route(Runtime::Inprocess, Engine::Torch).is_none());
+/// ```
+#[must_use]
+pub fn provider_route(runtime: Runtime, engine: Engine) -> Option<&'static ProviderRoute> {
+    PROVIDER_MATRIX
+        .iter()
+        .find(|route| route.runtime == runtime && route.engine == engine)
+}
+
+/// Whether the provider named `provider` serves the spec's runtime and engine: what
+/// [`ModelProvider::supports`] answers for the providers of dp-models.
+#[must_use]
+pub fn provider_serves(provider: &str, spec: &ModelSpec) -> bool {
+    provider_route(spec.runtime, spec.engine).is_some_and(|route| route.provider == provider)
+}
 
 /// The device a model is actually placed on, once its [`crate::DevicePolicy`] is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

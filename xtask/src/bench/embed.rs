@@ -24,7 +24,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::Executables;
-use super::pairs::{CommandLine, figure_rounds, peak_rss_pairs, series};
+use super::pairs::{CommandLine, figure_rounds, median_series, peak_rss_pairs, series};
 use super::report::{Row, Side, Target, Unit};
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
@@ -250,7 +250,14 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         rows.push(row);
     };
     let side = |label: &str, runs: &[super::pairs::Figures], key: &str| -> Result<Side> {
-        Ok(Side::new(label, series(runs, key)?))
+        // Cold loads: each run prints its loads; their median is taken here, as for every
+        // other median of the report.
+        let values = if key == "cold_load_s" {
+            median_series(runs, "cold_load_all_s")?
+        } else {
+            series(runs, key)?
+        };
+        Ok(Side::new(label, values))
     };
     push(Row::new(
         "embed.cold_load.candle_vs_st",

@@ -4,7 +4,7 @@ call), mean pooling and L2 normalization in numpy -- what the manager's preset d
 
 Runs in .dp-assets/venv-onnx (xtask/requirements/python-onnx.txt). Prints one JSON object
 with the fields of the Rust runners: cold load (folder -> tokenizer and session ready,
-median of --loads runs after one unmeasured run) and sentences per second on the `short`
+its --loads runs after one unmeasured run) and sentences per second on the `short`
 and `long` texts of --texts, one text per call (b1) and 32 per call (b32), each workload
 for at least --min-seconds (at least one call), after one warm-up call of 32 short texts
 and one of a long text.
@@ -12,7 +12,6 @@ and one of a long text.
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
@@ -75,7 +74,6 @@ def main() -> None:
     embed(long[:1])
     json.dump(
         {
-            "cold_load_s": statistics.median(loads),
             "cold_load_all_s": loads,
             "short_b1": throughput(short, 1),
             "short_b32": throughput(short, 32),

@@ -1,7 +1,7 @@
 """The sentence-transformers side of `cargo xtask bench embed` (PyTorch CPU).
 
 Prints one JSON object with the same fields as the Rust runners (tests/benches/common/
-embed_runner.rs): cold load (model folder -> ready SentenceTransformer, median of --loads
+embed_runner.rs): cold load (model folder -> ready SentenceTransformer, its --loads
 runs after one unmeasured run) and sentences per second of `encode` on the `short` and
 `long` texts of --texts, one text per call (b1) and 32 per call (b32), each workload for
 at least --min-seconds (at least one call), after one warm-up call of 32 short texts and
@@ -15,7 +15,6 @@ peak-memory row.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -73,7 +72,6 @@ def main() -> None:
     model.encode(short, batch_size=32)
     model.encode(long[:1], batch_size=1)
     figures = {
-        "cold_load_s": statistics.median(loads),
         "cold_load_all_s": loads,
         "short_b1": throughput(model, short, 1, args.min_seconds),
         "short_b32": throughput(model, short, 32, args.min_seconds),

@@ -10,7 +10,9 @@
 mod catalog;
 mod digest;
 mod embed;
+mod machine;
 mod manager;
+mod markdown;
 mod pairs;
 mod report;
 mod triton;
@@ -23,7 +25,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 
 use crate::process::{self, cargo_command};
-use report::{GroupReport, Machine, Report};
+use machine::Machine;
+use report::{GroupReport, Report};
 
 /// Options of `bench`.
 #[derive(Debug, Args)]
@@ -172,7 +175,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
         if group == Group::Embed {
             plot(root)?;
         }
-        report::write_markdown(root, &merged)?;
+        markdown::write_markdown(root, &merged)?;
     }
     let merged = Report::load(&report::json_path(root))?;
     println!(

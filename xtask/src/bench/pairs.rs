@@ -150,6 +150,19 @@ impl Figures {
             .with_context(|| format!("{} printed no number `{key}`", self.label))
     }
 
+    /// The median (`report::median`, the one median of the benchmarks) of the numbers in
+    /// the array under `key`: runners print their samples, never a statistic of their own.
+    pub(crate) fn median_of(&self, key: &str) -> Result<f64> {
+        let samples: Vec<f64> = self
+            .map
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|values| values.iter().filter_map(Value::as_f64).collect())
+            .with_context(|| format!("{} printed no array of numbers `{key}`", self.label))?;
+        ensure!(!samples.is_empty(), "{} printed an empty `{key}`", self.label);
+        Ok(super::report::median(&samples))
+    }
+
     /// The string under `key`, if any (versions, for notes).
     pub(crate) fn text(&self, key: &str) -> Option<String> {
         self.map.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -172,6 +185,11 @@ pub(crate) fn figure_rounds(runners: &[&CommandLine], rounds: usize) -> Result<V
 /// `key` from each round's figures.
 pub(crate) fn series(rounds: &[Figures], key: &str) -> Result<Vec<f64>> {
     rounds.iter().map(|f| f.get(key)).collect()
+}
+
+/// The median of the samples under `key` (an array), from each round's figures.
+pub(crate) fn median_series(rounds: &[Figures], key: &str) -> Result<Vec<f64>> {
+    rounds.iter().map(|f| f.median_of(key)).collect()
 }
 
 /// GNU time, which reports a child's peak resident set (`ru_maxrss`).

@@ -1,5 +1,6 @@
-//! The benchmark report: rows of ours-against-anchor figures, merged by group into
-//! `target/bench/report.json` and rendered into `docs/benchmarks.md`.
+//! The benchmark report: rows of ours-against-anchor figures and their statistics, merged
+//! by group into `target/bench/report.json` and rendered as Markdown (spliced into
+//! `docs/benchmarks.md` by `markdown.rs`; the machine it ran on is `machine.rs`'s).
 //!
 //! Convention: every `ratio` says how many times better we are than the anchor, so that
 //! above 1 means we win — `anchor / ours` for times and memory, `ours / anchor` for rates.
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
+use super::machine::Machine;
 use crate::fsutil::write_atomic;
 
 /// What a row measures, which fixes how values are printed and which way is better.
@@ -249,74 +251,6 @@ impl Row {
     }
 }
 
-/// The machine a group ran on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Machine {
-    /// CPU model name.
-    pub cpu: String,
-    /// Logical CPUs available to the process.
-    pub cores: usize,
-    /// Total RAM in GiB.
-    pub ram_gib: f64,
-    /// Distribution and kernel.
-    pub os: String,
-    /// `rustc --version`.
-    pub rustc: String,
-}
-
-impl Machine {
-    /// The machine this process runs on.
-    pub(crate) fn current() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = field(&cpuinfo, "model name").unwrap_or_else(|| "unknown CPU".to_owned());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let ram_kib: f64 = field(&meminfo, "MemTotal")
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-            .unwrap_or(0.0);
-        let distro = std::fs::read_to_string("/etc/os-release")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                    .map(|v| v.trim_matches('"').to_owned())
-            })
-            .unwrap_or_else(|| std::env::consts::OS.to_owned());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|k| format!(", Linux {}", k.trim()))
-            .unwrap_or_default();
-        let rustc =
-            std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| "unknown rustc".to_owned());
-        Self {
-            cpu,
-            cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-            ram_gib: (ram_kib / f64::from(1_u32 << 20) * 10.0).round() / 10.0,
-            os: format!("{distro}{kernel}"),
-            rustc,
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{}, {} cores, {} GiB RAM; {}; {}",
-            self.cpu, self.cores, self.ram_gib, self.os, self.rustc
-        )
-    }
-}
-
-/// The value of `key: value` in a `/proc` file.
-fn field(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_owned())
-    })
-}
-
 /// The rows of one group and how they were obtained.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct GroupReport {
@@ -524,78 +458,21 @@ impl Report {
     }
 }
 
-/// The markers around the generated part of `docs/benchmarks.md`.
-const BEGIN: &str = "<!-- bench:begin -->";
-const END: &str = "<!-- bench:end -->";
-
-/// The document's skeleton when it does not exist yet.
-const SKELETON: &str = "# Benchmarks\n\n`cargo xtask bench [catalog|digest|manager|embed|triton|all]` \
-measures each figure side by side with the tool a user would otherwise run, and rewrites the \
-part of this page between the markers.\n\n<!-- bench:begin -->\n<!-- bench:end -->\n\n\
-## Misses and their causes\n\n(Profile each row below its target and write the measured cause \
-here.)\n";
-
-/// `existing` with the text between the markers replaced by `generated` (the skeleton when
-/// `existing` is `None`). Everything outside the markers is kept.
-pub(crate) fn splice(existing: Option<&str>, generated: &str) -> Result<String> {
-    let text = existing.unwrap_or(SKELETON);
-    let begin = text
-        .find(BEGIN)
-        .context("docs/benchmarks.md lacks the `<!-- bench:begin -->` marker")?;
-    let end = text
-        .find(END)
-        .context("docs/benchmarks.md lacks the `<!-- bench:end -->` marker")?;
-    ensure!(
-        begin < end,
-        "docs/benchmarks.md: `<!-- bench:end -->` comes before `<!-- bench:begin -->`"
-    );
-    Ok(format!(
-        "{}{BEGIN}\n{generated}{}",
-        &text[..begin],
-        &text[end..]
-    ))
-}
-
-/// Rewrites the generated part of `docs/benchmarks.md` from `report`.
-pub(crate) fn write_markdown(root: &Path, report: &Report) -> Result<()> {
-    let path = markdown_path(root);
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let with_plot = path.with_file_name(PLOT_FILE).is_file();
-    let text = splice(existing.as_deref(), &report.markdown(with_plot))?;
-    write_atomic(&path, text.as_bytes())
-}
-
-/// Now, as `YYYY-MM-DD HH:MM UTC`, without a date crate.
+/// Now, as `YYYY-MM-DD HH:MM UTC`.
 pub(crate) fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    utc_minute(std::time::SystemTime::now())
 }
 
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// `time` as `YYYY-MM-DD HH:MM UTC`: humantime's RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`) cut to
+/// the minute, which is all a benchmark report needs.
+fn utc_minute(time: std::time::SystemTime) -> String {
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
+    match (rfc3339.get(..10), rfc3339.get(11..16)) {
+        (Some(date), Some(minute)) => format!("{date} {minute} UTC"),
+        // Not reached for years 0000-9999, the only ones humantime formats; if it were,
+        // the full timestamp is still a correct date.
+        _ => rfc3339,
+    }
 }
 
 #[cfg(test)]
@@ -746,26 +623,12 @@ mod tests {
     }
 
     #[test]
-    fn splice_replaces_only_the_generated_part() {
-        let doc =
-            "# T\n\nintro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n\n## Misses\nmine\n";
-        let out = splice(Some(doc), "new\n").unwrap();
-        assert_eq!(
-            out,
-            "# T\n\nintro\n<!-- bench:begin -->\nnew\n<!-- bench:end -->\n\n## Misses\nmine\n"
-        );
-        assert!(
-            splice(None, "x\n")
-                .unwrap()
-                .contains("## Misses and their causes")
-        );
-        assert!(splice(Some("no markers"), "x").is_err());
-    }
-
-    #[test]
-    fn dates_are_civil() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+    fn dates_are_utc_to_the_minute() {
+        let at = |days: u64, secs: u64| {
+            utc_minute(std::time::UNIX_EPOCH + std::time::Duration::from_secs(days * 86_400 + secs))
+        };
+        assert_eq!(at(0, 0), "1970-01-01 00:00 UTC");
+        assert_eq!(at(19_723, 3 * 3600 + 5 * 60 + 59), "2024-01-01 03:05 UTC");
+        assert_eq!(at(20_513, 86_399), "2026-03-01 23:59 UTC");
     }
 }
