@@ -16,7 +16,7 @@ use dp_provider_triton::http::{HeaderMap, HeaderName, HeaderValue};
 use dp_provider_triton::{INFERENCE_HEADER, decode_infer_response};
 use dp_spec::{
     ErrorCode, LoadRequest, ModelProvider, ModelSpec, NamedTensors, Precision, ResolvedDevice,
-    SourceDocument, SourceFormat, Tensor, TensorData, validate_document, yaml_writer,
+    SourceDocument, SourceFormat, Tensor, TensorData, to_yaml, validate_document,
 };
 
 /// A property check over raw fuzzer bytes.
@@ -42,7 +42,7 @@ pub(crate) fn spec_yaml(data: &[u8]) {
         return;
     };
     let _ = validate_document(&doc);
-    let written = yaml_writer::to_yaml(&doc.value);
+    let written = to_yaml(&doc.value);
     let back = SourceDocument::parse_str("again.yaml", &written, SourceFormat::Yaml)
         .unwrap_or_else(|e| panic!("writer output does not parse: {e}\n{written}"));
     assert_eq!(

@@ -142,7 +142,7 @@ pub(crate) fn sync(expected: &Rendered, dir: &Path) -> Result<Drift> {
 /// and manifest (`dp-digest`), the `models_used` entry and resolved mapping
 /// (`dp-signature`).
 fn all_schemas() -> Vec<(&'static str, Value)> {
-    let mut schemas = dp_spec::schema::generated_schemas();
+    let mut schemas = dp_spec::generated_schemas();
     schemas.extend(dp_digest::generated_schemas());
     schemas.extend(dp_signature::generated_schemas());
     schemas

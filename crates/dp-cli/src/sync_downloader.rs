@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use dp_spec::Catalog;
-use dp_spec::downloader::{ImportAction, ImportOptions, plan_import, read_manifest, summarize};
+use dp_spec::{ImportAction, ImportOptions, plan_import, read_manifest, summarize};
 
 use crate::Cli;
 use crate::output::{outln, report_diagnostics, report_model_error};

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use dp_spec::{
-    Catalog, Diagnostic, Layer, ParseLimits, SourceDocument, diagnostic::sort_diagnostics,
-    validate_document,
+    Catalog, Diagnostic, Layer, ParseLimits, SourceDocument, sort_diagnostics, validate_document,
 };
 
 use crate::output::{outln, report_diagnostics};

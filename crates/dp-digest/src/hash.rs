@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::cache::{FileStamp, VerificationCache};
-use crate::manifest::ManifestEntry;
 use crate::error::DigestError;
+use crate::manifest::ManifestEntry;
 use crate::weights_digest::{DIGEST_LEN, DigestAlgorithm, WeightsDigest};
 
 /// Read size for streaming hashes. On the reference machine 64 KiB reads beat 1 MiB reads

@@ -47,8 +47,7 @@ pub use hash::{
 };
 pub use lock::{LOCK_FILE_VERSION, LockEntry, LockFile, rfc3339_utc};
 pub use manifest::{
-    Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts,
-    manifest_of_dir,
+    Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts, manifest_of_dir,
 };
 pub use regular::{check_regular_file, read_regular_file};
 pub use schema::generated_schemas;

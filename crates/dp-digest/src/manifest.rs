@@ -318,9 +318,9 @@ impl fmt::Display for ManifestDiff {
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
+    use std::fs;
     use std::os::unix::ffi::OsStrExt as _;
     use std::os::unix::fs::symlink;
-    use std::fs;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, SystemTime};
 

@@ -28,8 +28,8 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::cache::FileStamp;
 use crate::error::DigestError;
-use crate::hash::digest_bytes;
 use crate::hash::HashStats;
+use crate::hash::digest_bytes;
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::verify::{
     ArtifactPins, ReportBuilder, VerifyOptions, VerifyReport, VerifyStatus, manifest_algorithm,

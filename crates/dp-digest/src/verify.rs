@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::cache::VerificationCache;
 use crate::error::DigestError;
+use crate::hash::{HashSettings, HashStats, hash_files};
 use crate::hash::{NoProgress, Progress};
 use crate::lock::LockEntry;
-use crate::hash::{HashSettings, HashStats, hash_files};
 use crate::manifest::{Manifest, ManifestDiff, ManifestEntry};
 use crate::walk::{ArtifactKind, Walk, walk_all};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};

@@ -10,7 +10,7 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::Command;
 
-use dp_spec::rules::off_limits_address;
+use dp_spec::off_limits_address;
 use dp_spec::{ErrorCode, ModelSpec, Runtime};
 
 use crate::error::ManagerError;
@@ -100,8 +100,7 @@ pub(crate) fn network_need(spec: &ModelSpec, allowed_hosts: &[String]) -> Option
         })
     };
     for artifact in &spec.local_artifacts {
-        if let Some((ErrorCode::NetworkForbidden, message)) =
-            dp_spec::rules::check_artifact_path(artifact)
+        if let Some((ErrorCode::NetworkForbidden, message)) = dp_spec::check_artifact_path(artifact)
         {
             return forbidden(message);
         }

@@ -138,7 +138,7 @@ pub fn check_resolved_addresses(
     addresses: &[SocketAddr],
     allowed: &[String],
 ) -> Result<(), TritonError> {
-    match dp_spec::rules::off_limits_address(addresses.iter().map(SocketAddr::ip), allowed) {
+    match dp_spec::off_limits_address(addresses.iter().map(SocketAddr::ip), allowed) {
         None => Ok(()),
         Some(address) => Err(TritonError::ResolvedNotAllowed {
             host: host.to_owned(),

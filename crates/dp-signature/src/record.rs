@@ -4,8 +4,8 @@
 //! Readers must ignore fields they do not know: later releases may add informational
 //! fields to these records without changing the signature version.
 
-use dp_spec::model_spec::{MODEL_NAME_PATTERN, ROLE_PATTERN};
 use dp_spec::{Engine, ModelSpec, Precision, Runtime, WeightsDigest};
+use dp_spec::{MODEL_NAME_PATTERN, ROLE_PATTERN};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -1,10 +1,10 @@
 //! The JSON Schemas of the records this crate defines, generated from the Rust types.
 //!
-//! They are generated with `dp-spec`'s generator ([`dp_spec::schema::generator`]: draft
+//! They are generated with `dp-spec`'s generator ([`dp_spec::generator`]: draft
 //! 2020-12, no `null` for optional fields, unit enums as plain `enum`s), so that a record's
 //! `runtime` or `precision` is described exactly as in `model-spec.schema.json`.
 
-use dp_spec::schema::root_schema_for;
+use dp_spec::root_schema_for;
 use serde_json::Value;
 
 use crate::record::{ModelsUsedEntry, ResolvedModelMapping};
@@ -48,7 +48,7 @@ mod tests {
 
     #[test]
     fn shared_definitions_match_dp_spec() {
-        let spec_schema = dp_spec::schema::model_spec_schema();
+        let spec_schema = dp_spec::model_spec_schema();
         let entry = schema("models-used-entry.schema.json");
         for name in ["Runtime", "Engine", "Precision", "WeightsDigest"] {
             assert_eq!(

@@ -9,32 +9,49 @@
 //! - Every error it reports carries a stable [`ErrorCode`] and, for spec problems, the
 //!   file, JSON pointer and line:column ([`Diagnostic`]).
 
-pub mod catalog;
-pub mod diagnostic;
-pub mod document;
-pub mod downloader;
-pub mod error;
-pub mod layering;
-pub mod model_spec;
-pub mod provider;
-pub mod rules;
-pub mod schema;
-pub mod terminal;
-pub mod yaml_writer;
+// Modules are private: every public item has exactly one path, `dp_spec::Item`.
+mod catalog;
+mod diagnostic;
+mod document;
+mod downloader;
+mod error;
+mod layering;
+mod model_spec;
+mod provider;
+mod rules;
+mod schema;
+mod terminal;
+mod yaml_writer;
 
 pub use catalog::{Catalog, CatalogEntry};
-pub use diagnostic::{Diagnostic, validate_document, validate_value};
-pub use document::{LocationIndex, ParseLimits, SourceDocument, SourceFormat, TextPosition};
+pub use diagnostic::{Diagnostic, sort_diagnostics, validate_document, validate_value};
+pub use document::{
+    DocumentError, LocationIndex, ParseLimits, SourceDocument, SourceFormat, TextPosition,
+    escape_pointer_token,
+};
+pub use downloader::{
+    DownloadedFile, DownloadedModel, DownloaderManifest, ImportAction, ImportOptions,
+    model_name_for, plan_import, read_manifest, summarize,
+};
 pub use dp_digest::{ArtifactBytes, VerifiedArtifacts, VerifiedFile, WeightsDigest};
 pub use error::{ErrorCode, ModelError};
 pub use layering::{Layer, ProfileFile, ResolvedCatalog, resolve};
 pub use model_spec::{
-    DevicePolicy, Engine, ModelSpec, OnnxGraphOptimization, OnnxSettings, Precision,
-    ResourceRequirements, Runtime, TensorDType, TensorSpec, TritonSettings,
+    DEVICE_POLICY_PATTERN, DevicePolicy, DevicePolicyError, Engine, MODEL_NAME_PATTERN, ModelSpec,
+    OnnxGraphOptimization, OnnxSettings, Precision, ROLE_PATTERN, ResourceRequirements, Runtime,
+    TensorDType, TensorSpec, TritonSettings,
 };
 pub use provider::{
     LoadRequest, LoadedModel, ModelProvider, NamedTensors, PROVIDER_MATRIX, ProviderHealth,
     ProviderRoute, ResolvedDevice, Tensor, TensorData, provider_route, provider_serves,
     tensor_names,
 };
+pub use rules::{
+    RuleViolation, check_artifact_path, check_spec, check_triton_endpoint, off_limits_address,
+};
+pub use schema::{
+    PARENT_SEGMENT_PATTERN, ROOT_ONLY_PATTERN, URL_SCHEME_PATTERN, generated_schemas, generator,
+    model_spec_schema, profile_schema, root_schema_for,
+};
 pub use terminal::escape_controls;
+pub use yaml_writer::to_yaml;

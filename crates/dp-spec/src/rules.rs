@@ -33,7 +33,7 @@ impl RuleViolation {
 /// through a symbolic link is checked where the file system is read.
 ///
 /// ```
-/// use dp_spec::{ErrorCode, rules::check_artifact_path};
+/// use dp_spec::{ErrorCode, check_artifact_path};
 ///
 /// assert!(check_artifact_path("minilm/model.safetensors").is_none());
 /// assert_eq!(check_artifact_path("s3://bucket/w").map(|(c, _)| c), Some(ErrorCode::NetworkForbidden));
@@ -96,7 +96,7 @@ pub fn check_artifact_path(path: &str) -> Option<(ErrorCode, String)> {
 /// Matches the `endpoint` pattern of the generated schema.
 ///
 /// ```
-/// use dp_spec::rules::check_triton_endpoint;
+/// use dp_spec::check_triton_endpoint;
 ///
 /// assert!(check_triton_endpoint("http://127.0.0.1:8000").is_none());
 /// assert!(check_triton_endpoint("http://[::1]:8000/").is_none());
@@ -311,7 +311,7 @@ fn check_tensor_names(tensors: &[TensorSpec], base: &str, out: &mut Vec<RuleViol
 ///
 /// ```
 /// use std::net::IpAddr;
-/// use dp_spec::rules::off_limits_address;
+/// use dp_spec::off_limits_address;
 ///
 /// let allowed = ["localhost".to_owned(), "10.0.0.5".to_owned()];
 /// let ip = |a: &str| a.parse::<IpAddr>().unwrap();

@@ -121,7 +121,7 @@ fn unit_enums_as_enum(schema: &mut Schema) {
 /// The root schema of `T`, made with [`generator`].
 ///
 /// ```
-/// let schema = dp_spec::schema::root_schema_for::<dp_spec::ModelError>();
+/// let schema = dp_spec::root_schema_for::<dp_spec::ModelError>();
 /// assert_eq!(schema["title"], "ModelError");
 /// assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
 /// ```

@@ -11,11 +11,11 @@ use serde_json::Value;
 ///
 /// ```
 /// let value = serde_json::json!({"model_name": "m", "shape": [-1, 384], "flag": true, "opset": "1.0", "n": 1});
-/// let text = dp_spec::yaml_writer::to_yaml(&value);
+/// let text = dp_spec::to_yaml(&value);
 /// assert_eq!(text, "model_name: m\nshape: [-1, 384]\nflag: true\nopset: \"1.0\"\n\"n\": 1\n");
 /// let back = dp_spec::SourceDocument::parse_str("x.yaml", &text, dp_spec::SourceFormat::Yaml)?;
 /// assert_eq!(back.value, value);
-/// # Ok::<(), dp_spec::document::DocumentError>(())
+/// # Ok::<(), dp_spec::DocumentError>(())
 /// ```
 #[must_use]
 pub fn to_yaml(value: &Value) -> String {

@@ -159,7 +159,11 @@ impl Figures {
             .and_then(Value::as_array)
             .map(|values| values.iter().filter_map(Value::as_f64).collect())
             .with_context(|| format!("{} printed no array of numbers `{key}`", self.label))?;
-        ensure!(!samples.is_empty(), "{} printed an empty `{key}`", self.label);
+        ensure!(
+            !samples.is_empty(),
+            "{} printed an empty `{key}`",
+            self.label
+        );
         Ok(super::report::median(&samples))
     }
 
