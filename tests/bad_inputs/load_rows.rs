@@ -86,6 +86,16 @@ fn lock_tiny_bert(fx: &Fixture, edit: fn(&mut dp_digest::LockEntry)) {
     .unwrap();
 }
 
+/// The tiny BERT, locked as it is, then one of its files edited (`from` → `to`, once).
+fn edit_after_the_lock(fx: &Fixture, file: &str, from: &str, to: &str) {
+    fx.tiny_bert();
+    lock_tiny_bert(fx, |_| {});
+    let path = fx.model_file(&format!("tiny-bert/{file}"));
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no {from:?}");
+    fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
 pub(crate) fn rows() -> Vec<Case> {
     use ErrorCode as C;
     vec![
@@ -195,13 +205,7 @@ pub(crate) fn rows() -> Vec<Case> {
         Case {
             name: "config_changed_after_the_lock_through_the_task_api",
             needs: Needs::Nothing,
-            setup: |fx| {
-                fx.tiny_bert();
-                lock_tiny_bert(fx, |_| {});
-                let path = fx.model_file("tiny-bert/config.json");
-                let text = fs::read_to_string(&path).unwrap();
-                fs::write(&path, text.replacen("1e-12", "1e-02", 1)).unwrap();
-            },
+            setup: |fx| edit_after_the_lock(fx, "config.json", "1e-12", "1e-02"),
             action: task_tiny_bert_locked,
             code: C::VersionDrift,
             says: &[
@@ -212,13 +216,7 @@ pub(crate) fn rows() -> Vec<Case> {
         Case {
             name: "tokenizer_changed_after_the_lock",
             needs: Needs::Nothing,
-            setup: |fx| {
-                fx.tiny_bert();
-                lock_tiny_bert(fx, |_| {});
-                let path = fx.model_file("tiny-bert/tokenizer.json");
-                let text = fs::read_to_string(&path).unwrap();
-                fs::write(&path, text.replacen("\"cat\"", "\"cbt\"", 1)).unwrap();
-            },
+            setup: |fx| edit_after_the_lock(fx, "tokenizer.json", "\"cat\"", "\"cbt\""),
             action: embed_tiny_bert_locked,
             code: C::VersionDrift,
             says: &[

@@ -179,19 +179,6 @@ struct SafetensorsFixture {
     spec: ModelSpec,
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 fn safetensors_fixture() -> &'static SafetensorsFixture {
     static FIXTURE: OnceLock<SafetensorsFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -203,7 +190,7 @@ fn safetensors_fixture() -> &'static SafetensorsFixture {
             .expect("crates/dp-cli/demo above the including crate");
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_owned();
-        copy_tree(&demo.join("models/tiny-bert"), &root.join("tiny-bert"));
+        dp_tests::copy_dir(&demo.join("models/tiny-bert"), &root.join("tiny-bert")).expect("copy");
         let text = std::fs::read_to_string(demo.join("catalog/text_embedding/tiny-bert.yaml"))
             .expect("demo spec");
         let doc = SourceDocument::parse_str("tiny-bert.yaml", &text, SourceFormat::Yaml)

@@ -194,7 +194,7 @@ fn a_broken_override_or_missing_catalog_is_a_clear_error() {
 fn sync_downloader_is_idempotent_and_its_dry_run_counts() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let catalog = scratch.path().join("catalog");
-    copy_dir(&workspace_root().join("specs/catalog"), &catalog);
+    dp_tests::copy_dir(&workspace_root().join("specs/catalog"), &catalog).expect("copy");
     let manifest = workspace_root().join("tests/data/downloader/manifest.json");
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -251,19 +251,6 @@ fn sync_downloader_is_idempotent_and_its_dry_run_counts() {
     assert!(
         minilm.contains("sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
     );
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readable") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -217,7 +217,7 @@ fn a_directory_is_still_digested_as_a_manifest() {
 fn sync_downloader_keeps_the_mode_of_a_spec_it_updates() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let catalog = scratch.path().join("catalog");
-    copy_dir(&workspace_root().join("specs/catalog"), &catalog);
+    copy_dir_with_mode_0644(&workspace_root().join("specs/catalog"), &catalog);
     let manifest = workspace_root().join("tests/data/downloader/manifest.json");
     // Which files the import creates and updates.
     let mut plan = dp_command(scratch.path());
@@ -280,13 +280,15 @@ fn sync_downloader_keeps_the_mode_of_a_spec_it_updates() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a model folder with every file at mode 0644, whatever the checkout gave them: the
+/// tests compare modes.
+fn copy_dir_with_mode_0644(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("readable") {
         let entry = entry.expect("entry");
         let target = to.join(entry.file_name());
         if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
+            copy_dir_with_mode_0644(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).expect("copy");
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644))

@@ -16,24 +16,11 @@ fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("demo")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        copy_tree(&demo().join("catalog"), &dir.path().join("catalog"));
-        copy_tree(&demo().join("models"), &dir.path().join("models"));
+        dp_tests::copy_dir(&demo().join("catalog"), &dir.path().join("catalog")).expect("copy");
+        dp_tests::copy_dir(&demo().join("models"), &dir.path().join("models")).expect("copy");
         let fixture = Self { dir };
         // Tier 0, so that `dp health` fails (exit 3) when it is not ready.
         let spec = std::fs::read_to_string(fixture.spec_path()).expect("spec");

@@ -8,19 +8,6 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readable") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 /// Runs `dp args` with its stdout a pipe whose read end is closed before `dp` writes, and
 /// returns its exit code and stderr.
 fn run_into_closed_pipe(args: &[&str], scratch: &Path) -> (Option<i32>, String) {
@@ -49,7 +36,7 @@ fn run_into_closed_pipe(args: &[&str], scratch: &Path) -> (Option<i32>, String) 
 fn no_subcommand_panics_when_stdout_is_a_closed_pipe() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let root = scratch.path();
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("demo"), root);
+    dp_tests::copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("demo"), root).expect("copy");
     std::fs::write(root.join("texts.txt"), "one text\nanother text\n").expect("write");
     let manifest = workspace_root().join("tests/data/downloader/manifest.json");
     let manifest = manifest.to_str().expect("utf-8");
