@@ -79,21 +79,37 @@ pub fn check_regular_file(path: &Path, role: &'static str) -> Result<bool, Diges
     }
 }
 
+/// Whether opening a path follows a symbolic link in its last component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastLink {
+    /// Follow it, as `File::open` does.
+    Follow,
+    /// Refuse it (`ELOOP`): for paths already resolved, where a link can only have been
+    /// swapped in since.
+    Refuse,
+}
+
 /// Opens `path` for reading without waiting for a FIFO's writer (`O_NONBLOCK`; it changes
 /// nothing for a regular file). The caller checks what it opened.
 pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
+    open_for_reading(path, LastLink::Follow)
+}
+
+/// [`open_nonblocking`], choosing whether a final symbolic link is followed.
+pub(crate) fn open_for_reading(path: &Path, last_link: LastLink) -> io::Result<File> {
     #[cfg(unix)]
     {
         use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        if last_link == LastLink::Refuse {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::open(path, flags, Mode::empty())?;
         Ok(File::from(fd))
     }
     #[cfg(not(unix))]
     {
+        let _ = last_link;
         File::open(path)
     }
 }

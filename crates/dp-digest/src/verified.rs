@@ -16,21 +16,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 use rayon::prelude::*;
-use rustix::fs::{Mode, OFlags};
 
 use crate::cache::FileStamp;
 use crate::error::DigestError;
 use crate::hash::HashStats;
 use crate::hash::digest_bytes;
 use crate::manifest::{Manifest, ManifestEntry};
+use crate::regular::{LastLink, open_for_reading};
 use crate::verify::{
     ArtifactPins, ReportBuilder, VerifyOptions, VerifyReport, VerifyStatus, manifest_algorithm,
     missing_report,
@@ -356,19 +355,13 @@ fn open_one(
     };
     // NOFOLLOW: the walk resolved links to this canonical path; a link swapped in since is
     // refused rather than followed. NONBLOCK: a FIFO swapped in must not block the open.
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| {
-        if errno == rustix::io::Errno::LOOP {
+    let file = open_for_reading(path, LastLink::Refuse).map_err(|err| {
+        if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             special()
         } else {
-            read_error(io::Error::from_raw_os_error(errno.raw_os_error()))
+            read_error(err)
         }
     })?;
-    let file = File::from(fd);
     let before = file.metadata().map_err(read_error)?;
     if !before.is_file() {
         return Err(special());

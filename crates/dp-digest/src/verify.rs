@@ -366,37 +366,45 @@ impl ReportBuilder {
         pins: &ArtifactPins<'_>,
         rehash: &mut Rehash<'_>,
     ) -> Result<VerifyReport, DigestError> {
-        let mut in_algorithm =
-            |algorithm: DigestAlgorithm, stats: &mut HashStats| -> Result<Manifest, DigestError> {
-                if algorithm == manifest.algorithm {
-                    Ok(manifest.clone())
-                } else {
-                    Ok(Manifest::from_entries(algorithm, rehash(algorithm, stats)?))
-                }
-            };
-        let pin = match pins.first_artifact {
-            Some(expected) => {
-                let in_pin = in_algorithm(expected.algorithm(), &mut self.stats)?;
-                Some(check_pin(walk, &in_pin, expected))
-            }
+        // There are two algorithms: the pins and the lock need the manifest in at most one
+        // other than its own, made once whichever of them needs it.
+        let other_algorithm = [
+            pins.first_artifact.map(|d| d.algorithm()),
+            pins.all_artifacts.map(|d| d.algorithm()),
+            pins.lock.map(|entry| entry.aggregate.algorithm()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|algorithm| *algorithm != manifest.algorithm);
+        let other = match other_algorithm {
+            Some(algorithm) => Some(Manifest::from_entries(
+                algorithm,
+                rehash(algorithm, &mut self.stats)?,
+            )),
             None => None,
         };
-        let all_pin = match pins.all_artifacts {
-            Some(expected) => {
-                let in_pin = in_algorithm(expected.algorithm(), &mut self.stats)?;
-                Some(PinCheck {
-                    artifact: ALL_ARTIFACTS.to_owned(),
-                    expected,
-                    // Refused entries make the whole set unidentifiable.
-                    actual: walk.rejected.is_empty().then_some(in_pin.aggregate),
-                })
+        let in_algorithm = |algorithm: DigestAlgorithm| -> &Manifest {
+            match &other {
+                Some(other) if other.algorithm == algorithm => other,
+                _ => &manifest,
             }
-            None => None,
         };
+        let pin = pins
+            .first_artifact
+            .map(|expected| check_pin(walk, in_algorithm(expected.algorithm()), expected));
+        let all_pin = pins.all_artifacts.map(|expected| PinCheck {
+            artifact: ALL_ARTIFACTS.to_owned(),
+            expected,
+            // Refused entries make the whole set unidentifiable.
+            actual: walk
+                .rejected
+                .is_empty()
+                .then_some(in_algorithm(expected.algorithm()).aggregate),
+        });
         let mut lock_conflicts = Vec::new();
         let drift = match pins.lock {
             Some(entry) => {
-                let current = in_algorithm(entry.aggregate.algorithm(), &mut self.stats)?;
+                let current = in_algorithm(entry.aggregate.algorithm());
                 if let Some(version) = pins.model_version
                     && entry.model_version != version
                 {

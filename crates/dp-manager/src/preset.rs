@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use dp_spec::tensor_names::{LAST_HIDDEN_STATE, TEXT_INPUTS};
 use dp_spec::{
@@ -143,6 +144,9 @@ pub struct SentenceEmbedding {
     batch_size: usize,
     tokenizer_path: PathBuf,
     signature: String,
+    /// A copy of the tokenizer that neither truncates nor pads, made at the first long text
+    /// and kept: it counts a prefix's tokens (see [`Self::truncation_prefix`]).
+    untruncated: OnceLock<Tokenizer>,
 }
 
 /// A tokenized batch, padded to its longest text.
@@ -262,6 +266,7 @@ impl SentenceEmbedding {
             batch_size: DEFAULT_BATCH_SIZE,
             tokenizer_path: path.to_path_buf(),
             signature,
+            untruncated: OnceLock::new(),
         })
     }
 
@@ -304,17 +309,13 @@ impl SentenceEmbedding {
                 format!("tokenizer {} failed: {err}", self.tokenizer_path.display()),
             )
         };
-        // Built at the first long text only: it counts a prefix's tokens.
-        let mut counter = None;
         let mut inputs = Vec::with_capacity(texts.len());
         for text in texts {
             let whole = match &self.config.query_prefix {
                 Some(prefix) => std::borrow::Cow::Owned(format!("{prefix}{text}")),
                 None => std::borrow::Cow::Borrowed(*text),
             };
-            let used = self
-                .truncation_prefix(&whole, &mut counter)
-                .map_err(failed)?;
+            let used = self.truncation_prefix(&whole).map_err(failed)?;
             inputs.push(used.to_owned());
         }
         let encodings = self.tokenizer.encode_batch(inputs, true).map_err(failed)?;
@@ -351,13 +352,7 @@ impl SentenceEmbedding {
     /// can change) outnumber `max_length` plus a margin. Every token truncation keeps then
     /// comes from those words, so the cut changes only tokens truncation drops anyway. A
     /// text whose prefixes never get there (one endless word) is used whole.
-    ///
-    /// `counter` caches a copy of the tokenizer that neither truncates nor pads.
-    fn truncation_prefix<'t>(
-        &self,
-        text: &'t str,
-        counter: &mut Option<Tokenizer>,
-    ) -> Result<&'t str, tokenizers::Error> {
+    fn truncation_prefix<'t>(&self, text: &'t str) -> Result<&'t str, tokenizers::Error> {
         const FIRST_CUT_BYTES_PER_TOKEN: usize = 64;
         const MARGIN_TOKENS: usize = 16;
         let max_length = self.config.max_length;
@@ -368,12 +363,13 @@ impl SentenceEmbedding {
                 cut -= 1;
             }
             let prefix = &text[..cut];
-            let counter = match counter {
+            let counter = match self.untruncated.get() {
                 Some(counter) => counter,
                 None => {
                     let mut untruncated = self.tokenizer.clone();
                     untruncated.with_truncation(None)?.with_padding(None);
-                    counter.insert(untruncated)
+                    // Another thread may have set it first; either copy is the same.
+                    self.untruncated.get_or_init(|| untruncated)
                 }
             };
             let encoding = counter.encode(prefix, false)?;

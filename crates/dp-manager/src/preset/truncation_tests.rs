@@ -159,7 +159,7 @@ fn cut_texts_give_exactly_the_ids_of_whole_texts() {
                 text(&mut rng, first_cut, true)
             ));
             for text in &texts {
-                let used = preset.truncation_prefix(text, &mut None).unwrap();
+                let used = preset.truncation_prefix(text).unwrap();
                 assert!(text.starts_with(used));
                 if used.len() < text.len() {
                     cut += 1;
@@ -217,7 +217,7 @@ fn a_huge_text_is_not_tokenized_whole() {
     let sentence = "The cat sat on the mat, and the weather is sunny today. ";
     let huge = sentence.repeat(50_000_000 / sentence.len());
     assert!(huge.len() > 49_000_000);
-    let used = preset.truncation_prefix(&huge, &mut None).unwrap();
+    let used = preset.truncation_prefix(&huge).unwrap();
     // The first cut (64 bytes per token) already holds enough words.
     assert_eq!(used.len(), 64 * 64);
     // And the ids are those of any long-enough prefix of it, whole.
