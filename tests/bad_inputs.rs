@@ -46,6 +46,8 @@ use serde_json::{Value, json};
 // Area tables: one `#[path = "bad_inputs/<area>.rs"] mod <area>;` line per file.
 #[path = "bad_inputs/file_rows.rs"]
 mod file_rows;
+#[path = "bad_inputs/image_rows.rs"]
+mod image_rows;
 #[path = "bad_inputs/input_rows.rs"]
 mod input_rows;
 #[path = "bad_inputs/load_rows.rs"]
@@ -80,6 +82,8 @@ enum Needs {
     Nothing,
     /// The ONNX Runtime library from `cargo xtask setup`.
     OnnxRuntime,
+    /// The tiny CLIP model from `cargo xtask setup` (`.dp-assets/models/tiny-clip`).
+    TinyClip,
 }
 
 /// How the API refused.
@@ -637,6 +641,7 @@ fn cases() -> Vec<Case> {
     cases.extend(file_rows::rows());
     cases.extend(input_rows::rows());
     cases.extend(load_rows::rows());
+    cases.extend(image_rows::rows());
     cases
 }
 
@@ -1075,7 +1080,7 @@ fn base_cases() -> Vec<Case> {
             },
             action: embed_tiny_bert,
             code: C::InvalidSpec,
-            says: &["tiny-bert/config.json", "not a BERT config", "replace it"],
+            says: &["tiny-bert/config.json", "not a model config", "replace it"],
         },
         Case {
             name: "config_json_absurd_size",
@@ -1676,10 +1681,18 @@ fn every_bad_input_is_refused_with_its_code_a_helpful_message_and_no_side_effect
     } else {
         None
     };
+    let tiny_clip = if cases.iter().any(|c| c.needs == Needs::TinyClip) {
+        dp_tests::asset("models/tiny-clip", test)
+    } else {
+        None
+    };
     let mut failures = Vec::new();
     for case in &cases {
         if case.needs == Needs::OnnxRuntime && onnx_library.is_none() {
             continue; // `asset` said why (and panicked in CI).
+        }
+        if case.needs == Needs::TinyClip && tiny_clip.is_none() {
+            continue; // Likewise.
         }
         if let Err(why) = run(case, onnx_library.clone()) {
             failures.push(format!("{}:\n    {why}", case.name));

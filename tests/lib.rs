@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod clip_reference;
 pub mod triton_harness;
 
 /// The workspace root.

@@ -267,7 +267,11 @@ fn worker(
                     tally.drops += 1;
                     // Still the model asked for, and its preset still works.
                     assert_eq!(handle.spec().model_name, model_name(k));
-                    assert!(handle.sentence_embedding().is_some());
+                    assert!(
+                        handle
+                            .preset()
+                            .is_some_and(|p| p.name() == "sentence_embedding")
+                    );
                     drop(handle);
                 }
             }

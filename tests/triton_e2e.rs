@@ -487,3 +487,86 @@ fn minilm_served_by_triton_through_the_manager_matches_sentence_transformers() {
         assert!(c >= 0.99999, "sentence {i} {:?}: cosine {c}", sentences[i]);
     }
 }
+
+#[derive(serde::Deserialize)]
+struct ClipImageReference {
+    image: String,
+    path: String,
+    embedding: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClipReference {
+    images: Vec<ClipImageReference>,
+}
+
+#[test]
+fn clip_image_tower_served_by_triton_with_client_side_preset_matches_transformers() {
+    let test = "clip_image_tower_served_by_triton_with_client_side_preset_matches_transformers";
+    let Some(onnx) = dp_tests::asset("models/tiny-clip-onnx/vision_model.onnx", test) else {
+        return;
+    };
+    if dp_tests::asset("images/skimage", test).is_none() {
+        return;
+    }
+    let models_root = onnx
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
+    let digest = dp_digest::digest_file(
+        &onnx,
+        dp_digest::DigestAlgorithm::Sha256,
+        &dp_digest::NoProgress,
+    )
+    .unwrap()
+    .to_string();
+    let deployment = Deployment::new("tiny-clip-visual", Some(&digest))
+        .parameter("onnx_path", onnx.to_str().unwrap());
+    let Some(run) = start(test, &[deployment], &["tiny-clip-visual"]) else {
+        return;
+    };
+    let root = dp_tests::workspace_root().join("specs/catalog");
+    let catalog = Catalog::load(&root).unwrap();
+    let overrides = dp_spec::Layer::from_overrides(&[format!(
+        "tiny-clip-triton.triton.endpoint={}",
+        run.server.endpoint()
+    )])
+    .unwrap();
+    let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
+    let manager = dp_manager::ModelManager::builder(catalog, &models_root)
+        .provider(Arc::new(TritonProvider::new(
+            TritonProviderConfig::default(),
+        )))
+        .reaper(false)
+        .build()
+        .unwrap();
+    let reference: ClipReference = serde_json::from_slice(
+        &std::fs::read(dp_tests::data_dir().join("reference/clip/tiny-clip.json")).unwrap(),
+    )
+    .unwrap();
+    let images: Vec<dp_manager::preset::ImageInput> = reference
+        .images
+        .iter()
+        .map(|r| {
+            dp_manager::preset::ImageInput::Encoded(
+                std::fs::read(dp_tests::workspace_root().join(&r.path)).unwrap(),
+            )
+        })
+        .collect();
+    let output = manager.embed_images("tiny-clip-triton", &images).unwrap();
+    assert_eq!(output.models_used[0].model_name, "tiny-clip-triton");
+    assert_eq!(
+        output.models_used[0].preprocess_preset.as_deref(),
+        Some("image_clip")
+    );
+    for (want, got) in reference.images.iter().zip(&output.embeddings) {
+        let c = cosine(got, &want.embedding);
+        assert!(c >= 0.9999, "image {}: cosine {c}", want.image);
+    }
+    // A text request is refused by the preset before any call: this deployment has no
+    // text tower and the spec lists no tokenizer.
+    let err = manager.embed("tiny-clip-triton", &["a cat"]).unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::InvalidInput);
+    assert_eq!(err.details["reason"], "texts_unsupported", "{err}");
+}

@@ -15,6 +15,7 @@ use clap::Args;
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
 
+mod clip;
 mod minilm;
 mod onnx;
 pub(crate) mod triton;
@@ -78,6 +79,19 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "minilm-onnx",
         ensure: onnx::minilm_onnx,
+    },
+    // The CLIP assets use the ONNX venv (numpy, onnx, pip), so they come after it.
+    Asset {
+        name: "tiny-clip",
+        ensure: clip::tiny_clip,
+    },
+    Asset {
+        name: "tiny-clip-onnx",
+        ensure: clip::tiny_clip_onnx,
+    },
+    Asset {
+        name: "clip-photos",
+        ensure: clip::photos,
     },
     Asset {
         name: "triton",

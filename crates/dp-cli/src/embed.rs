@@ -1,4 +1,5 @@
-//! `dp embed`: embeds texts with a `sentence_embedding` model.
+//! `dp embed`: embeds texts (`--input`) or images (`--image`, CLIP models) with a model's
+//! preset.
 //!
 //! The input is bounded (`--max-input-bytes`, `--max-texts`) and refused with
 //! `invalid_input` before it is read whole, so a huge or endless input (`/dev/zero`) costs
@@ -22,10 +23,10 @@ use crate::output::report_model_error;
 use crate::providers::manager;
 
 /// Default of `--max-input-bytes`: 64 MiB.
-const DEFAULT_MAX_INPUT_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_MAX_INPUT_BYTES: u64 = 64 << 20;
 
 /// Default of `--max-texts`: at 384 dimensions, about 150 MB of vectors.
-const DEFAULT_MAX_TEXTS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_TEXTS: usize = 100_000;
 
 /// Options of `dp embed`.
 #[derive(Debug, Args)]
@@ -37,8 +38,12 @@ pub(crate) struct EmbedArgs {
     /// `-` (the default) reads stdin.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     input: PathBuf,
-    /// The largest input accepted, in bytes; a larger one is refused before it is read
-    /// whole.
+    /// An image file (JPEG, PNG, WebP, GIF, BMP) to embed instead of texts, with a model
+    /// whose preset takes images (`image_clip`); repeat for several.
+    #[arg(long = "image", value_name = "FILE", conflicts_with = "input")]
+    images: Vec<PathBuf>,
+    /// The largest input accepted, in bytes (all images together with `--image`); a
+    /// larger one is refused before it is read whole.
     #[arg(
         long,
         value_name = "BYTES",
@@ -111,6 +116,12 @@ fn read_bounded(reader: impl Read, max: u64, source: &Path) -> Result<String, Mo
             err.utf8_error().valid_up_to()
         ))
     })
+}
+
+/// What `dp embed` embeds.
+enum Inputs {
+    Texts(Vec<String>),
+    Images(Vec<dp_manager::preset::ImageInput>),
 }
 
 /// Reads the input named by `--input`, bounded by `max` bytes.
@@ -246,11 +257,23 @@ fn write_lines(out: &mut impl Write, output: &EmbeddingOutput) -> anyhow::Result
     Ok(())
 }
 
+/// The texts of `--input`: bounded by `max_bytes` and `max_texts`.
+pub(crate) fn read_texts(
+    path: &Path,
+    max_bytes: u64,
+    max_texts: usize,
+) -> Result<Vec<String>, ModelError> {
+    read_input(path, max_bytes).and_then(|input| parse_texts(&input, max_texts))
+}
+
 pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
-    let texts = match read_input(&args.input, args.max_input_bytes)
-        .and_then(|input| parse_texts(&input, args.max_texts))
-    {
-        Ok(texts) => texts,
+    let inputs = if args.images.is_empty() {
+        read_texts(&args.input, args.max_input_bytes, args.max_texts).map(Inputs::Texts)
+    } else {
+        crate::images::read_images(&args.images, args.max_input_bytes).map(Inputs::Images)
+    };
+    let inputs = match inputs {
+        Ok(inputs) => inputs,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
     let cache = args
@@ -261,8 +284,14 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         Ok(manager) => manager,
         Err(code) => return Ok(code),
     };
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let output = match manager.embed(&args.model, &texts) {
+    let output = match &inputs {
+        Inputs::Texts(texts) => {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            manager.embed(&args.model, &texts)
+        }
+        Inputs::Images(images) => manager.embed_images(&args.model, images),
+    };
+    let output = match output {
         Ok(output) => output,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
@@ -275,8 +304,12 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     })?;
     if !cli.json {
         crate::output::stderr(&format!(
-            "dp: {} text(s) embedded by {} ({})",
+            "dp: {} {} embedded by {} ({})",
             output.embeddings.len(),
+            match inputs {
+                Inputs::Texts(_) => "text(s)",
+                Inputs::Images(_) => "image(s)",
+            },
             output
                 .models_used
                 .first()

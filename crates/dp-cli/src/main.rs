@@ -9,12 +9,15 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`), as text or, with
 //! `--log-format json`, one JSON object per line.
 
+mod classify;
 mod demo;
 mod digest;
 mod embed;
 mod health;
+mod images;
 mod list;
 mod output;
+mod preprocess;
 mod providers;
 mod resolve;
 mod sync_downloader;
@@ -87,8 +90,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Resolve a model by name, alias or role and print its models_used record.
     Resolve(resolve::ResolveArgs),
-    /// Embed texts with a sentence-embedding model.
+    /// Embed texts (a sentence-embedding or CLIP model) or images (a CLIP model).
     Embed(embed::EmbedArgs),
+    /// Classify images among text labels, zero-shot, with a CLIP model.
+    Classify(classify::ClassifyArgs),
+    /// Print the tensors a model would be fed for some images or texts (its preset's output).
+    Preprocess(preprocess::PreprocessArgs),
     /// Check every model without loading it; exit 3 when a tier-0 model is not ready.
     Health(health::HealthArgs),
 }
@@ -116,6 +123,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&cli, args),
         Command::Resolve(args) => resolve::run(&cli, args),
         Command::Embed(args) => embed::run(&cli, args),
+        Command::Classify(args) => classify::run(&cli, args),
+        Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
     };
     match result {

@@ -26,8 +26,8 @@ use dp_spec::{LoadedModel, ModelError, ModelSpec};
 use crate::budget::{Demand, Reservation};
 use crate::clock::{Clock, to_nanos};
 use crate::key::{CacheKey, PackedKey};
-use crate::preset::SentenceEmbedding;
 use crate::single_flight::{self, Counted, HandleCount};
+use dp_preset::Preset;
 
 /// Everything the manager precomputes for one catalog entry whose device resolved.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ pub(crate) struct Resident {
     model: Box<dyn LoadedModel>,
     /// The shared preset, built once per loaded instance (its tokenizer is not rebuilt
     /// per request).
-    preset: Option<SentenceEmbedding>,
+    preset: Option<Box<dyn Preset>>,
     /// The record outputs made with this instance carry: its signature covers the bytes
     /// this instance was loaded from and the preprocessing resolved from them.
     models_used: ModelsUsedEntry,
@@ -93,7 +93,7 @@ pub(crate) struct NewResident {
     pub(crate) route: Arc<Route>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) model: Box<dyn LoadedModel>,
-    pub(crate) preset: Option<SentenceEmbedding>,
+    pub(crate) preset: Option<Box<dyn Preset>>,
     pub(crate) models_used: ModelsUsedEntry,
     pub(crate) reservation: Reservation,
 }
@@ -289,10 +289,10 @@ impl ModelHandle {
         &self.resident.models_used
     }
 
-    /// The `sentence_embedding` preset, when the spec names it.
+    /// The model's preprocessing preset, when the spec names one this build runs.
     #[must_use]
-    pub fn sentence_embedding(&self) -> Option<&SentenceEmbedding> {
-        self.resident.preset.as_ref()
+    pub fn preset(&self) -> Option<&dyn Preset> {
+        self.resident.preset.as_deref()
     }
 
     /// Whether both handles designate the same loaded instance.

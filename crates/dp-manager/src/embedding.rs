@@ -1,17 +1,21 @@
-//! Text embeddings: [`ModelManager::embed`] and its cache.
+//! Running a model's preset ([`ModelManager::run_preset`]: embeddings of texts or images,
+//! zero-shot classification) and the embedding cache.
 //!
-//! The cache (`moka`, bounded, with a time to live) maps a 128-bit SHA-256 prefix of
-//! (model signature, preset signature, text) to the vector. The model signature names the
-//! exact weights, device and precision, so a cached vector is never served for another
-//! model or configuration; 128 bits make an accidental collision negligible. A batch looks
-//! every text up first and runs the model on the misses only (each distinct text once),
-//! then returns the vectors in input order.
+//! One generic loop serves every preset: the manager never names one. The cache (`moka`,
+//! bounded, with a time to live) maps a 128-bit SHA-256 prefix of (model signature, preset
+//! signature, input bytes) to the vector. The model signature names the exact weights,
+//! device and precision, so a cached vector is never served for another model or
+//! configuration; 128 bits make an accidental collision negligible. A batch looks every
+//! input up first and runs the model on the misses only (each distinct input once), then
+//! returns the vectors in input order. Probabilities (which depend on the labels too) are
+//! not cached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dp_preset::{ImageInput, Preset, PresetInputs, PresetOutput};
 use dp_signature::ModelsUsedEntry;
 use dp_spec::ModelError;
 use serde::Serialize;
@@ -83,7 +87,7 @@ pub struct EmbeddingCacheStatus {
 /// The vectors of an [`ModelManager::embed`] call and what made them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbeddingOutput {
-    /// One vector per input text, in input order.
+    /// One vector per input (text or image), in input order.
     pub embeddings: Vec<Vec<f32>>,
     /// The model that made them, as resolved (device, precision) with its signatures.
     pub models_used: Vec<ModelsUsedEntry>,
@@ -131,10 +135,21 @@ impl EmbeddingCache {
     }
 }
 
-/// The hash state after the model and preset signatures: each text's key continues it.
+/// What [`ModelManager::run_preset`] produced and what made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetRun {
+    /// The preset's output: vectors or probabilities, one row per input.
+    pub output: PresetOutput,
+    /// The model that made them, as resolved (device, precision) with its signatures.
+    pub models_used: Vec<ModelsUsedEntry>,
+    /// The canonical signature of that model (the same as in `models_used`).
+    pub model_signature: String,
+}
+
+/// The hash state after the model and preset signatures: each input's key continues it.
 fn key_prefix(model_signature: &str, preprocess_signature: &str) -> Sha256 {
     let mut prefix = Sha256::new();
-    // Length-prefixed, so no two (signature, text) pairs give the same byte stream.
+    // Length-prefixed, so no two (signature, input) pairs give the same byte stream.
     for part in [model_signature, preprocess_signature] {
         prefix.update((part.len() as u64).to_le_bytes());
         prefix.update(part.as_bytes());
@@ -142,88 +157,195 @@ fn key_prefix(model_signature: &str, preprocess_signature: &str) -> Sha256 {
     prefix
 }
 
-fn key_of(prefix: &Sha256, text: &str) -> u128 {
-    let digest = prefix.clone().chain_update(text.as_bytes()).finalize();
+fn key_of(prefix: &Sha256, input: &[u8]) -> u128 {
+    let digest = prefix.clone().chain_update(input).finalize();
     let mut first = [0_u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_le_bytes(first)
 }
 
+/// The bytes that identify each input of a cacheable request (texts and images are told
+/// apart by a tag, so a text never shares a key with an image); `None` when the request's
+/// results are not cached.
+fn identities(inputs: &PresetInputs<'_>) -> Option<Vec<Vec<u8>>> {
+    match inputs {
+        PresetInputs::Texts(texts) => Some(
+            texts
+                .iter()
+                .map(|t| [b"text\0".as_slice(), t.as_bytes()].concat())
+                .collect(),
+        ),
+        PresetInputs::Images(images) => Some(images.iter().map(ImageInput::identity).collect()),
+        PresetInputs::ImagesWithLabels { .. } => None,
+    }
+}
+
 impl ModelManager {
-    /// Embeds `texts` with the model `model` (a name or alias whose spec uses the
-    /// `sentence_embedding` preset): one vector per text, in input order, with the
-    /// `models_used` record and model signature the output must carry.
+    /// Runs `inputs` through the preset of the model `model` (a name or alias): texts or
+    /// images to vectors, images and labels to probabilities, with the `models_used`
+    /// record and model signature the output must carry.
     ///
-    /// Cached texts are not embedded again; the rest are embedded in batches of the
-    /// model's `max_batch_size`, each distinct text once.
+    /// Cached vectors are not computed again; the rest are computed in batches of the
+    /// preset's batch size, each distinct input once.
     ///
     /// # Errors
-    /// As [`ModelManager::get`]; `invalid_input` when the model has no `sentence_embedding`
-    /// preset; the preset's and the model's errors.
-    pub fn embed(&self, model: &str, texts: &[&str]) -> Result<EmbeddingOutput, ModelError> {
+    /// As [`ModelManager::get`]; `invalid_input` when the model has no preset this build
+    /// runs, or one that does not take this kind of input (a text-only model asked for
+    /// images: reason `images_unsupported`); the preset's and the model's errors.
+    pub fn run_preset(
+        &self,
+        model: &str,
+        inputs: PresetInputs<'_>,
+    ) -> Result<PresetRun, ModelError> {
         let handle = self.get(model)?;
-        let preset = handle.sentence_embedding().ok_or_else(|| {
+        let spec = handle.spec();
+        let preset = handle.preset().ok_or_else(|| {
+            let status = dp_preset::status(spec.preprocess_preset.as_deref());
+            let why = match status {
+                dp_preset::PresetStatus::NotImplemented => "which this build cannot run yet",
+                _ => "none",
+            };
             ModelError::from(ManagerError::BadTask {
                 message: format!(
-                    "model {} has preprocess_preset {}; embedding needs sentence_embedding (use an \
-                     infer task for raw tensors)",
-                    handle.spec().model_name,
-                    handle
-                        .spec()
-                        .preprocess_preset
-                        .as_deref()
-                        .unwrap_or("(none)")
+                    "model {} has preprocess_preset {} ({why}); use an infer task for raw tensors",
+                    spec.model_name,
+                    spec.preprocess_preset.as_deref().unwrap_or("(none)")
                 ),
             })
         })?;
+        if !preset.accepts(inputs.kind()) {
+            let err = dp_preset::refused(preset.name(), inputs.kind());
+            return Err(ModelError::from(err).with_detail("model_name", spec.model_name.as_str()));
+        }
         // The record of the loaded instance: its signature already covers the preset's
         // settings as resolved from the spec *and* the model's own files.
         let entry = handle.models_used().clone();
         let cache = &self.inner().embedding_cache;
-        let embeddings = match &cache.vectors {
-            None => preset.embed(handle.model(), texts)?,
-            Some(vectors) => {
+        let output = match (&cache.vectors, identities(&inputs)) {
+            (Some(vectors), Some(ids)) if preset.makes_vectors() => {
                 let prefix = key_prefix(&entry.model_signature, preset.preprocess_signature());
-                let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
-                // Distinct missing texts, by key: where each goes.
-                let mut missing: HashMap<u128, Vec<usize>> = HashMap::new();
-                let mut order: Vec<(u128, &str)> = Vec::new();
-                for (i, text) in texts.iter().enumerate() {
-                    let key = key_of(&prefix, text);
-                    if let Some(vector) = vectors.get(&key) {
-                        out[i] = Some(vector.to_vec());
-                    } else {
-                        let slots = missing.entry(key).or_default();
-                        if slots.is_empty() {
-                            order.push((key, text));
-                        }
-                        slots.push(i);
-                    }
-                }
-                let hits = texts.len() - missing.values().map(Vec::len).sum::<usize>();
-                cache.hits.fetch_add(hits as u64, Ordering::Relaxed);
-                cache
-                    .misses
-                    .fetch_add((texts.len() - hits) as u64, Ordering::Relaxed);
-                if !order.is_empty() {
-                    let batch: Vec<&str> = order.iter().map(|(_, t)| *t).collect();
-                    let computed = preset.embed(handle.model(), &batch)?;
-                    for ((key, _), vector) in order.iter().zip(computed) {
-                        vectors.insert(*key, Arc::from(vector.as_slice()));
-                        for &i in &missing[key] {
-                            out[i] = Some(vector.clone());
-                        }
-                    }
-                }
-                out.into_iter().map(Option::unwrap_or_default).collect()
+                cached_vectors(
+                    cache,
+                    vectors,
+                    &prefix,
+                    &ids,
+                    preset,
+                    handle.model(),
+                    &inputs,
+                )?
             }
+            _ => preset.run(handle.model(), inputs)?,
         };
-        Ok(EmbeddingOutput {
-            embeddings,
+        Ok(PresetRun {
+            output,
             model_signature: entry.model_signature.clone(),
             models_used: vec![entry],
         })
     }
+
+    /// Embeds `texts` with the model `model` (its preset takes texts: `sentence_embedding`,
+    /// or `image_clip`'s text tower): one vector per text, in input order.
+    ///
+    /// # Errors
+    /// As [`Self::run_preset`].
+    pub fn embed(&self, model: &str, texts: &[&str]) -> Result<EmbeddingOutput, ModelError> {
+        self.embed_inputs(model, PresetInputs::Texts(texts))
+    }
+
+    /// Embeds `images` with the model `model` (its preset takes images: `image_clip`): one
+    /// vector per image, in input order.
+    ///
+    /// # Errors
+    /// As [`Self::run_preset`]; `invalid_input` with a reason (`image_decode_failed`,
+    /// `image_too_large`, …) for an image that cannot be decoded.
+    pub fn embed_images(
+        &self,
+        model: &str,
+        images: &[ImageInput],
+    ) -> Result<EmbeddingOutput, ModelError> {
+        self.embed_inputs(model, PresetInputs::Images(images))
+    }
+
+    fn embed_inputs(
+        &self,
+        model: &str,
+        inputs: PresetInputs<'_>,
+    ) -> Result<EmbeddingOutput, ModelError> {
+        let run = self.run_preset(model, inputs)?;
+        match run.output {
+            PresetOutput::Vectors(embeddings) => Ok(EmbeddingOutput {
+                embeddings,
+                models_used: run.models_used,
+                model_signature: run.model_signature,
+            }),
+            _ => Err(ModelError::from(ManagerError::BadTask {
+                message: format!("model {model}'s preset does not make embeddings"),
+            })),
+        }
+    }
+}
+
+/// Looks every input up, runs the preset on the distinct misses, caches what it made.
+fn cached_vectors(
+    cache: &EmbeddingCache,
+    vectors: &moka::sync::Cache<u128, Arc<[f32]>>,
+    prefix: &Sha256,
+    ids: &[Vec<u8>],
+    preset: &dyn Preset,
+    model: &dyn dp_spec::LoadedModel,
+    inputs: &PresetInputs<'_>,
+) -> Result<PresetOutput, ModelError> {
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; ids.len()];
+    // Distinct missing inputs, by key: where each goes.
+    let mut missing: HashMap<u128, Vec<usize>> = HashMap::new();
+    let mut order: Vec<(u128, usize)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let key = key_of(prefix, id);
+        if let Some(vector) = vectors.get(&key) {
+            out[i] = Some(vector.to_vec());
+        } else {
+            let slots = missing.entry(key).or_default();
+            if slots.is_empty() {
+                order.push((key, i));
+            }
+            slots.push(i);
+        }
+    }
+    let hits = ids.len() - missing.values().map(Vec::len).sum::<usize>();
+    cache.hits.fetch_add(hits as u64, Ordering::Relaxed);
+    cache
+        .misses
+        .fetch_add((ids.len() - hits) as u64, Ordering::Relaxed);
+    if !order.is_empty() {
+        let computed = if order.len() == ids.len() {
+            // Every input is a distinct miss (the usual case): no copy.
+            preset.run(model, *inputs)?.into_rows()
+        } else {
+            let first = order.iter().map(|(_, i)| *i);
+            match inputs {
+                PresetInputs::Texts(all) => {
+                    let texts: Vec<&str> = first.map(|i| all[i]).collect();
+                    preset.run(model, PresetInputs::Texts(&texts))?.into_rows()
+                }
+                PresetInputs::Images(all) => {
+                    let images: Vec<ImageInput> = first.map(|i| all[i].clone()).collect();
+                    preset
+                        .run(model, PresetInputs::Images(&images))?
+                        .into_rows()
+                }
+                PresetInputs::ImagesWithLabels { .. } => preset.run(model, *inputs)?.into_rows(),
+            }
+        };
+        for ((key, _), vector) in order.iter().zip(computed) {
+            vectors.insert(*key, Arc::from(vector.as_slice()));
+            for &i in &missing[key] {
+                out[i] = Some(vector.clone());
+            }
+        }
+    }
+    Ok(PresetOutput::Vectors(
+        out.into_iter().map(Option::unwrap_or_default).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -235,15 +357,15 @@ mod tests {
         let a = key_prefix("dp1:a", "pp1:x");
         let b = key_prefix("dp1:b", "pp1:x");
         let c = key_prefix("dp1:a", "pp1:y");
-        let k = key_of(&a, "hello");
-        assert_eq!(k, key_of(&key_prefix("dp1:a", "pp1:x"), "hello"));
-        assert_ne!(k, key_of(&b, "hello"));
-        assert_ne!(k, key_of(&c, "hello"));
-        assert_ne!(k, key_of(&a, "hello "));
+        let k = key_of(&a, b"hello");
+        assert_eq!(k, key_of(&key_prefix("dp1:a", "pp1:x"), b"hello"));
+        assert_ne!(k, key_of(&b, b"hello"));
+        assert_ne!(k, key_of(&c, b"hello"));
+        assert_ne!(k, key_of(&a, b"hello "));
         // Moving bytes between the signature and the text changes the key.
         assert_ne!(
-            key_of(&key_prefix("dp1:ab", "p"), "c"),
-            key_of(&key_prefix("dp1:a", "p"), "bc")
+            key_of(&key_prefix("dp1:ab", "p"), b"c"),
+            key_of(&key_prefix("dp1:a", "p"), b"bc")
         );
     }
 }

@@ -85,6 +85,10 @@ pub struct ModelHealth {
     pub provider: Option<String>,
     /// What that provider reports (runtime found, Triton model ready).
     pub runtime: Option<ProviderHealth>,
+    /// Whether this build runs the spec's preprocessing preset: `none` (the spec names
+    /// none), `runnable`, or `not_implemented` (a known preset this build cannot run: the
+    /// model serves `infer` tasks only, and that is reported as a problem).
+    pub preset: &'static str,
     /// Everything wrong, with stable codes and what to do.
     pub problems: Vec<ModelError>,
 }
@@ -222,8 +226,25 @@ impl ModelManager {
                 ));
             }
         }
+        let preset = match dp_preset::status(spec.preprocess_preset.as_deref()) {
+            dp_preset::PresetStatus::None => "none",
+            dp_preset::PresetStatus::Runnable => "runnable",
+            dp_preset::PresetStatus::NotImplemented | dp_preset::PresetStatus::Unknown => {
+                problems.push(ModelError::new(
+                    ErrorCode::ProviderUnavailable,
+                    format!(
+                        "model {}: preprocess_preset {} is not implemented by this build; the \
+                         model serves infer tasks (raw tensors) only",
+                        spec.model_name,
+                        spec.preprocess_preset.as_deref().unwrap_or("?")
+                    ),
+                ));
+                "not_implemented"
+            }
+        };
         ModelHealth {
             model_name: spec.model_name.clone(),
+            preset,
             tier: spec.tier,
             ready: problems.is_empty(),
             spec_valid,

@@ -79,7 +79,7 @@ pub mod integrity;
 mod key;
 mod manager;
 mod offline;
-pub mod preset;
+
 mod reaper;
 mod resolve;
 mod single_flight;
@@ -99,11 +99,13 @@ mod sync {
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use embedding::{EmbeddingCacheConfig, EmbeddingCacheStatus, EmbeddingOutput};
+/// The shared pre/post-processing presets (the `dp-preset` crate).
+pub use dp_preset as preset;
+pub use embedding::{EmbeddingCacheConfig, EmbeddingCacheStatus, EmbeddingOutput, PresetRun};
 pub use error::ManagerError;
 pub use health::{DigestHealth, HealthReport, ModelHealth, TierSummary};
 pub use key::CacheKey;
-pub use manager::ModelManager;
+pub use manager::{ModelManager, Preprocessed};
 pub use offline::{LOOPBACK_HOSTS, offline_env};
 pub use resolve::{RoleReason, RoleResolution};
 pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};

@@ -22,7 +22,7 @@ use crate::embedding::EmbeddingCache;
 use crate::error::ManagerError;
 use crate::integrity;
 use crate::key::{CacheKey, KeyHashBuilder, PackedKey};
-use crate::preset::SentenceEmbedding;
+use dp_preset::Preset;
 
 /// Name or alias → catalog index. foldhash: names come from the trusted catalog, so a fast
 /// hash is fine, and this lookup is on every request's path.
@@ -172,6 +172,47 @@ impl ModelManager {
         }
         let (_, _, models_used) = inner.identify(route)?;
         Ok(models_used)
+    }
+
+    /// What the model would be fed for `inputs`: its preset, built from the verified
+    /// files, encodes them as one batch (the model itself is not loaded). For debugging,
+    /// and for clients that send tensors themselves.
+    ///
+    /// # Errors
+    /// As [`Self::models_used`]; `invalid_input` when the model has no preset this build
+    /// runs or its preset does not take these inputs, and the preset's input errors.
+    pub fn preprocess(
+        &self,
+        name_or_alias: &str,
+        inputs: dp_preset::PresetInputs<'_>,
+    ) -> Result<Preprocessed, ModelError> {
+        let inner = &*self.inner;
+        let route = inner
+            .entry_of(name_or_alias)?
+            .route
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let (_, preset, models_used) = inner.identify(route)?;
+        let spec = &route.spec;
+        let Some(preset) = preset else {
+            return Err(ManagerError::BadTask {
+                message: format!(
+                    "model {} has no preprocess_preset this build runs ({}); nothing to preprocess",
+                    spec.model_name,
+                    spec.preprocess_preset.as_deref().unwrap_or("none")
+                ),
+            }
+            .into());
+        };
+        let batch = preset.encode(inputs).map_err(|err| {
+            ModelError::from(err).with_detail("model_name", spec.model_name.as_str())
+        })?;
+        Ok(Preprocessed {
+            preprocess_preset: preset.name(),
+            preprocess_signature: preset.preprocess_signature().to_owned(),
+            models_used,
+            tensors: batch.tensors,
+        })
     }
 
     /// A handle to the model, loading it first if needed.
@@ -410,25 +451,18 @@ impl Inner {
 
     /// Opens and verifies a model's files, builds its preset from them, and makes the
     /// `models_used` record of exactly those bytes and that preprocessing.
-    pub(crate) fn identify(
-        &self,
-        route: &Route,
-    ) -> Result<
-        (
-            VerifiedArtifacts,
-            Option<SentenceEmbedding>,
-            ModelsUsedEntry,
-        ),
-        ManagerError,
-    > {
+    pub(crate) fn identify(&self, route: &Route) -> Result<Identified, ManagerError> {
         let spec = &route.spec;
         let artifacts = self.open_artifacts(spec)?;
         // The preset (tokenizer) first: a bad tokenizer.json fails fast, before the weights.
-        let preset =
-            crate::preset::load_preset(spec, &artifacts).map_err(ManagerError::Provider)?;
+        let preset = dp_preset::load(spec, &artifacts).map_err(|err| {
+            ManagerError::Provider(
+                ModelError::from(err).with_detail("model_name", spec.model_name.as_str()),
+            )
+        })?;
         let identity = ArtifactIdentity {
             artifacts_digest: artifacts.aggregate(),
-            preprocess_params: preset.as_ref().map(|p| p.config().params()),
+            preprocess_params: preset.as_ref().map(|p| p.params().clone()),
         };
         let models_used = ModelsUsedEntry::with_identity(spec, &route.resolution, &identity);
         Ok((artifacts, preset, models_used))
@@ -712,4 +746,20 @@ impl fmt::Debug for ModelManager {
             .field("loaded", &inner.slots.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A model's verified files, the preset built from them, and the record of both.
+pub(crate) type Identified = (VerifiedArtifacts, Option<Box<dyn Preset>>, ModelsUsedEntry);
+
+/// What [`ModelManager::preprocess`] made: the tensors and the preset that made them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocessed {
+    /// The preset's name.
+    pub preprocess_preset: &'static str,
+    /// The identity of its resolved settings (`pp1:…`).
+    pub preprocess_signature: String,
+    /// The model's record (its signature covers the preset's settings).
+    pub models_used: ModelsUsedEntry,
+    /// The model's inputs, by name.
+    pub tensors: dp_spec::NamedTensors,
 }

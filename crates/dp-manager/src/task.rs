@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dp_preset::{ImageInput, PresetInputs, PresetOutput};
 use dp_signature::ModelsUsedEntry;
 use dp_spec::{ModelError, NamedTensors};
 use serde::{Deserialize, Serialize};
@@ -16,8 +17,12 @@ use crate::manager::ModelManager;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskType {
-    /// Texts → one vector each (the `sentence_embedding` preset).
+    /// Texts → one vector each (`sentence_embedding`, or a CLIP model's text tower).
     Embedding,
+    /// Images → one vector each (`image_clip`).
+    ImageEmbedding,
+    /// Images and candidate labels → one probability per image and label (`image_clip`).
+    ZeroShotClassification,
     /// Named tensors in, named tensors out, no pre/post-processing.
     Infer,
     /// Reserved: text generation is not served yet (`invalid_input`).
@@ -30,6 +35,8 @@ impl TaskType {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Embedding => "embedding",
+            Self::ImageEmbedding => "image_embedding",
+            Self::ZeroShotClassification => "zero_shot_classification",
             Self::Infer => "infer",
             Self::TextGeneration => "text_generation",
         }
@@ -41,6 +48,15 @@ impl TaskType {
 pub enum TaskData {
     /// Texts (for `embedding`).
     Texts(Vec<String>),
+    /// Images (for `image_embedding`).
+    Images(Vec<ImageInput>),
+    /// Images and the labels to classify them among (for `zero_shot_classification`).
+    ImagesWithLabels {
+        /// The images.
+        images: Vec<ImageInput>,
+        /// The candidate labels.
+        labels: Vec<String>,
+    },
     /// Named tensors (for `infer`).
     Tensors(NamedTensors),
 }
@@ -79,10 +95,15 @@ impl TaskRequest {
 pub enum TaskOutput {
     /// The model is loaded (a request without data).
     Preloaded,
-    /// One vector per text, in input order.
+    /// One vector per text or image, in input order.
     Embeddings(Vec<Vec<f32>>),
+    /// One row per image, one probability per label (in the labels' order).
+    Probabilities(Vec<Vec<f32>>),
     /// The model's named outputs.
     Tensors(NamedTensors),
+    /// The model's named outputs per batch, for presets whose results are the model's own
+    /// tensors (`image_resize_normalize`, `image_letterbox`, which adds `letterbox_geometry`).
+    TensorBatches(Vec<NamedTensors>),
 }
 
 /// The answer to a [`TaskRequest`].
@@ -157,38 +178,68 @@ impl ModelManager {
             // Loads it if needed, and sets its keep-alive for after this task.
             self.preload(&model, Some(keep_alive))?;
         }
-        match (task_type, data) {
+        let run = |inputs: PresetInputs<'_>| self.run_preset(&model, inputs);
+        let (output, model_signature, models_used) = match (task_type, data) {
             (TaskType::Embedding, TaskData::Texts(texts)) => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let out = self.embed(&model, &texts)?;
-                Ok(TaskResponse {
-                    task_type,
-                    output: TaskOutput::Embeddings(out.embeddings),
-                    models_used: out.models_used,
-                    model_signature: out.model_signature,
-                })
+                preset_output(run(PresetInputs::Texts(&texts))?)
+            }
+            (TaskType::ImageEmbedding, TaskData::Images(images)) => {
+                preset_output(run(PresetInputs::Images(&images))?)
+            }
+            (TaskType::ZeroShotClassification, TaskData::ImagesWithLabels { images, labels }) => {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                preset_output(run(PresetInputs::ImagesWithLabels {
+                    images: &images,
+                    labels: &labels,
+                })?)
             }
             (TaskType::Infer, TaskData::Tensors(tensors)) => {
                 let handle = self.get(&model)?;
                 let outputs = handle.infer(&tensors)?;
                 let entry = handle.models_used().clone();
-                Ok(TaskResponse {
-                    task_type,
-                    output: TaskOutput::Tensors(outputs),
-                    model_signature: entry.model_signature.clone(),
-                    models_used: vec![entry],
-                })
+                (
+                    TaskOutput::Tensors(outputs),
+                    entry.model_signature.clone(),
+                    vec![entry],
+                )
             }
-            (TaskType::Embedding, TaskData::Tensors(_)) => Err(bad(format!(
-                "an embedding task takes texts, not tensors (model {model}); use an infer task"
-            ))),
-            (TaskType::Infer, TaskData::Texts(_)) => Err(bad(format!(
-                "an infer task takes named tensors, not texts (model {model}); use an embedding task"
-            ))),
-            (other, _) => Err(bad(format!(
-                "task type {} is not supported",
-                other.as_str()
-            ))),
-        }
+            (task_type, data) => {
+                let want = match task_type {
+                    TaskType::Embedding => "texts",
+                    TaskType::ImageEmbedding => "images",
+                    TaskType::ZeroShotClassification => "images with labels",
+                    _ => "named tensors",
+                };
+                let got = match data {
+                    TaskData::Texts(_) => "texts",
+                    TaskData::Images(_) => "images",
+                    TaskData::ImagesWithLabels { .. } => "images with labels",
+                    TaskData::Tensors(_) => "tensors",
+                };
+                return Err(bad(format!(
+                    "a {} task takes {want}, not {got} (model {model})",
+                    task_type.as_str()
+                )));
+            }
+        };
+        Ok(TaskResponse {
+            task_type,
+            output,
+            models_used,
+            model_signature,
+        })
     }
+}
+
+/// A preset's run as a task's output, signature and record.
+fn preset_output(
+    run: crate::PresetRun,
+) -> (TaskOutput, String, Vec<dp_signature::ModelsUsedEntry>) {
+    let output = match run.output {
+        PresetOutput::Vectors(rows) => TaskOutput::Embeddings(rows),
+        PresetOutput::Probabilities(rows) => TaskOutput::Probabilities(rows),
+        PresetOutput::Tensors(batches) => TaskOutput::TensorBatches(batches),
+    };
+    (output, run.model_signature, run.models_used)
 }

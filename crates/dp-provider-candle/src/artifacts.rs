@@ -1,6 +1,6 @@
-//! Reading a sentence-transformers folder from the model's verified artifacts:
-//! `config.json`, `modules.json` and `model.safetensors` (mapped once by `dp-digest`, which
-//! hashed exactly those bytes), each failure naming its file.
+//! Reading a model folder from the model's verified artifacts: `config.json`,
+//! `model.safetensors` and, for sentence-transformers encoders, `modules.json` (mapped once
+//! by `dp-digest`, which hashed exactly those bytes), each failure naming its file.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,9 @@ pub(crate) struct ModelFiles {
     pub(crate) config: ModelFile,
     /// `modules.json` beside the weights, if there is one.
     pub(crate) modules: Option<ModelFile>,
+    /// `modules.json` when the spec implies one (it lists it, or lists the folder) but it
+    /// is not among the verified files: an error for sentence-transformers encoders only.
+    pub(crate) modules_missing: Option<PathBuf>,
 }
 
 /// One verified file and where it lives (for messages; it is never opened again).
@@ -31,7 +34,8 @@ pub(crate) struct ModelFile {
 impl ModelFiles {
     /// Finds the weights among the spec's artifacts: a `.safetensors` file, or a folder
     /// holding `model.safetensors`. `config.json` and `modules.json` are the ones beside it,
-    /// as sentence-transformers saves them; each must be among the verified files.
+    /// as sentence-transformers saves them; the weights and `config.json` must be among the
+    /// verified files (whether `modules.json` must be depends on the architecture).
     pub(crate) fn locate(
         spec: &ModelSpec,
         artifacts: &VerifiedArtifacts,
@@ -72,17 +76,28 @@ impl ModelFiles {
                 })
         };
         let modules_path = format!("{dir}modules.json");
-        let modules = if modules_listed || artifacts.get(&modules_path).is_some() {
-            Some(file(&modules_path)?)
-        } else {
-            None
-        };
+        let modules = file(&modules_path).ok();
+        let modules_missing =
+            (modules_listed && modules.is_none()).then(|| artifacts.display_path(&modules_path));
         Ok(Self {
             weights: file(&weights)?,
             config: file(&format!("{dir}config.json"))?,
             modules,
+            modules_missing,
         })
     }
+}
+
+/// The architecture `config.json` names (`model_type`), `None` when it names none.
+pub(crate) fn model_type(file: &ModelFile) -> Result<Option<String>, CandleError> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        model_type: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(small(file)?)
+        .map_err(|e| CandleError::malformed(&file.path, format!("not a model config: {e}")))?;
+    Ok(head.model_type)
 }
 
 /// The fields of a Hugging Face BERT `config.json` the encoder needs.
@@ -159,7 +174,7 @@ impl BertConfig {
             return Err(CandleError::malformed(
                 path,
                 format!(
-                    "model_type '{model_type}' is not supported (only bert: RoBERTa-style position offsets are not implemented)"
+                    "model_type '{model_type}' is not supported (supported: bert, clip; RoBERTa-style position offsets are not implemented)"
                 ),
             ));
         }
@@ -258,7 +273,7 @@ pub(crate) fn check_modules(file: &ModelFile) -> Result<(), CandleError> {
 }
 
 /// The bytes of a small JSON file, refusing anything over 16 MiB.
-fn small(file: &ModelFile) -> Result<&[u8], CandleError> {
+pub(crate) fn small(file: &ModelFile) -> Result<&[u8], CandleError> {
     const LIMIT: usize = 16 << 20;
     if file.bytes.len() > LIMIT {
         return Err(CandleError::malformed(
@@ -296,6 +311,11 @@ impl Weights {
     /// The file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The verified bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

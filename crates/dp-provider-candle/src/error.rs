@@ -30,6 +30,14 @@ pub enum CandleError {
         /// The model name.
         model: String,
     },
+    /// The spec's input or output schema disagrees with the model.
+    #[error("spec '{model}': {problem}; fix the spec's input_schema/output_schema")]
+    SchemaMismatch {
+        /// The model name.
+        model: String,
+        /// What disagrees.
+        problem: String,
+    },
     /// The requested device is not compiled in or not present.
     #[error("{0}")]
     DeviceUnavailable(String),
@@ -65,7 +73,9 @@ impl CandleError {
             Self::FileMissing { .. } => ErrorCode::WeightsMissing,
             // A broken artifact makes the spec unusable as written; digest verification
             // (done by the manager before loading) catches altered bytes earlier.
-            Self::Malformed { .. } | Self::NoWeightsArtifact { .. } => ErrorCode::InvalidSpec,
+            Self::Malformed { .. }
+            | Self::NoWeightsArtifact { .. }
+            | Self::SchemaMismatch { .. } => ErrorCode::InvalidSpec,
             Self::DeviceUnavailable(_) | Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::Runtime(_) => ErrorCode::ProviderUnavailable,
@@ -80,7 +90,8 @@ impl From<CandleError> for ModelError {
             CandleError::FileMissing { file } | CandleError::Malformed { file, .. } => {
                 model_error = model_error.with_detail("file", file.display().to_string());
             }
-            CandleError::NoWeightsArtifact { model } => {
+            CandleError::NoWeightsArtifact { model }
+            | CandleError::SchemaMismatch { model, .. } => {
                 model_error = model_error.with_detail("model", model.as_str());
             }
             _ => {}

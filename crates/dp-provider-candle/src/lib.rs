@@ -1,8 +1,15 @@
 //! `dp-provider-candle` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
-//! `engine: candle`: BERT-family encoders saved in the sentence-transformers layout
-//! (`config.json`, `model.safetensors`, `modules.json`, all read from the model's verified
-//! artifacts, never from disk again), run on named tensors
-//! (`input_ids`, `attention_mask`, `token_type_ids` → `last_hidden_state`).
+//! `engine: candle`, on named tensors, dispatching on `config.json`'s `model_type`:
+//!
+//! - `bert` (or none): BERT-family encoders saved in the sentence-transformers layout
+//!   (`config.json`, `model.safetensors`, `modules.json`):
+//!   `input_ids`, `attention_mask`, `token_type_ids` → `last_hidden_state`;
+//! - `clip`: CLIP in the Hugging Face layout (`config.json`, `model.safetensors`), on
+//!   candle-transformers' towers: `pixel_values` → `image_embeds`, `input_ids`
+//!   (+ `attention_mask`) → `text_embeds`, and `logit_scale` with either (see
+//!   [`dp_spec::tensor_names`]).
+//!
+//! Every file is read from the model's verified artifacts, never from disk again.
 //!
 //! It owns loading and running the encoder only: tokenization, pooling and normalization
 //! are the manager's shared presets, and digest verification happens before a load.
@@ -20,6 +27,7 @@
 
 mod artifacts;
 mod bert;
+mod clip;
 mod error;
 
 use std::num::NonZeroUsize;
@@ -32,8 +40,9 @@ use dp_spec::{
     ResolvedDevice, Tensor, TensorData, VerifiedArtifacts, provider_serves,
 };
 
-use crate::artifacts::{BertConfig, ModelFiles, Weights, check_modules};
+use crate::artifacts::{BertConfig, ModelFiles, Weights, check_modules, model_type};
 use crate::bert::{Bert, EncoderInput};
+use crate::clip::{Clip, ClipConfig};
 pub use crate::error::CandleError;
 
 /// The output tensor name of text encoders (defined once, in dp-spec).
@@ -121,15 +130,41 @@ impl CandleProvider {
     fn open(
         spec: &ModelSpec,
         artifacts: &VerifiedArtifacts,
-    ) -> Result<(ModelFiles, BertConfig, Weights), CandleError> {
+    ) -> Result<(ModelFiles, Architecture, Weights), CandleError> {
         let files = ModelFiles::locate(spec, artifacts)?;
-        let config = BertConfig::read(&files.config)?;
-        if let Some(modules) = &files.modules {
-            check_modules(modules)?;
-        }
+        let architecture = match model_type(&files.config)?.as_deref() {
+            None | Some("bert") => {
+                if let Some(file) = &files.modules_missing {
+                    return Err(CandleError::FileMissing { file: file.clone() });
+                }
+                let config = BertConfig::read(&files.config)?;
+                if let Some(modules) = &files.modules {
+                    check_modules(modules)?;
+                }
+                Architecture::Bert(config)
+            }
+            Some("clip") => Architecture::Clip(ClipConfig::read(&files.config)?),
+            Some(other) => {
+                return Err(CandleError::malformed(
+                    &files.config.path,
+                    format!(
+                        "model_type '{other}' is not supported (supported: bert, clip; \
+                         RoBERTa-style position offsets are not implemented)"
+                    ),
+                ));
+            }
+        };
         let weights = Weights::open(&files.weights)?;
-        Ok((files, config, weights))
+        Ok((files, architecture, weights))
     }
+}
+
+/// The architectures this provider runs, from `config.json`'s `model_type`.
+enum Architecture {
+    /// A BERT-family text encoder (sentence-transformers layout).
+    Bert(BertConfig),
+    /// CLIP (Hugging Face `CLIPModel` layout).
+    Clip(ClipConfig),
 }
 
 /// The candle device for a resolved device, or why it is unavailable.
@@ -170,19 +205,35 @@ impl ModelProvider for CandleProvider {
         spec: &ModelSpec,
         artifacts: &VerifiedArtifacts,
     ) -> Result<(), ModelError> {
-        let (_, config, weights) = Self::open(spec, artifacts)?;
+        let (_, architecture, weights) = Self::open(spec, artifacts)?;
         // Check every tensor's name and shape without copying any weights.
         let view = weights.view()?;
-        bert::check_tensors(&config, &view, weights.path())?;
+        match &architecture {
+            Architecture::Bert(config) => bert::check_tensors(config, &view, weights.path())?,
+            Architecture::Clip(config) => {
+                clip::check_schema(config, spec)?;
+                clip::check_tensors(config, &view, weights.path())?;
+            }
+        }
         Ok(())
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         let device = candle_device(request.device)?;
-        let (files, config, weights) = Self::open(request.spec, request.artifacts)?;
+        let (files, architecture, weights) = Self::open(request.spec, request.artifacts)?;
         let pool = self.pool()?;
-        let view = weights.view()?;
         let dtype = candle_dtype(request.precision);
+        let config = match architecture {
+            Architecture::Bert(config) => config,
+            Architecture::Clip(config) => {
+                clip::check_schema(&config, request.spec)?;
+                let clip = pool.install(|| {
+                    Clip::load(&config, weights.bytes(), weights.path(), dtype, &device)
+                })?;
+                return Ok(Box::new(ClipModel { clip, pool }));
+            }
+        };
+        let view = weights.view()?;
         // Converting weights (fp16/bf16) is parallel work: do it on the provider's threads.
         let bert = pool.install(|| {
             Bert::load(
@@ -224,6 +275,18 @@ impl LoadedModel for CandleModel {
         };
         let output = Tensor::new(vec![batch, seq, hidden], TensorData::Fp32(values))?;
         Ok(NamedTensors::from([(self.output_name.clone(), output)]))
+    }
+}
+
+/// A loaded CLIP model.
+struct ClipModel {
+    clip: Clip,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl LoadedModel for ClipModel {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        self.pool.install(|| self.clip.infer(inputs))
     }
 }
 
@@ -277,7 +340,7 @@ impl CandleModel {
     }
 }
 
-fn same_shape(name: &str, t: &Tensor, ids: &Tensor) -> Result<(), CandleError> {
+pub(crate) fn same_shape(name: &str, t: &Tensor, ids: &Tensor) -> Result<(), CandleError> {
     if t.shape() == ids.shape() {
         Ok(())
     } else {
@@ -290,7 +353,7 @@ fn same_shape(name: &str, t: &Tensor, ids: &Tensor) -> Result<(), CandleError> {
 }
 
 /// The elements of an integer tensor as `u32` indices below `limit`.
-fn indices(name: &str, t: &Tensor, limit: usize) -> Result<Vec<u32>, CandleError> {
+pub(crate) fn indices(name: &str, t: &Tensor, limit: usize) -> Result<Vec<u32>, CandleError> {
     let out_of_range = |v: i64| {
         CandleError::InvalidInput(format!(
             "{name} holds {v}, outside 0..{limit} for this model"

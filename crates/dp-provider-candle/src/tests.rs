@@ -421,3 +421,227 @@ fn an_empty_batch_gives_an_empty_output() {
     assert_eq!(out.0, [0, 3, HIDDEN]);
     assert!(out.1.is_empty());
 }
+
+// CLIP: a tiny generated model (the parity tests against transformers are in tests/clip.rs).
+
+/// A one-layer CLIP `config.json`; `eos_token_id` 5 pools at the first 5 (not the argmax).
+fn clip_config() -> serde_json::Value {
+    json!({
+        "model_type": "clip", "projection_dim": 6,
+        "text_config": {
+            "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 8,
+            "eos_token_id": 5
+        },
+        "vision_config": {
+            "hidden_size": HIDDEN, "intermediate_size": 12, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "image_size": 8, "patch_size": 4
+        }
+    })
+}
+
+fn clip_spec() -> ModelSpec {
+    let text = "model_name: clip\nmodel_version: '1'\nrole: image_embedding\nruntime: inprocess\nengine: candle\n\
+                local_artifacts:\n  - clip/model.safetensors\n  - clip/config.json\n\
+                weights_digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+    let doc = SourceDocument::parse_str("clip.yaml", text, SourceFormat::Yaml).unwrap();
+    dp_spec::validate_document(&doc).unwrap()
+}
+
+/// Writes `config` and the weights it implies (minus `drop`) under `root/clip/`.
+fn write_clip(root: &Path, config: &serde_json::Value, drop: Option<&str>) {
+    let dir = root.join("clip");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let spec = clip_spec();
+    let artifacts = verified(root, &spec);
+    let file = artifacts.get("clip/config.json").unwrap();
+    let config = crate::clip::ClipConfig::read(&crate::artifacts::ModelFile {
+        path: dir.join("config.json"),
+        bytes: file.bytes().clone(),
+    })
+    .unwrap();
+    let mut tensors = config.expected_tensors();
+    tensors.retain(|(name, _)| Some(name.as_str()) != drop);
+    std::fs::write(dir.join("model.safetensors"), safetensors_file(&tensors)).unwrap();
+}
+
+fn load_clip(root: &Path) -> Result<Box<dyn LoadedModel>, ModelError> {
+    let spec = clip_spec();
+    let artifacts = verified(root, &spec);
+    CandleProvider::new().validate_local_artifacts(&spec, &artifacts)?;
+    CandleProvider::new().load(&LoadRequest {
+        spec: &spec,
+        artifacts: &artifacts,
+        models_root: root,
+        device: ResolvedDevice::Cpu,
+        precision: Precision::Fp32,
+    })
+}
+
+fn text_embeds(model: &dyn LoadedModel, ids: Vec<i64>) -> Vec<f32> {
+    let input = NamedTensors::from([("input_ids".to_owned(), int64([1, ids.len()], ids))]);
+    let out = model.infer(&input).unwrap();
+    assert_eq!(
+        out.keys().collect::<Vec<_>>(),
+        ["logit_scale", "text_embeds"]
+    );
+    assert_eq!(out["text_embeds"].shape(), &[1, 6]);
+    match out["text_embeds"].data() {
+        TensorData::Fp32(v) => v.clone(),
+        other => panic!("not fp32: {other:?}"),
+    }
+}
+
+#[test]
+fn a_clip_config_is_served_by_clip_without_modules_json() {
+    let root = tempfile::tempdir().unwrap();
+    write_clip(root.path(), &clip_config(), None);
+    let model = load_clip(root.path()).unwrap();
+    let pixels = Tensor::new(vec![2, 3, 8, 8], TensorData::Fp32(vec![0.25; 2 * 3 * 64])).unwrap();
+    let both = NamedTensors::from([
+        ("pixel_values".to_owned(), pixels),
+        (
+            "input_ids".to_owned(),
+            int64([2, 3], vec![1, 5, 0, 1, 9, 5]),
+        ),
+        (
+            "attention_mask".to_owned(),
+            int64([2, 3], vec![1, 1, 0, 1, 1, 1]),
+        ),
+    ]);
+    let out = model.infer(&both).unwrap();
+    assert_eq!(out["image_embeds"].shape(), &[2, 6]);
+    assert_eq!(out["text_embeds"].shape(), &[2, 6]);
+    assert_eq!(out["logit_scale"].shape(), &[1]);
+    // Pooled at the first eos_token_id (5), as transformers does when it is not 2: what
+    // follows it changes nothing, although a larger id there would be the argmax.
+    let a = text_embeds(&*model, vec![1, 9, 5, 12]);
+    let b = text_embeds(&*model, vec![1, 9, 5]);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    let c = text_embeds(&*model, vec![1, 9, 7, 5]);
+    assert!(a.iter().zip(&c).any(|(x, y)| (x - y).abs() > 1e-4));
+}
+
+#[test]
+fn clip_settings_candle_cannot_run_are_refused_naming_them() {
+    let root = tempfile::tempdir().unwrap();
+    for (path, value, needles) in [
+        (
+            "hidden_act",
+            json!("gelu"),
+            &["text_config.hidden_act", "gelu", "quick_gelu"][..],
+        ),
+        (
+            "layer_norm_eps",
+            json!(1e-6),
+            &["text_config.layer_norm_eps", "1e-5"][..],
+        ),
+        (
+            "num_attention_heads",
+            json!(3),
+            &["text_config.hidden_size", "3"][..],
+        ),
+    ] {
+        let mut config = clip_config();
+        config["text_config"][path] = value;
+        write_clip(root.path(), &clip_config(), None);
+        std::fs::write(root.path().join("clip/config.json"), config.to_string()).unwrap();
+        let err = load_clip(root.path()).err().unwrap();
+        assert_error(&err, ErrorCode::InvalidSpec, needles);
+        assert_error(&err, ErrorCode::InvalidSpec, &["config.json"]);
+    }
+}
+
+#[test]
+fn an_unsupported_model_type_names_it_and_what_is_supported() {
+    let root = tempfile::tempdir().unwrap();
+    write_model(root.path());
+    let mut c = config();
+    c["model_type"] = json!("t5");
+    std::fs::write(root.path().join("tiny/config.json"), c.to_string()).unwrap();
+    let err = load(root.path()).err().unwrap();
+    assert_error(
+        &err,
+        ErrorCode::InvalidSpec,
+        &["config.json", "'t5'", "bert, clip"],
+    );
+}
+
+#[test]
+fn a_missing_clip_tensor_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    write_clip(
+        root.path(),
+        &clip_config(),
+        Some("vision_model.embeddings.class_embedding"),
+    );
+    let err = load_clip(root.path()).err().unwrap();
+    assert_error(
+        &err,
+        ErrorCode::InvalidSpec,
+        &[
+            "model.safetensors",
+            "vision_model.embeddings.class_embedding",
+            "missing",
+        ],
+    );
+}
+
+#[test]
+fn a_clip_schema_that_disagrees_with_the_model_is_invalid_spec() {
+    let root = tempfile::tempdir().unwrap();
+    write_clip(root.path(), &clip_config(), None);
+    let artifacts = verified(root.path(), &clip_spec());
+    let schema = |json: serde_json::Value| serde_json::from_value(json).unwrap();
+    let cases = [
+        (
+            "input_schema",
+            json!([{ "name": "pixel_values", "dtype": "fp32", "shape": [-1, 3, 224, 224] }]),
+            "'pixel_values'",
+        ),
+        (
+            "input_schema",
+            json!([{ "name": "token_type_ids", "dtype": "int64", "shape": [-1, -1] }]),
+            "'token_type_ids'",
+        ),
+        (
+            "output_schema",
+            json!([{ "name": "image_embeds", "dtype": "fp32", "shape": [-1, 512] }]),
+            "'image_embeds'",
+        ),
+        (
+            "output_schema",
+            json!([{ "name": "logit_scale", "dtype": "fp16", "shape": [1] }]),
+            "'logit_scale'",
+        ),
+    ];
+    for (field, tensors, needle) in cases {
+        let mut spec = clip_spec();
+        match field {
+            "input_schema" => spec.input_schema = schema(tensors),
+            _ => spec.output_schema = schema(tensors),
+        }
+        let err = CandleProvider::new()
+            .validate_local_artifacts(&spec, &artifacts)
+            .unwrap_err();
+        assert_error(&err, ErrorCode::InvalidSpec, &[needle, field]);
+    }
+    // The contract itself, with the model's sizes or -1, is accepted.
+    let mut spec = clip_spec();
+    spec.input_schema = schema(json!([
+        { "name": "pixel_values", "dtype": "fp32", "shape": [-1, 3, 8, -1] },
+        { "name": "input_ids", "dtype": "int64", "shape": [-1, -1] },
+        { "name": "attention_mask", "dtype": "int64", "shape": [-1, -1] },
+    ]));
+    spec.output_schema = schema(json!([
+        { "name": "image_embeds", "dtype": "fp32", "shape": [-1, 6] },
+        { "name": "text_embeds", "dtype": "fp32", "shape": [-1, -1] },
+        { "name": "logit_scale", "dtype": "fp32", "shape": [1] },
+    ]));
+    CandleProvider::new()
+        .validate_local_artifacts(&spec, &artifacts)
+        .unwrap();
+}

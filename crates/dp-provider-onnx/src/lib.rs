@@ -1,9 +1,14 @@
 //! `dp-provider-onnx` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
 //! `engine: onnx` on ONNX Runtime, loaded dynamically from a local library (never
 //! downloaded): it finds the library, builds sessions from the model's verified bytes (the
-//! `.onnx` file and its external data, never opened again by path) with the spec's
+//! `.onnx` files and their external data, never opened again by path) with the spec's
 //! settings and device, checks the model's real tensors against the spec, and runs named
 //! tensors.
+//!
+//! A model may have several graphs: every `.onnx` file of `local_artifacts` is a session
+//! of its own (a CLIP model is `vision_model.onnx` and `text_model.onnx`). An inference
+//! runs each graph whose inputs are all given and merges their outputs (a name two graphs
+//! return, like CLIP's `logit_scale`, is taken from the first in `local_artifacts` order).
 //!
 //! It may depend on `dp-spec` only among dp-models crates; never on the manager or another
 //! provider. Tokenization, pooling and normalization are the manager's presets, not here.
@@ -70,28 +75,59 @@ impl OnnxProvider {
         resolve_library_path(self.config.library_path.as_deref(), models_root)
     }
 
-    /// The model file of a spec: its first `.onnx` artifact (relative to the models root).
-    fn model_artifact(spec: &ModelSpec) -> Result<&str, OnnxError> {
-        spec.local_artifacts
-            .iter()
-            .find(|a| Path::new(a).extension().is_some_and(|e| e == "onnx"))
-            .map(|a| a.trim_start_matches("./"))
-            .ok_or_else(|| {
-                OnnxError::InvalidSpec(format!(
-                    "model '{}': local_artifacts lists no .onnx file; list the model file first",
-                    spec.model_name
-                ))
-            })
+    /// The graphs of a spec: its `.onnx` artifacts (relative to the models root), in
+    /// `local_artifacts` order, each once.
+    fn model_artifacts(spec: &ModelSpec) -> Result<Vec<&str>, OnnxError> {
+        let mut graphs: Vec<&str> = Vec::new();
+        for artifact in &spec.local_artifacts {
+            let rel = artifact.trim_start_matches("./");
+            if Path::new(rel).extension().is_some_and(|e| e == "onnx") && !graphs.contains(&rel) {
+                graphs.push(rel);
+            }
+        }
+        if graphs.is_empty() {
+            return Err(OnnxError::InvalidSpec(format!(
+                "model '{}': local_artifacts lists no .onnx file; list the model file first",
+                spec.model_name
+            )));
+        }
+        Ok(graphs)
     }
 
     fn load_model(&self, request: &LoadRequest<'_>) -> Result<OnnxModel, OnnxError> {
         let spec = request.spec;
-        let (model_rel, model) = Self::model_file(spec, request.artifacts)?;
-        let model_path = request.artifacts.display_path(model_rel);
-        let external = external_data::external_files(model_rel, model.bytes(), request.artifacts)?;
+        let files = Self::model_files(spec, request.artifacts)?;
+        // Every graph's external data is checked before the library is even loaded.
+        let mut graphs = Vec::with_capacity(files.len());
+        for (rel, file) in files {
+            let external = external_data::external_files(rel, file.bytes(), request.artifacts)?;
+            graphs.push((rel, file, external));
+        }
         let (library, source_of_path) = self.library_path(request.models_root);
         let environment = library::environment(&library, source_of_path)?;
+        let mut sessions = Vec::with_capacity(graphs.len());
+        for (rel, file, external) in graphs {
+            let path = request.artifacts.display_path(rel);
+            let session = Self::session(request, environment, &path, file, external)?;
+            sessions.push((path, session));
+        }
+        OnnxModel::new(
+            &spec.model_name,
+            sessions,
+            &spec.input_schema,
+            &spec.output_schema,
+        )
+    }
 
+    /// One graph's session, with the spec's settings and device.
+    fn session(
+        request: &LoadRequest<'_>,
+        environment: &ort::environment::Environment,
+        model_path: &Path,
+        model: &VerifiedFile,
+        external: Vec<external_data::ExternalFile>,
+    ) -> Result<Session, OnnxError> {
+        let spec = request.spec;
         let runtime = |e: String| OnnxError::Runtime(format!("model '{}': {e}", spec.model_name));
         let settings = spec.onnx.clone().unwrap_or_default();
         let mut builder = Session::builder(environment)
@@ -117,37 +153,38 @@ impl OnnxProvider {
         }
         // From the verified bytes, never from the path: a file swapped since it was
         // verified is never what the session is built from.
-        let session = builder
+        builder
             .commit_from_memory(model.bytes())
-            .map_err(|e| session_error(&spec.model_name, &model_path, &e))?;
-        OnnxModel::new(
-            &spec.model_name,
-            session,
-            &spec.input_schema,
-            &spec.output_schema,
-        )
+            .map_err(|e| session_error(&spec.model_name, model_path, &e))
     }
 
-    /// The spec's `.onnx` file among the verified artifacts.
-    fn model_file<'a>(
+    /// The spec's `.onnx` files among the verified artifacts.
+    fn model_files<'a>(
         spec: &'a ModelSpec,
         artifacts: &'a VerifiedArtifacts,
-    ) -> Result<(&'a str, &'a VerifiedFile), OnnxError> {
-        let rel = Self::model_artifact(spec)?;
-        let file = artifacts.get(rel).ok_or_else(|| {
-            OnnxError::WeightsMissing(format!(
-                "model '{}': {} is missing; place the model's files under the models root ({})",
-                spec.model_name,
-                artifacts.display_path(rel).display(),
-                artifacts.root().display()
-            ))
-        })?;
-        Ok((rel, file))
+    ) -> Result<Vec<(&'a str, &'a VerifiedFile)>, OnnxError> {
+        Self::model_artifacts(spec)?
+            .into_iter()
+            .map(|rel| {
+                let file = artifacts.get(rel).ok_or_else(|| {
+                    OnnxError::WeightsMissing(format!(
+                        "model '{}': {} is missing; place the model's files under the models \
+                         root ({})",
+                        spec.model_name,
+                        artifacts.display_path(rel).display(),
+                        artifacts.root().display()
+                    ))
+                })?;
+                Ok((rel, file))
+            })
+            .collect()
     }
 
     fn validate(spec: &ModelSpec, artifacts: &VerifiedArtifacts) -> Result<(), OnnxError> {
-        let (rel, model) = Self::model_file(spec, artifacts)?;
-        external_data::external_files(rel, model.bytes(), artifacts).map(drop)
+        for (rel, model) in Self::model_files(spec, artifacts)? {
+            external_data::external_files(rel, model.bytes(), artifacts)?;
+        }
+        Ok(())
     }
 }
 

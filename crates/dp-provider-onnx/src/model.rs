@@ -1,7 +1,8 @@
-//! A loaded ONNX model: its session, the check of its real inputs/outputs against the spec,
-//! and inference on named tensors.
+//! A loaded ONNX model: its sessions (one per graph), the check of their real
+//! inputs/outputs against the spec, and inference on named tensors.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dp_spec::{NamedTensors, Tensor, TensorDType, TensorData, TensorSpec};
@@ -11,15 +12,33 @@ use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
 
 use crate::error::OnnxError;
 
-/// A model loaded into an ONNX Runtime session.
+/// A model loaded into ONNX Runtime sessions, one per graph (`.onnx` file).
 pub(crate) struct OnnxModel {
     /// The model's name, for messages.
     name: String,
+    /// The graphs, in `local_artifacts` order.
+    graphs: Vec<Graph>,
+}
+
+/// One graph of a model.
+struct Graph {
+    /// Its file, for messages.
+    file: PathBuf,
     /// ort's `run` takes `&mut self`; ONNX Runtime parallelizes inside one run
-    /// (intra-op threads), so runs on one model are serialized here.
+    /// (intra-op threads), so runs on one graph are serialized here.
     session: Mutex<Session>,
-    /// The model's input names, in the model's order.
+    /// The graph's input names, in the graph's order.
     inputs: Vec<(String, TensorElementType)>,
+}
+
+impl Graph {
+    fn input_names(&self) -> Vec<&str> {
+        self.inputs.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn takes(&self, name: &str) -> bool {
+        self.inputs.iter().any(|(n, _)| n == name)
+    }
 }
 
 /// The ONNX element type of a spec dtype; `None` for types ONNX Runtime tensors here do
@@ -41,17 +60,20 @@ pub(crate) const fn element_type(dtype: TensorDType) -> Option<TensorElementType
 /// Compares the model's real tensors (`actual`) with the spec's (`declared`): every
 /// declared tensor must exist with the same element type, rank and fixed dimensions; for
 /// inputs, every model input must be declared (the model cannot run without it).
+///
+/// With several graphs, `actual` holds the tensors of them all: a declared tensor may be
+/// any graph's (the first graph having it is checked).
 fn check_outlets(
     model: &str,
     kind: &str,
     declared: &[TensorSpec],
-    actual: &[Outlet],
+    actual: &[&Outlet],
     all_required: bool,
 ) -> Result<(), OnnxError> {
     let invalid = |msg: String| OnnxError::InvalidSpec(format!("model '{model}': {msg}"));
     for spec in declared {
         let Some(outlet) = actual.iter().find(|o| o.name() == spec.name) else {
-            let names: Vec<&str> = actual.iter().map(Outlet::name).collect();
+            let names: Vec<&str> = actual.iter().map(|o| o.name()).collect();
             return Err(invalid(format!(
                 "{kind} tensor '{}' is declared in the spec but the ONNX file has no such \
                  {kind} (it has {names:?}); fix {kind}_schema",
@@ -101,50 +123,116 @@ fn check_outlets(
 }
 
 impl OnnxModel {
-    /// Wraps a session after checking it against the spec's schemas.
+    /// Wraps the sessions (one per graph, with its file) after checking them against the
+    /// spec's schemas.
     pub(crate) fn new(
         name: &str,
-        session: Session,
+        sessions: Vec<(PathBuf, Session)>,
         input_schema: &[TensorSpec],
         output_schema: &[TensorSpec],
     ) -> Result<Self, OnnxError> {
-        check_outlets(name, "input", input_schema, session.inputs(), true)?;
-        check_outlets(name, "output", output_schema, session.outputs(), false)?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| {
-                let ty = match o.dtype() {
-                    ValueType::Tensor { ty, .. } => *ty,
-                    _ => TensorElementType::String,
-                };
-                (o.name().to_owned(), ty)
+        let inputs: Vec<&Outlet> = sessions.iter().flat_map(|(_, s)| s.inputs()).collect();
+        let outputs: Vec<&Outlet> = sessions.iter().flat_map(|(_, s)| s.outputs()).collect();
+        check_outlets(name, "input", input_schema, &inputs, true)?;
+        check_outlets(name, "output", output_schema, &outputs, false)?;
+        let graphs = sessions
+            .into_iter()
+            .map(|(file, session)| {
+                let inputs = session
+                    .inputs()
+                    .iter()
+                    .map(|o| {
+                        let ty = match o.dtype() {
+                            ValueType::Tensor { ty, .. } => *ty,
+                            _ => TensorElementType::String,
+                        };
+                        (o.name().to_owned(), ty)
+                    })
+                    .collect();
+                Graph {
+                    file,
+                    session: Mutex::new(session),
+                    inputs,
+                }
             })
             .collect();
         Ok(Self {
             name: name.to_owned(),
-            session: Mutex::new(session),
-            inputs,
+            graphs,
         })
     }
 
     /// Runs the model. Inputs are handed to ONNX Runtime as views of the caller's buffers
     /// (no copy); outputs are copied once out of ONNX Runtime's buffers into owned tensors.
+    ///
+    /// With several graphs, each graph whose inputs are all given runs, and their outputs
+    /// are merged (an output name already returned by an earlier graph is not replaced).
+    /// Every given input must be taken by a graph that runs: none is silently ignored.
     pub(crate) fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, OnnxError> {
         let invalid =
             |msg: String| OnnxError::InvalidInput(format!("model '{}': {msg}", self.name));
-        if let Some(extra) = inputs
-            .keys()
-            .find(|k| !self.inputs.iter().any(|(n, _)| n == *k))
-        {
-            let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        if let [graph] = self.graphs.as_slice() {
+            if let Some(extra) = inputs.keys().find(|k| !graph.takes(k)) {
+                return Err(invalid(format!(
+                    "no input named '{extra}' (the model takes {:?})",
+                    graph.input_names()
+                )));
+            }
+            return self.run(graph, inputs);
+        }
+        let describe = || {
+            self.graphs
+                .iter()
+                .map(|g| format!("{} takes {:?}", g.file.display(), g.input_names()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let runnable: Vec<&Graph> = self
+            .graphs
+            .iter()
+            .filter(|g| g.inputs.iter().all(|(n, _)| inputs.contains_key(n)))
+            .collect();
+        if let Some(unused) = inputs.keys().find(|k| !runnable.iter().any(|g| g.takes(k))) {
+            let problem = match self.graphs.iter().find(|g| g.takes(unused)) {
+                None => format!("no input named '{unused}'"),
+                Some(graph) => {
+                    let missing: Vec<&str> = graph
+                        .input_names()
+                        .into_iter()
+                        .filter(|n| !inputs.contains_key(*n))
+                        .collect();
+                    format!(
+                        "input '{unused}' is for {}, which also needs {missing:?}",
+                        graph.file.display()
+                    )
+                }
+            };
+            return Err(invalid(format!("{problem} ({})", describe())));
+        }
+        if runnable.is_empty() {
             return Err(invalid(format!(
-                "no input named '{extra}' (the model takes {names:?})"
+                "no graph can run on the given inputs {:?} ({})",
+                inputs.keys().collect::<Vec<_>>(),
+                describe()
             )));
         }
+        let mut result = NamedTensors::new();
+        for graph in runnable {
+            for (name, tensor) in self.run(graph, inputs)? {
+                result.entry(name).or_insert(tensor);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs one graph on its inputs among `inputs` (which holds them all, or the graph's
+    /// missing input is named).
+    fn run(&self, graph: &Graph, inputs: &NamedTensors) -> Result<NamedTensors, OnnxError> {
+        let invalid =
+            |msg: String| OnnxError::InvalidInput(format!("model '{}': {msg}", self.name));
         let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(self.inputs.len());
-        for (name, ty) in &self.inputs {
+            Vec::with_capacity(graph.inputs.len());
+        for (name, ty) in &graph.inputs {
             let tensor = inputs
                 .get(name)
                 .ok_or_else(|| invalid(format!("input '{name}' is missing")))?;
@@ -159,7 +247,7 @@ impl OnnxModel {
                 view(tensor).map_err(|e| invalid(format!("input '{name}': {e}")))?,
             ));
         }
-        let mut session = self
+        let mut session = graph
             .session
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -67,6 +67,11 @@ fn model_name() -> impl Strategy<Value = String> {
     "[a-z0-9][a-z0-9._-]{0,24}"
 }
 
+/// A preset name a spec may use (`dp validate` refuses any other).
+fn preset_name() -> impl Strategy<Value = String> {
+    prop::sample::select(dp_spec::PRESET_NAMES).prop_map(str::to_owned)
+}
+
 fn role_name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_]{0,12}"
 }
@@ -136,7 +141,7 @@ fn identity() -> impl Strategy<Value = Identity> {
         prop::sample::select(vec![Engine::Onnx, Engine::Tensorrt, Engine::Torch])
             .prop_map(|e| (Runtime::Triton, e)),
     ];
-    let preprocess = prop::option::of(role_name()).prop_flat_map(|preset| {
+    let preprocess = prop::option::of(preset_name()).prop_flat_map(|preset| {
         let params = if preset.is_some() {
             json_map().boxed()
         } else {
@@ -650,7 +655,7 @@ fn change() -> impl Strategy<Value = Change> {
         any::<usize>().prop_map(Change::Engine),
         any::<usize>().prop_map(Change::Precision),
         local_device().prop_map(Change::Device),
-        prop::option::of(role_name()).prop_map(Change::Preset),
+        prop::option::of(preset_name()).prop_map(Change::Preset),
         prop_oneof![
             (json_key(), json_value()).prop_map(|(k, v)| ParamChange::Set(k, v)),
             any::<usize>().prop_map(ParamChange::Remove),
@@ -691,7 +696,7 @@ fn changed(base: &mut Identity, change: &Change) -> Option<Identity> {
                 base.digest = Some(format!("sha256:{}", "ab".repeat(32)));
             }
         }
-        Change::Params(_) if base.preset.is_none() => base.preset = Some("preset".into()),
+        Change::Params(_) if base.preset.is_none() => base.preset = Some("image_clip".into()),
         _ => {}
     }
     let mut next = base.clone();
@@ -880,7 +885,7 @@ fn renderer_varies_style_order_and_quoting() {
         "model_name": "m", "model_version": "1.0.0", "role": "r",
         "runtime": "inprocess", "engine": "onnx", "local_artifacts": ["a", "b"],
         "weights_digest": format!("sha256:{}", "0".repeat(64)),
-        "preprocess_preset": "p",
+        "preprocess_preset": "image_clip",
         "preprocess_params": {"max_length": 256.0, "nested": {"b": [1, 2], "a": "x y"}},
         "metadata": {"k": "v"}
     });

@@ -47,7 +47,8 @@ pub use provider::{
     tensor_names,
 };
 pub use rules::{
-    RuleViolation, check_artifact_path, check_spec, check_triton_endpoint, off_limits_address,
+    PRESET_NAMES, RuleViolation, check_artifact_path, check_spec, check_triton_endpoint,
+    off_limits_address,
 };
 pub use schema::{
     PARENT_SEGMENT_PATTERN, ROOT_ONLY_PATTERN, URL_SCHEME_PATTERN, generated_schemas, generator,

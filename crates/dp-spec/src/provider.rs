@@ -29,6 +29,17 @@ pub mod tensor_names {
     pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
     /// The inputs a text encoder takes, in the order the presets build them.
     pub const TEXT_INPUTS: [&str; 3] = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS];
+    /// Images already resized, cropped and normalized, fp32 `[batch, 3, height, width]`.
+    pub const PIXEL_VALUES: &str = "pixel_values";
+    /// CLIP image embeddings, fp32 `[batch, projection_dim]`: the visual projection of the
+    /// post-layer-normed class token, not L2-normalized.
+    pub const IMAGE_EMBEDS: &str = "image_embeds";
+    /// CLIP text embeddings, fp32 `[batch, projection_dim]`: the text projection of the
+    /// final-layer-normed hidden state at the pooled (end-of-text) position, not
+    /// L2-normalized.
+    pub const TEXT_EMBEDS: &str = "text_embeds";
+    /// CLIP's temperature, fp32 `[1]`: `exp` of the learned `logit_scale` parameter.
+    pub const LOGIT_SCALE: &str = "logit_scale";
 }
 
 /// One row of [`PROVIDER_MATRIX`]: a runtime/engine pair and who serves it.

@@ -279,6 +279,18 @@ pub fn check_spec(spec: &ModelSpec) -> Vec<RuleViolation> {
             ));
         }
     }
+    if let Some(preset) = spec.preprocess_preset.as_deref()
+        && !PRESET_NAMES.contains(&preset)
+    {
+        out.push(RuleViolation::new(
+            "/preprocess_preset",
+            ErrorCode::InvalidSpec,
+            format!(
+                "unknown preprocess_preset {preset:?}; known presets: {}",
+                PRESET_NAMES.join(", ")
+            ),
+        ));
+    }
     if !spec.preprocess_params.is_empty() && spec.preprocess_preset.is_none() {
         out.push(RuleViolation::new(
             "/preprocess_params",
@@ -288,6 +300,20 @@ pub fn check_spec(spec: &ModelSpec) -> Vec<RuleViolation> {
     }
     out
 }
+
+/// Every preprocessing preset a spec may name: the vocabulary of `preprocess_preset`.
+/// `dp-preset`'s registry has one entry per name (a test checks it); a name this build
+/// cannot run yet is still valid in a spec (such a model serves `infer` tasks, and
+/// `dp health` says the preset is not available).
+pub const PRESET_NAMES: &[&str] = &[
+    "sentence_embedding",
+    "image_clip",
+    "image_resize_normalize",
+    "image_letterbox",
+    "audio_log_mel",
+    "audio_waveform",
+    "optical_flow_pair",
+];
 
 fn check_tensor_names(tensors: &[TensorSpec], base: &str, out: &mut Vec<RuleViolation>) {
     let mut seen = HashSet::new();

@@ -211,6 +211,13 @@ pub(crate) fn add_model_spec_rules(schema: &mut Schema) {
         "dependentRequired".into(),
         json!({ "preprocess_params": ["preprocess_preset"] }),
     );
+    // The preset vocabulary, so other languages refuse an unknown preset name too.
+    if let Some(preset) = schema
+        .pointer_mut("/properties/preprocess_preset")
+        .and_then(Value::as_object_mut)
+    {
+        preset.insert("enum".into(), json!(crate::rules::PRESET_NAMES));
+    }
     if let Some(aliases) = schema
         .pointer_mut("/properties/aliases")
         .and_then(Value::as_object_mut)

@@ -8,6 +8,7 @@
 //! crates.io release). The criterion benches stay available with `--criterion`.
 
 mod catalog;
+mod clip;
 mod digest;
 mod embed;
 mod machine;
@@ -58,6 +59,10 @@ enum Group {
     /// Sentence embedding (cold load, throughput, peak memory) with the candle and ONNX
     /// providers against sentence-transformers and Python onnxruntime.
     Embed,
+    /// CLIP: the `image_clip` preset's preprocessing against transformers'
+    /// `CLIPImageProcessorPil`, and the ViT-B/32 image tower with the candle and ONNX
+    /// providers against transformers on PyTorch CPU and Python onnxruntime.
+    Clip,
     /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
     /// one real tritonserver.
     Triton,
@@ -74,6 +79,7 @@ impl Group {
                 Self::Digest,
                 Self::Manager,
                 Self::Embed,
+                Self::Clip,
                 Self::Triton,
             ],
             group => vec![group],
@@ -87,6 +93,7 @@ impl Group {
             Self::Digest => "digest",
             Self::Manager => "manager",
             Self::Embed => "embed",
+            Self::Clip => "clip",
             Self::Triton => "triton",
             Self::All => "all",
         }
@@ -98,6 +105,7 @@ impl Group {
             Self::Catalog | Self::Manager => &["python-test"],
             Self::Digest | Self::All => &[],
             Self::Embed => &["minilm", "python-onnx", "onnxruntime", "minilm-onnx"],
+            Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
             Self::Triton => &["triton"],
         }
     }
@@ -157,6 +165,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             Group::Digest => digest::run(root, &exes, args.pairs),
             Group::Manager => manager::run(root, &exes, args.pairs),
             Group::Embed => embed::run(root, &exes, args.pairs),
+            Group::Clip => clip::run(root, &exes, args.pairs),
             Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
         }
@@ -224,17 +233,23 @@ pub(crate) struct Executables {
     pub embed_candle: PathBuf,
     /// `tests/benches/embed_onnx.rs`.
     pub embed_onnx: PathBuf,
+    /// `tests/benches/clip_candle.rs`.
+    pub clip_candle: PathBuf,
+    /// `tests/benches/clip_onnx.rs`.
+    pub clip_onnx: PathBuf,
     /// `crates/dp-provider-triton/examples/triton_load.rs`.
     pub triton_load: PathBuf,
 }
 
 /// The targets of [`Executables`]: (package, target kind, target name).
-const TARGETS: [(&str, &str, &str); 6] = [
+const TARGETS: [(&str, &str, &str); 8] = [
     ("dp-cli", "bin", "dp"),
     ("dp-spec", "bench", "catalog"),
     ("dp-manager", "bench", "manager"),
     ("dp-tests", "bench", "embed_candle"),
     ("dp-tests", "bench", "embed_onnx"),
+    ("dp-tests", "bench", "clip_candle"),
+    ("dp-tests", "bench", "clip_onnx"),
     ("dp-provider-triton", "example", "triton_load"),
 ];
 
@@ -272,14 +287,24 @@ impl Executables {
             );
         }
         let paths = executables_from_messages(&String::from_utf8_lossy(&out.stdout), &TARGETS)?;
-        let [dp, catalog, manager, embed_candle, embed_onnx, triton_load] =
-            <[PathBuf; 6]>::try_from(paths).map_err(|_| anyhow::anyhow!("six executables"))?;
+        let [
+            dp,
+            catalog,
+            manager,
+            embed_candle,
+            embed_onnx,
+            clip_candle,
+            clip_onnx,
+            triton_load,
+        ] = <[PathBuf; 8]>::try_from(paths).map_err(|_| anyhow::anyhow!("eight executables"))?;
         Ok(Self {
             dp,
             catalog,
             manager,
             embed_candle,
             embed_onnx,
+            clip_candle,
+            clip_onnx,
             triton_load,
         })
     }

@@ -283,7 +283,8 @@ The digest, Triton and peak-memory pairs follow one discarded warm-up pair; the 
 manager and embedding runners time themselves after warming up in-process.";
 
 /// Groups in report order.
-pub(crate) const GROUP_ORDER: [&str; 5] = ["catalog", "digest", "manager", "embed", "triton"];
+pub(crate) const GROUP_ORDER: [&str; 6] =
+    ["catalog", "digest", "manager", "embed", "clip", "triton"];
 
 /// `target/bench/report.json`.
 pub(crate) fn json_path(root: &Path) -> PathBuf {

@@ -48,7 +48,7 @@ fn reference(preset: &SentenceEmbedding, text: &str) -> (Vec<i64>, Vec<i64>, Vec
         Some(prefix) => format!("{prefix}{text}"),
         None => text.to_owned(),
     };
-    let encoding = preset.tokenizer.encode(whole, true).unwrap();
+    let encoding = preset.tokenizer.tokenizer.encode(whole, true).unwrap();
     let wide = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
     (
         wide(encoding.get_ids()),
@@ -159,12 +159,12 @@ fn cut_texts_give_exactly_the_ids_of_whole_texts() {
                 text(&mut rng, first_cut, true)
             ));
             for text in &texts {
-                let used = preset.truncation_prefix(text).unwrap();
+                let used = preset.tokenizer.truncation_prefix(text).unwrap();
                 assert!(text.starts_with(used));
                 if used.len() < text.len() {
                     cut += 1;
                 }
-                let batch = preset.encode(&[text.as_str()]).unwrap();
+                let batch = preset.tokenize(&[text.as_str()]).unwrap();
                 let (ids, mask, types) = reference(&preset, text);
                 assert_eq!(
                     batch.input_ids,
@@ -191,11 +191,11 @@ fn batches_and_query_prefixes_are_cut_exactly_too() {
     let mut rng = Lcg(11);
     for (name, json) in tokenizers() {
         let preset = preset(&json, 16, Some("query: "));
-        let pad = i64::from(preset.tokenizer.get_padding().unwrap().pad_id);
+        let pad = i64::from(preset.tokenizer.tokenizer.get_padding().unwrap().pad_id);
         let long = text(&mut rng, 5_000, true);
         let longer = text(&mut rng, 20_000, false);
         let texts = ["short one", long.as_str(), longer.as_str(), ""];
-        let batch = preset.encode(&texts).unwrap();
+        let batch = preset.tokenize(&texts).unwrap();
         assert_eq!(batch.seq_len, 16, "{name}");
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for text in texts {
@@ -217,11 +217,11 @@ fn a_huge_text_is_not_tokenized_whole() {
     let sentence = "The cat sat on the mat, and the weather is sunny today. ";
     let huge = sentence.repeat(50_000_000 / sentence.len());
     assert!(huge.len() > 49_000_000);
-    let used = preset.truncation_prefix(&huge).unwrap();
+    let used = preset.tokenizer.truncation_prefix(&huge).unwrap();
     // The first cut (64 bytes per token) already holds enough words.
     assert_eq!(used.len(), 64 * 64);
     // And the ids are those of any long-enough prefix of it, whole.
-    let batch = preset.encode(&[huge.as_str()]).unwrap();
+    let batch = preset.tokenize(&[huge.as_str()]).unwrap();
     let (ids, ..) = reference(&preset, &huge[..100_000]);
     assert_eq!(batch.input_ids, ids);
     assert_eq!(batch.seq_len, 64);

@@ -1,0 +1,184 @@
+//! The shared pre/post-processing presets: what turns a request's data (texts, images)
+//! into the named tensors a model takes, and the model's outputs back into results
+//! (vectors, probabilities). They live here, once, so the candle, ONNX Runtime and Triton
+//! providers only move tensors (the Triton client runs them client-side) and a model gives
+//! the same result whichever runtime serves it.
+//!
+//! A preset is built from a spec and the model's verified files ([`load`]): every setting
+//! comes from the model's own files (`tokenizer.json`, `preprocessor_config.json`,
+//! `config.json`, sentence-transformers files), and the spec's `preprocess_params` may only
+//! restate them: a disagreement is `invalid_spec` naming both values, because the
+//! parameters are part of the model signature, which must never describe a computation
+//! other than the one that ran. [`Preset::preprocess_signature`] is the identity of the
+//! resolved settings.
+//!
+//! This crate owns the [`Preset`] trait, the [`registry`] from preset names to
+//! constructors, and every preset. It depends on `dp-spec` (specs, tensors, errors),
+//! `dp-digest` (verified files) and `dp-signature` (the `pp1` signature) only: never on
+//! a provider or on the manager.
+
+mod artifacts;
+pub mod clip;
+mod error;
+pub mod image;
+mod input;
+pub mod pixels;
+pub mod registry;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use dp_spec::{LoadedModel, ModelError, NamedTensors};
+use serde_json::Value;
+
+pub use crate::clip::ImageClip;
+pub use crate::error::PresetError;
+pub use crate::input::{ImageInput, InputKind, PresetInputs, PresetOutput};
+pub use crate::pixels::ImagePixels;
+pub use crate::registry::{PresetStatus, load, status};
+pub use crate::text::{Pooling, SentenceEmbedding, SentenceEmbeddingConfig};
+
+/// A batch of inputs made into the tensors a model takes, plus what the preset needs to
+/// read the model's outputs back (an attention mask, the number of images…).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedBatch {
+    /// The model's inputs, by name.
+    pub tensors: NamedTensors,
+    /// Inputs in the batch (texts or images).
+    pub len: usize,
+    pub(crate) context: BatchContext,
+}
+
+/// What a preset keeps of a batch to decode its outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BatchContext {
+    /// Tokenized texts: the attention mask (`[batch, seq]`), for pooling.
+    Text {
+        /// Tokens per text after padding.
+        seq_len: usize,
+        /// 1 for real tokens.
+        attention_mask: Vec<i64>,
+    },
+    /// Images, texts or both, as the request's kind says (the tensors hold the rest).
+    Kind(InputKind),
+    /// Letterboxed images: where each image went in its square, to map boxes back.
+    Letterbox(Vec<crate::image::LetterboxGeometry>),
+    /// Images resized to a fixed size: nothing to map back.
+    Resized,
+}
+
+/// One preprocessing preset of one loaded model: the preprocess → infer → postprocess
+/// step, the same for every provider.
+pub trait Preset: Send + Sync + fmt::Debug {
+    /// The preset's name in specs (`sentence_embedding`, `image_clip`, …).
+    fn name(&self) -> &'static str;
+
+    /// The resolved settings, as canonical `preprocess_params` (what the signature hashes).
+    fn params(&self) -> &BTreeMap<String, Value>;
+
+    /// The identity of the resolved settings (`pp1:…`, see
+    /// `dp_signature::preprocess_signature`).
+    fn preprocess_signature(&self) -> &str;
+
+    /// Inputs per model call.
+    fn batch_size(&self) -> usize;
+
+    /// Whether the preset serves this kind of request.
+    fn accepts(&self, kind: InputKind) -> bool;
+
+    /// Whether texts and images become one vector each ([`PresetOutput::Vectors`]), which
+    /// callers may cache per input; `false` for presets returning the model's tensors.
+    fn makes_vectors(&self) -> bool {
+        true
+    }
+
+    /// Makes one batch (at most [`Self::batch_size`] inputs) into the model's tensors.
+    ///
+    /// # Errors
+    /// `invalid_input` (with a `reason`) for an input the preset cannot prepare or a kind of
+    /// request it does not serve.
+    fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError>;
+
+    /// Reads the model's outputs for `batch` back into results, one row per input.
+    ///
+    /// # Errors
+    /// `invalid_input` when the outputs lack a tensor the preset needs or have the wrong
+    /// dtype or shape.
+    fn decode(
+        &self,
+        batch: &EncodedBatch,
+        outputs: NamedTensors,
+    ) -> Result<PresetOutput, PresetError>;
+
+    /// Runs `inputs` through `model` in batches of [`Self::batch_size`]: encode, infer,
+    /// decode, results concatenated in input order.
+    ///
+    /// # Errors
+    /// As [`Self::encode`], the model's `infer` and [`Self::decode`]; an empty request is
+    /// `invalid_input`.
+    fn run(
+        &self,
+        model: &dyn LoadedModel,
+        inputs: PresetInputs<'_>,
+    ) -> Result<PresetOutput, ModelError> {
+        if !self.accepts(inputs.kind()) {
+            return Err(refused(self.name(), inputs.kind()).into());
+        }
+        let mut rows = Vec::with_capacity(inputs.len());
+        let mut batches = Vec::new();
+        let mut probabilities = false;
+        let step = self.batch_size().max(1);
+        let mut start = 0;
+        while start < inputs.len() {
+            let end = (start + step).min(inputs.len());
+            let batch = self.encode(inputs.slice(start..end))?;
+            let outputs = model.infer(&batch.tensors)?;
+            match self.decode(&batch, outputs)? {
+                PresetOutput::Vectors(v) => rows.extend(v),
+                PresetOutput::Probabilities(p) => {
+                    probabilities = true;
+                    rows.extend(p);
+                }
+                PresetOutput::Tensors(t) => batches.extend(t),
+            }
+            start = end;
+        }
+        Ok(if !batches.is_empty() {
+            PresetOutput::Tensors(batches)
+        } else if probabilities {
+            PresetOutput::Probabilities(rows)
+        } else {
+            PresetOutput::Vectors(rows)
+        })
+    }
+}
+
+/// The error for a request kind a preset does not serve.
+#[must_use]
+pub fn refused(preset: &str, kind: InputKind) -> PresetError {
+    let reason = match kind {
+        InputKind::Texts => "texts_unsupported",
+        InputKind::Images | InputKind::ImagesWithLabels => "images_unsupported",
+    };
+    PresetError::input(
+        reason,
+        format!(
+            "preset {preset} does not take {}; use a model whose preset does (see `dp list`)",
+            kind.as_str()
+        ),
+    )
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero), like
+/// `torch.nn.functional.normalize` with its `eps` of 1e-12.
+///
+/// ```
+/// let mut v = [3.0_f32, 4.0];
+/// dp_preset::l2_normalize(&mut v);
+/// assert_eq!(v, [0.6, 0.8]);
+/// ```
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}

@@ -1,0 +1,771 @@
+//! CLIP (Hugging Face `CLIPModel` layout) on `candle-transformers`' text and vision towers:
+//! `pixel_values` → `image_embeds`, `input_ids` (+ `attention_mask`) → `text_embeds`, and
+//! `logit_scale` with either. Pre- and post-processing (resizing, tokenization, L2
+//! normalization, softmax) are the manager's presets; this is a tensor mover.
+//!
+//! The towers are candle-transformers' `ClipTextTransformer` and `ClipVisionTransformer`;
+//! only the projections and the pooling of the text tower are composed here, because
+//! candle's `ClipModel` pools text at `argmax(input_ids)` always, while transformers pools
+//! at the first `eos_token_id` unless `eos_token_id == 2` (the original OpenAI configs).
+//!
+//! What candle's CLIP cannot express is refused when `config.json` is read, never silently
+//! approximated: activations other than `quick_gelu` (it has no other), a `layer_norm_eps`
+//! other than 1e-5 (it is fixed there), and, at inference, attention masks that hide a
+//! token at or before the pooled position (it applies the causal mask only, which gives
+//! exactly transformers' result for right-padded batches).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor as CandleTensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use candle_transformers::models::clip::text_model::{
+    Activation, ClipTextConfig, ClipTextTransformer,
+};
+use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
+use dp_spec::tensor_names::{
+    ATTENTION_MASK, IMAGE_EMBEDS, INPUT_IDS, LOGIT_SCALE, PIXEL_VALUES, TEXT_EMBEDS,
+};
+use dp_spec::{ModelError, ModelSpec, NamedTensors, Tensor, TensorDType, TensorData};
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use crate::artifacts::{ModelFile, small};
+use crate::error::CandleError;
+use crate::{indices, same_shape};
+
+/// The layer-norm epsilon candle-transformers' CLIP hard-codes.
+const CANDLE_LAYER_NORM_EPS: f64 = 1e-5;
+
+/// The only activation candle-transformers' CLIP implements.
+const QUICK_GELU: &str = "quick_gelu";
+
+/// `text_config` of a Hugging Face CLIP `config.json`; absent keys take
+/// transformers' `CLIPTextConfig` defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub(crate) struct TextConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    max_position_embeddings: usize,
+    hidden_act: String,
+    layer_norm_eps: f64,
+    /// Where the text is pooled: `2` (old OpenAI configs) means `argmax(input_ids)`,
+    /// anything else the first position holding this id.
+    eos_token_id: i64,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: QUICK_GELU.to_owned(),
+            layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+        }
+    }
+}
+
+/// `vision_config` of a Hugging Face CLIP `config.json`; absent keys take
+/// transformers' `CLIPVisionConfig` defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub(crate) struct VisionConfig {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_channels: usize,
+    image_size: usize,
+    patch_size: usize,
+    hidden_act: String,
+    layer_norm_eps: f64,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 32,
+            hidden_act: QUICK_GELU.to_owned(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+/// The parts of a CLIP `config.json` the model needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ClipConfig {
+    text: TextConfig,
+    vision: VisionConfig,
+    /// Width of both projections (`CLIPConfig.projection_dim`, 512 when absent).
+    projection_dim: usize,
+}
+
+/// `key` of `config`, with `{key}_dict` (the older spelling transformers still honours)
+/// laid over it; an absent or null key is an empty object (all defaults).
+fn sub_config(config: &serde_json::Map<String, serde_json::Value>, key: &str) -> serde_json::Value {
+    let mut merged = serde_json::Map::new();
+    for name in [key.to_owned(), format!("{key}_dict")] {
+        if let Some(serde_json::Value::Object(fields)) = config.get(&name) {
+            for (k, v) in fields {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(merged)
+}
+
+impl ClipConfig {
+    /// Parses and checks a CLIP `config.json`.
+    pub(crate) fn read(file: &ModelFile) -> Result<Self, CandleError> {
+        let path = &file.path;
+        let malformed = |problem: String| CandleError::malformed(path, problem);
+        let value: serde_json::Value = serde_json::from_slice(small(file)?)
+            .map_err(|e| malformed(format!("not a CLIP config: {e}")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(malformed("not a CLIP config: not a JSON object".into()));
+        };
+        let text: TextConfig = serde_json::from_value(sub_config(&map, "text_config"))
+            .map_err(|e| malformed(format!("text_config: {e}")))?;
+        let vision: VisionConfig = serde_json::from_value(sub_config(&map, "vision_config"))
+            .map_err(|e| malformed(format!("vision_config: {e}")))?;
+        let projection_dim = match map.get("projection_dim") {
+            None | Some(serde_json::Value::Null) => 512,
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| malformed(format!("projection_dim: {e}")))?,
+        };
+        let config = Self {
+            text,
+            vision,
+            projection_dim,
+        };
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), CandleError> {
+        let (t, v) = (&self.text, &self.vision);
+        let sizes = [
+            ("text_config.vocab_size", t.vocab_size),
+            ("text_config.hidden_size", t.hidden_size),
+            ("text_config.intermediate_size", t.intermediate_size),
+            ("text_config.num_hidden_layers", t.num_hidden_layers),
+            ("text_config.num_attention_heads", t.num_attention_heads),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+            ),
+            ("vision_config.hidden_size", v.hidden_size),
+            ("vision_config.intermediate_size", v.intermediate_size),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers),
+            ("vision_config.num_attention_heads", v.num_attention_heads),
+            ("vision_config.num_channels", v.num_channels),
+            ("vision_config.image_size", v.image_size),
+            ("vision_config.patch_size", v.patch_size),
+            ("projection_dim", self.projection_dim),
+        ];
+        // Bounds keep a hostile config from asking for absurd allocations before the
+        // weights are even compared with it.
+        for (name, value) in sizes {
+            if value == 0 || value > 1 << 24 {
+                return Err(CandleError::malformed(
+                    path,
+                    format!("{name} = {value} is out of range (1..=16777216)"),
+                ));
+            }
+        }
+        for (tower, hidden, heads) in [
+            ("text_config", t.hidden_size, t.num_attention_heads),
+            ("vision_config", v.hidden_size, v.num_attention_heads),
+        ] {
+            if !hidden.is_multiple_of(heads) {
+                return Err(CandleError::malformed(
+                    path,
+                    format!(
+                        "{tower}.hidden_size {hidden} is not a multiple of \
+                         {tower}.num_attention_heads {heads}"
+                    ),
+                ));
+            }
+        }
+        if v.patch_size > v.image_size {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "vision_config.patch_size {} is larger than vision_config.image_size {}",
+                    v.patch_size, v.image_size
+                ),
+            ));
+        }
+        for (tower, act, eps) in [
+            ("text_config", &t.hidden_act, t.layer_norm_eps),
+            ("vision_config", &v.hidden_act, v.layer_norm_eps),
+        ] {
+            if act != QUICK_GELU {
+                return Err(CandleError::malformed(
+                    path,
+                    format!(
+                        "{tower}.hidden_act '{act}' is not supported: candle's CLIP implements \
+                         only {QUICK_GELU} (serve this model with the onnx engine instead)"
+                    ),
+                ));
+            }
+            if (eps - CANDLE_LAYER_NORM_EPS).abs() > 1e-12 {
+                return Err(CandleError::malformed(
+                    path,
+                    format!(
+                        "{tower}.layer_norm_eps {eps} is not supported: candle's CLIP fixes it \
+                         at 1e-5 (serve this model with the onnx engine instead)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions of the vision tower: one per patch, plus the class token.
+    const fn vision_positions(&self) -> usize {
+        let side = self.vision.image_size / self.vision.patch_size;
+        side * side + 1
+    }
+
+    fn candle_text(&self) -> ClipTextConfig {
+        let t = &self.text;
+        ClipTextConfig {
+            vocab_size: t.vocab_size,
+            embed_dim: t.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: t.intermediate_size,
+            max_position_embeddings: t.max_position_embeddings,
+            pad_with: None,
+            num_hidden_layers: t.num_hidden_layers,
+            num_attention_heads: t.num_attention_heads,
+            projection_dim: self.projection_dim,
+        }
+    }
+
+    fn candle_vision(&self) -> ClipVisionConfig {
+        let v = &self.vision;
+        ClipVisionConfig {
+            embed_dim: v.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: v.intermediate_size,
+            num_hidden_layers: v.num_hidden_layers,
+            num_attention_heads: v.num_attention_heads,
+            projection_dim: self.projection_dim,
+            num_channels: v.num_channels,
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+        }
+    }
+
+    /// Every tensor the model reads, with the shape `config.json` implies.
+    pub(crate) fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let (t, v, p) = (&self.text, &self.vision, self.projection_dim);
+        let mut out = vec![
+            (
+                "text_model.embeddings.token_embedding.weight".to_owned(),
+                vec![t.vocab_size, t.hidden_size],
+            ),
+            (
+                "text_model.embeddings.position_embedding.weight".to_owned(),
+                vec![t.max_position_embeddings, t.hidden_size],
+            ),
+            (
+                "vision_model.embeddings.class_embedding".to_owned(),
+                vec![v.hidden_size],
+            ),
+            (
+                "vision_model.embeddings.patch_embedding.weight".to_owned(),
+                vec![v.hidden_size, v.num_channels, v.patch_size, v.patch_size],
+            ),
+            (
+                "vision_model.embeddings.position_embedding.weight".to_owned(),
+                vec![self.vision_positions(), v.hidden_size],
+            ),
+            (
+                "visual_projection.weight".to_owned(),
+                vec![p, v.hidden_size],
+            ),
+            ("text_projection.weight".to_owned(), vec![p, t.hidden_size]),
+            ("logit_scale".to_owned(), vec![]),
+        ];
+        let norm = |out: &mut Vec<(String, Vec<usize>)>, name: &str, dim: usize| {
+            out.push((format!("{name}.weight"), vec![dim]));
+            out.push((format!("{name}.bias"), vec![dim]));
+        };
+        norm(&mut out, "text_model.final_layer_norm", t.hidden_size);
+        norm(&mut out, "vision_model.pre_layrnorm", v.hidden_size);
+        norm(&mut out, "vision_model.post_layernorm", v.hidden_size);
+        for (tower, layers, h, inter) in [
+            (
+                "text_model",
+                t.num_hidden_layers,
+                t.hidden_size,
+                t.intermediate_size,
+            ),
+            (
+                "vision_model",
+                v.num_hidden_layers,
+                v.hidden_size,
+                v.intermediate_size,
+            ),
+        ] {
+            for i in 0..layers {
+                let layer = format!("{tower}.encoder.layers.{i}");
+                for (name, rows, cols) in [
+                    ("self_attn.q_proj", h, h),
+                    ("self_attn.k_proj", h, h),
+                    ("self_attn.v_proj", h, h),
+                    ("self_attn.out_proj", h, h),
+                    ("mlp.fc1", inter, h),
+                    ("mlp.fc2", h, inter),
+                ] {
+                    out.push((format!("{layer}.{name}.weight"), vec![rows, cols]));
+                    out.push((format!("{layer}.{name}.bias"), vec![rows]));
+                }
+                norm(&mut out, &format!("{layer}.layer_norm1"), h);
+                norm(&mut out, &format!("{layer}.layer_norm2"), h);
+            }
+        }
+        out
+    }
+}
+
+/// Checks that every tensor the model reads is in the file with the shape `config.json`
+/// implies and a float dtype, without copying any weights.
+pub(crate) fn check_tensors(
+    config: &ClipConfig,
+    tensors: &SafeTensors<'_>,
+    file: &Path,
+) -> Result<(), CandleError> {
+    for (name, shape) in config.expected_tensors() {
+        let view = tensors
+            .tensor(&name)
+            .map_err(|_| CandleError::malformed(file, format!("tensor '{name}' is missing")))?;
+        if view.shape() != shape.as_slice() {
+            return Err(CandleError::malformed(
+                file,
+                format!(
+                    "tensor '{name}' has shape {:?}, but config.json implies {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        if !matches!(
+            view.dtype(),
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+        ) {
+            return Err(CandleError::malformed(
+                file,
+                format!(
+                    "tensor '{name}' has dtype {:?}; expected F32, F16 or BF16",
+                    view.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the spec's `input_schema` and `output_schema` against what this CLIP model takes
+/// and returns: only its tensor names, their dtypes, ranks and the fixed dimensions
+/// `config.json` implies (`-1` in the spec is any size).
+pub(crate) fn check_schema(config: &ClipConfig, spec: &ModelSpec) -> Result<(), CandleError> {
+    let v = &config.vision;
+    let dim = |d: usize| i64::try_from(d).unwrap_or(i64::MAX);
+    let ids = [TensorDType::Int64, TensorDType::Int32];
+    let fp32 = [TensorDType::Fp32];
+    let inputs: [(&str, &[TensorDType], Vec<i64>); 3] = [
+        (
+            PIXEL_VALUES,
+            &fp32,
+            vec![
+                -1,
+                dim(v.num_channels),
+                dim(v.image_size),
+                dim(v.image_size),
+            ],
+        ),
+        (INPUT_IDS, &ids, vec![-1, -1]),
+        (ATTENTION_MASK, &ids, vec![-1, -1]),
+    ];
+    let p = dim(config.projection_dim);
+    let outputs: [(&str, &[TensorDType], Vec<i64>); 3] = [
+        (IMAGE_EMBEDS, &fp32, vec![-1, p]),
+        (TEXT_EMBEDS, &fp32, vec![-1, p]),
+        (LOGIT_SCALE, &fp32, vec![1]),
+    ];
+    let mismatch = |problem: String| CandleError::SchemaMismatch {
+        model: spec.model_name.clone(),
+        problem,
+    };
+    for (kind, declared, actual) in [
+        ("input", &spec.input_schema, &inputs),
+        ("output", &spec.output_schema, &outputs),
+    ] {
+        for tensor in declared {
+            let Some((_, dtypes, shape)) = actual.iter().find(|(n, ..)| *n == tensor.name) else {
+                let names: Vec<&str> = actual.iter().map(|(n, ..)| *n).collect();
+                return Err(mismatch(format!(
+                    "{kind}_schema declares '{}', but a CLIP model's {kind}s are {names:?}",
+                    tensor.name
+                )));
+            };
+            if !dtypes.contains(&tensor.dtype) {
+                return Err(mismatch(format!(
+                    "{kind} '{}' is {:?} in the spec, but the model's is {:?}",
+                    tensor.name, tensor.dtype, dtypes[0]
+                )));
+            }
+            let fits = tensor.shape.len() == shape.len()
+                && tensor
+                    .shape
+                    .iter()
+                    .zip(shape)
+                    .all(|(&want, &real)| want < 0 || real < 0 || want == real);
+            if !fits {
+                return Err(mismatch(format!(
+                    "{kind} '{}' has shape {:?} in the spec, but config.json implies {shape:?} \
+                     (-1 = dynamic)",
+                    tensor.name, tensor.shape
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A loaded CLIP model.
+pub(crate) struct Clip {
+    text: ClipTextTransformer,
+    vision: ClipVisionTransformer,
+    text_projection: Linear,
+    visual_projection: Linear,
+    /// `exp(logit_scale)`, computed once in f32.
+    logit_scale: f32,
+    config: ClipConfig,
+    dtype: DType,
+    device: Device,
+}
+
+impl Clip {
+    /// Builds the model from verified safetensors bytes whose tensors `check_tensors`
+    /// accepted (so candle's constructors find every tensor with its shape).
+    pub(crate) fn load(
+        config: &ClipConfig,
+        bytes: &[u8],
+        file: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, CandleError> {
+        let view = SafeTensors::deserialize(bytes)
+            .map_err(|e| CandleError::malformed(file, format!("not a safetensors file ({e})")))?;
+        check_tensors(config, &view, file)?;
+        // A view over the verified bytes: tensors are copied out of them, no file is
+        // opened again. CPU kernels lack bf16 convolutions: a bf16 model on the CPU keeps
+        // bf16-rounded weights in f32 and computes in f32 (as the BERT path does).
+        let tensors = candle_core::safetensors::SliceSafetensors::new(bytes)?;
+        let (dtype, rounding) = if dtype == DType::BF16 && device.is_cpu() {
+            (DType::F32, Some(DType::BF16))
+        } else {
+            (dtype, None)
+        };
+        let vb = VarBuilder::from_backend(
+            Box::new(RoundedWeights { tensors, rounding }),
+            dtype,
+            device.clone(),
+        );
+        let text = ClipTextTransformer::new(vb.pp("text_model"), &config.candle_text())?;
+        let vision = ClipVisionTransformer::new(vb.pp("vision_model"), &config.candle_vision())?;
+        let text_projection = candle_nn::linear_no_bias(
+            config.text.hidden_size,
+            config.projection_dim,
+            vb.pp("text_projection"),
+        )?;
+        let visual_projection = candle_nn::linear_no_bias(
+            config.vision.hidden_size,
+            config.projection_dim,
+            vb.pp("visual_projection"),
+        )?;
+        let logit_scale = vb
+            .get_with_hints_dtype((), "logit_scale", candle_nn::Init::Const(0.0), DType::F32)?
+            .exp()?
+            .to_scalar::<f32>()?;
+        Ok(Self {
+            text,
+            vision,
+            text_projection,
+            visual_projection,
+            logit_scale,
+            config: config.clone(),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Width of the embeddings.
+    pub(crate) const fn projection_dim(&self) -> usize {
+        self.config.projection_dim
+    }
+
+    /// `text_projection(final_layer_norm(last hidden state)[pooled])`, row-major
+    /// `[batch, projection_dim]`.
+    fn text_embeds(
+        &self,
+        ids: Vec<u32>,
+        batch: usize,
+        seq: usize,
+        pooled: &[usize],
+    ) -> Result<Vec<f32>, CandleError> {
+        let ids = CandleTensor::from_vec(ids, (batch, seq), &self.device)?;
+        // Causal mask only (`mask_after` = none); already through `final_layer_norm`.
+        let hidden = self.text.forward_with_mask(&ids, usize::MAX)?;
+        let rows = pooled
+            .iter()
+            .enumerate()
+            .map(|(b, &p)| u32::try_from(b * seq + p))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| CandleError::InvalidInput("the batch is too large".into()))?;
+        let rows = CandleTensor::from_vec(rows, batch, &self.device)?;
+        let pooled = hidden
+            .reshape((batch * seq, self.config.text.hidden_size))?
+            .index_select(&rows, 0)?;
+        let embeds = self.text_projection.forward(&pooled)?;
+        Ok(embeds.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    }
+
+    /// `visual_projection(post_layernorm(class token))`, row-major `[batch, projection_dim]`.
+    fn image_embeds(&self, pixels: &[f32], shape: &[usize]) -> Result<Vec<f32>, CandleError> {
+        let pixels = CandleTensor::from_slice(pixels, shape, &self.device)?.to_dtype(self.dtype)?;
+        let pooled = self.vision.forward(&pixels)?;
+        let embeds = self.visual_projection.forward(&pooled)?;
+        Ok(embeds.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    }
+}
+
+/// The safetensors view, each tensor optionally rounded through a narrower dtype.
+struct RoundedWeights<'a> {
+    tensors: candle_core::safetensors::SliceSafetensors<'a>,
+    rounding: Option<DType>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for RoundedWeights<'_> {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<CandleTensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            });
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<CandleTensor> {
+        let tensor = self.tensors.load(name, device)?;
+        match self.rounding {
+            Some(narrow) => tensor.to_dtype(narrow)?.to_dtype(dtype),
+            None => tensor.to_dtype(dtype),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
+}
+
+/// Text inputs checked against the model: ids, their shape and where each row is pooled.
+struct TextInput {
+    ids: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    pooled: Vec<usize>,
+}
+
+/// What a CLIP model takes, for messages.
+const TAKES: &str = "a CLIP model takes pixel_values (fp32 [batch, channels, image_size, \
+                     image_size]) for image_embeds, and/or input_ids (int64 [batch, seq]) with \
+                     an optional attention_mask for text_embeds";
+
+impl Clip {
+    /// Runs the towers whose inputs are present: `image_embeds` for `pixel_values`,
+    /// `text_embeds` for `input_ids`, and `logit_scale` with either.
+    pub(crate) fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        if let Some(unknown) = inputs
+            .keys()
+            .find(|k| ![PIXEL_VALUES, INPUT_IDS, ATTENTION_MASK].contains(&k.as_str()))
+        {
+            return Err(
+                CandleError::InvalidInput(format!("no input named '{unknown}': {TAKES}")).into(),
+            );
+        }
+        let pixels = inputs.get(PIXEL_VALUES);
+        let ids = inputs.get(INPUT_IDS);
+        if pixels.is_none() && ids.is_none() {
+            return Err(CandleError::InvalidInput(format!(
+                "neither {PIXEL_VALUES} nor {INPUT_IDS} is given (got {:?}): {TAKES}",
+                inputs.keys().collect::<Vec<_>>()
+            ))
+            .into());
+        }
+        // Check every input before running anything.
+        let image = pixels.map(|p| self.image_input(p)).transpose()?;
+        let text = ids
+            .map(|ids| self.text_input(ids, inputs.get(ATTENTION_MASK)))
+            .transpose()?;
+        if ids.is_none() && inputs.contains_key(ATTENTION_MASK) {
+            return Err(CandleError::InvalidInput(format!(
+                "{ATTENTION_MASK} is given without {INPUT_IDS}"
+            ))
+            .into());
+        }
+        let dim = self.projection_dim();
+        let mut out = NamedTensors::new();
+        if let Some((values, shape)) = image {
+            let batch = shape[0];
+            let embeds = if batch == 0 {
+                Vec::new()
+            } else {
+                self.image_embeds(values, &shape)?
+            };
+            out.insert(IMAGE_EMBEDS.to_owned(), fp32(vec![batch, dim], embeds)?);
+        }
+        if let Some(text) = text {
+            let batch = text.batch;
+            let embeds = if batch == 0 {
+                Vec::new()
+            } else {
+                self.text_embeds(text.ids, batch, text.seq, &text.pooled)?
+            };
+            out.insert(TEXT_EMBEDS.to_owned(), fp32(vec![batch, dim], embeds)?);
+        }
+        out.insert(
+            LOGIT_SCALE.to_owned(),
+            fp32(vec![1], vec![self.logit_scale])?,
+        );
+        Ok(out)
+    }
+
+    /// The pixels of `pixel_values`, which must fit the vision tower exactly.
+    fn image_input<'t>(&self, t: &'t Tensor) -> Result<(&'t [f32], Vec<usize>), CandleError> {
+        let v = &self.config.vision;
+        let expected = [v.num_channels, v.image_size, v.image_size];
+        let TensorData::Fp32(values) = t.data() else {
+            return Err(CandleError::InvalidInput(format!(
+                "{PIXEL_VALUES} must be fp32, got {:?}",
+                t.dtype()
+            )));
+        };
+        match t.shape() {
+            [_, rest @ ..] if rest == expected => Ok((values, t.shape().to_vec())),
+            other => Err(CandleError::InvalidInput(format!(
+                "{PIXEL_VALUES} must be [batch, {}, {}, {}] for this model, got {other:?}",
+                expected[0], expected[1], expected[2]
+            ))),
+        }
+    }
+
+    /// The ids, checked, and where transformers pools each row.
+    fn text_input(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<TextInput, CandleError> {
+        let t = &self.config.text;
+        let [batch, seq] = *ids.shape() else {
+            return Err(CandleError::InvalidInput(format!(
+                "{INPUT_IDS} must be [batch, seq], got shape {:?}",
+                ids.shape()
+            )));
+        };
+        if seq > t.max_position_embeddings {
+            return Err(CandleError::InvalidInput(format!(
+                "sequences of {seq} tokens exceed the model's {} positions; truncate them",
+                t.max_position_embeddings
+            )));
+        }
+        if seq == 0 && batch > 0 {
+            return Err(CandleError::InvalidInput(format!(
+                "{INPUT_IDS} has empty sequences; a CLIP text needs at least its end token"
+            )));
+        }
+        let values = indices(INPUT_IDS, ids, t.vocab_size)?;
+        let mask = match mask {
+            Some(m) => {
+                same_shape(ATTENTION_MASK, m, ids)?;
+                Some(indices(ATTENTION_MASK, m, 2)?)
+            }
+            None => None,
+        };
+        let mut pooled = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let row = &values[b * seq..(b + 1) * seq];
+            let position = pooled_position(row, t.eos_token_id);
+            if let Some(mask) = &mask
+                && let Some(hidden) = mask[b * seq..=b * seq + position]
+                    .iter()
+                    .position(|&m| m == 0)
+            {
+                return Err(CandleError::InvalidInput(format!(
+                    "{ATTENTION_MASK} row {b} masks position {hidden}, at or before the \
+                     pooled position {position}: candle's CLIP supports right padding only \
+                     (pad after the end-of-text token)"
+                )));
+            }
+            pooled.push(position);
+        }
+        Ok(TextInput {
+            ids: values,
+            batch,
+            seq,
+            pooled,
+        })
+    }
+}
+
+/// The position transformers' `CLIPTextTransformer` pools a row at: with the original
+/// OpenAI configs (`eos_token_id == 2`), the first largest id (`<|endoftext|>` is the
+/// largest in CLIP's vocabulary); otherwise the first position holding `eos_token_id`, or 0
+/// when there is none (transformers' `argmax` over an all-false row).
+pub(crate) fn pooled_position(row: &[u32], eos_token_id: i64) -> usize {
+    if eos_token_id == 2 {
+        let mut best = 0;
+        for (i, &id) in row.iter().enumerate() {
+            if id > row[best] {
+                best = i;
+            }
+        }
+        best
+    } else {
+        row.iter()
+            .position(|&id| i64::from(id) == eos_token_id)
+            .unwrap_or(0)
+    }
+}
+
+fn fp32(shape: Vec<usize>, values: Vec<f32>) -> Result<Tensor, ModelError> {
+    Tensor::new(shape, TensorData::Fp32(values))
+}
