@@ -134,3 +134,35 @@ pub fn worst_cosine(embeds: &[f32], dim: usize, references: &[Vec<f32>]) -> f32 
         .map(|(row, reference)| dot(&normalized(row), reference))
         .fold(1.0_f32, f32::min)
 }
+
+/// The largest difference between the zero-shot probabilities of `[n, dim]` image and
+/// `[labels, dim]` text embeddings (softmax over labels of `logit_scale` × cosine) and each
+/// reference image's `zero_shot_probs`.
+pub fn worst_zero_shot_error(
+    image_embeds: &[f32],
+    label_embeds: &[f32],
+    dim: usize,
+    logit_scale: f32,
+    images: &[Value],
+) -> f32 {
+    let labels_n: Vec<Vec<f32>> = label_embeds.chunks(dim).map(normalized).collect();
+    let mut worst_prob = 0.0_f32;
+    for (row, image) in image_embeds.chunks(dim).zip(images) {
+        let row = normalized(row);
+        let logits: Vec<f32> = labels_n
+            .iter()
+            .map(|l| logit_scale * dot(&row, l))
+            .collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        for (p, want) in exps
+            .iter()
+            .map(|e| e / sum)
+            .zip(floats(&image["zero_shot_probs"]))
+        {
+            worst_prob = worst_prob.max((p - want).abs());
+        }
+    }
+    worst_prob
+}

@@ -436,33 +436,15 @@ fn minilm_served_by_triton_through_the_manager_matches_sentence_transformers() {
         return;
     };
     // The deployment declares the digest of the file it actually serves.
-    let digest = dp_digest::digest_file(
+    let Some((_run, manager)) = serve_onnx_with_catalog(
+        test,
+        "all-minilm-l6-v2",
         &onnx,
-        dp_digest::DigestAlgorithm::Sha256,
-        &dp_digest::NoProgress,
-    )
-    .unwrap()
-    .to_string();
-    let deployment = Deployment::new("all-minilm-l6-v2", Some(&digest))
-        .parameter("onnx_path", onnx.to_str().unwrap());
-    let Some(run) = start(test, &[deployment], &["all-minilm-l6-v2"]) else {
+        "all-minilm-l6-v2-triton",
+        &models_root,
+    ) else {
         return;
     };
-    let root = dp_tests::workspace_root().join("specs/catalog");
-    let catalog = Catalog::load(&root).unwrap();
-    let overrides = dp_spec::Layer::from_overrides(&[format!(
-        "all-minilm-l6-v2-triton.triton.endpoint={}",
-        run.server.endpoint()
-    )])
-    .unwrap();
-    let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
-    let manager = dp_manager::ModelManager::builder(catalog, &models_root)
-        .provider(Arc::new(TritonProvider::new(
-            TritonProviderConfig::default(),
-        )))
-        .reaper(false)
-        .build()
-        .unwrap();
     let reference: Reference = serde_json::from_slice(
         &std::fs::read(
             dp_tests::data_dir().join("reference/minilm_l6_v2_sentence_transformers.json"),
@@ -486,6 +468,44 @@ fn minilm_served_by_triton_through_the_manager_matches_sentence_transformers() {
         let c = cosine(got, want);
         assert!(c >= 0.99999, "sentence {i} {:?}: cosine {c}", sentences[i]);
     }
+}
+
+/// Serves `onnx` with the repository template `template` (its deployment declaring the
+/// file's digest, as a real one would) and builds a manager on the real catalog whose
+/// spec `spec_name` points at that server; `None` when the Triton install is missing.
+fn serve_onnx_with_catalog(
+    test: &str,
+    template: &str,
+    onnx: &std::path::Path,
+    spec_name: &str,
+    models_root: &std::path::Path,
+) -> Option<(Running, dp_manager::ModelManager)> {
+    let digest = dp_digest::digest_file(
+        onnx,
+        dp_digest::DigestAlgorithm::Sha256,
+        &dp_digest::NoProgress,
+    )
+    .unwrap()
+    .to_string();
+    let deployment =
+        Deployment::new(template, Some(&digest)).parameter("onnx_path", onnx.to_str().unwrap());
+    let run = start(test, &[deployment], &[template])?;
+    let root = dp_tests::workspace_root().join("specs/catalog");
+    let catalog = Catalog::load(&root).unwrap();
+    let overrides = dp_spec::Layer::from_overrides(&[format!(
+        "{spec_name}.triton.endpoint={}",
+        run.server.endpoint()
+    )])
+    .unwrap();
+    let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
+    let manager = dp_manager::ModelManager::builder(catalog, models_root)
+        .provider(Arc::new(TritonProvider::new(
+            TritonProviderConfig::default(),
+        )))
+        .reaper(false)
+        .build()
+        .unwrap();
+    Some((run, manager))
 }
 
 #[derive(serde::Deserialize)]
@@ -514,33 +534,15 @@ fn clip_image_tower_served_by_triton_with_client_side_preset_matches_transformer
         .and_then(|p| p.parent())
         .unwrap()
         .to_path_buf();
-    let digest = dp_digest::digest_file(
+    let Some((_run, manager)) = serve_onnx_with_catalog(
+        test,
+        "tiny-clip-visual",
         &onnx,
-        dp_digest::DigestAlgorithm::Sha256,
-        &dp_digest::NoProgress,
-    )
-    .unwrap()
-    .to_string();
-    let deployment = Deployment::new("tiny-clip-visual", Some(&digest))
-        .parameter("onnx_path", onnx.to_str().unwrap());
-    let Some(run) = start(test, &[deployment], &["tiny-clip-visual"]) else {
+        "tiny-clip-triton",
+        &models_root,
+    ) else {
         return;
     };
-    let root = dp_tests::workspace_root().join("specs/catalog");
-    let catalog = Catalog::load(&root).unwrap();
-    let overrides = dp_spec::Layer::from_overrides(&[format!(
-        "tiny-clip-triton.triton.endpoint={}",
-        run.server.endpoint()
-    )])
-    .unwrap();
-    let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
-    let manager = dp_manager::ModelManager::builder(catalog, &models_root)
-        .provider(Arc::new(TritonProvider::new(
-            TritonProviderConfig::default(),
-        )))
-        .reaper(false)
-        .build()
-        .unwrap();
     let reference: ClipReference = serde_json::from_slice(
         &std::fs::read(dp_tests::data_dir().join("reference/clip/tiny-clip.json")).unwrap(),
     )

@@ -342,3 +342,38 @@ fn describe_safetensors_error(err: &safetensors::SafeTensorError) -> String {
         other => format!("not a valid safetensors file ({other})"),
     }
 }
+
+/// Checks that the safetensors file holds `name` with `shape` and a float dtype (F32, F16,
+/// BF16), without copying it: the check every architecture runs on each weight it reads.
+pub(crate) fn check_tensor(
+    tensors: &safetensors::SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    file: &std::path::Path,
+) -> Result<(), CandleError> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| CandleError::malformed(file, format!("tensor '{name}' is missing")))?;
+    if view.shape() != shape {
+        return Err(CandleError::malformed(
+            file,
+            format!(
+                "tensor '{name}' has shape {:?}, but config.json implies {shape:?}",
+                view.shape()
+            ),
+        ));
+    }
+    if !matches!(
+        view.dtype(),
+        safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+    ) {
+        return Err(CandleError::malformed(
+            file,
+            format!(
+                "tensor '{name}' has dtype {:?}; expected F32, F16 or BF16",
+                view.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}

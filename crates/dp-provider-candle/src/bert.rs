@@ -11,7 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
-use crate::artifacts::{Activation, BertConfig};
+use crate::artifacts::{Activation, BertConfig, check_tensor};
 use crate::error::CandleError;
 
 /// Where a weight tensor comes from and what it must look like.
@@ -425,31 +425,7 @@ pub(crate) fn check_tensors(
 ) -> Result<(), CandleError> {
     let prefix = tensor_prefix(tensors);
     for (name, shape) in expected_tensors(config) {
-        let full = format!("{prefix}{name}");
-        let view = tensors
-            .tensor(&full)
-            .map_err(|_| CandleError::malformed(file, format!("tensor '{full}' is missing")))?;
-        if view.shape() != shape.as_slice() {
-            return Err(CandleError::malformed(
-                file,
-                format!(
-                    "tensor '{full}' has shape {:?}, but config.json implies {shape:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        if !matches!(
-            view.dtype(),
-            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
-        ) {
-            return Err(CandleError::malformed(
-                file,
-                format!(
-                    "tensor '{full}' has dtype {:?}; expected F32, F16 or BF16",
-                    view.dtype()
-                ),
-            ));
-        }
+        check_tensor(tensors, &format!("{prefix}{name}"), &shape, file)?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use dp_spec::{ModelError, ModelSpec, NamedTensors, Tensor, TensorDType, TensorDa
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use crate::artifacts::{ModelFile, small};
+use crate::artifacts::{ModelFile, check_tensor, small};
 use crate::error::CandleError;
 use crate::{indices, same_shape};
 
@@ -353,30 +353,7 @@ pub(crate) fn check_tensors(
     file: &Path,
 ) -> Result<(), CandleError> {
     for (name, shape) in config.expected_tensors() {
-        let view = tensors
-            .tensor(&name)
-            .map_err(|_| CandleError::malformed(file, format!("tensor '{name}' is missing")))?;
-        if view.shape() != shape.as_slice() {
-            return Err(CandleError::malformed(
-                file,
-                format!(
-                    "tensor '{name}' has shape {:?}, but config.json implies {shape:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        if !matches!(
-            view.dtype(),
-            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
-        ) {
-            return Err(CandleError::malformed(
-                file,
-                format!(
-                    "tensor '{name}' has dtype {:?}; expected F32, F16 or BF16",
-                    view.dtype()
-                ),
-            ));
-        }
+        check_tensor(tensors, &name, &shape, file)?;
     }
     Ok(())
 }

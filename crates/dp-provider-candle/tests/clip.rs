@@ -20,6 +20,7 @@ use dp_spec::{
 };
 use dp_tests::clip_reference::{
     batch, dot, floats, fp32, ids_of, label_ids, normalized, pixel_values, worst_cosine,
+    worst_zero_shot_error,
 };
 use serde_json::{Value, json};
 
@@ -158,25 +159,7 @@ fn parity(model: &str, test: &str) {
     let expected_scale = reference["logit_scale"].as_f64().unwrap() as f32;
 
     // Zero-shot probabilities: softmax over labels of logit_scale × cosine.
-    let labels_n: Vec<Vec<f32>> = label_embeds.chunks(dim).map(normalized).collect();
-    let mut worst_prob = 0.0_f32;
-    for (row, image) in image_embeds.chunks(dim).zip(images) {
-        let row = normalized(row);
-        let logits: Vec<f32> = labels_n
-            .iter()
-            .map(|l| logit_scale * dot(&row, l))
-            .collect();
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-        let sum: f32 = exps.iter().sum();
-        for (p, want) in exps
-            .iter()
-            .map(|e| e / sum)
-            .zip(floats(&image["zero_shot_probs"]))
-        {
-            worst_prob = worst_prob.max((p - want).abs());
-        }
-    }
+    let worst_prob = worst_zero_shot_error(&image_embeds, &label_embeds, dim, logit_scale, images);
     eprintln!(
         "{model}: worst cosine texts {text_cos:.7} (batched {batch_cos:.7}), images \
          {image_cos:.7}, labels {label_cos:.7}; logit_scale {logit_scale} vs {expected_scale}; \
