@@ -1,11 +1,17 @@
 //! Decoding an [`ImageInput`] to 8-bit RGB the way Pillow's `Image.open(…).convert("RGB")`
 //! does (what transformers' `convert_rgb` calls), with the size refused before any pixel
 //! buffer is allocated.
+//!
+//! Gray, YCbCr and RGB JPEGs are decoded by libjpeg-turbo's own code (through `mozjpeg`,
+//! whose decoder is libjpeg-turbo's: ISLOW IDCT, fancy upsampling), the library Pillow is
+//! built with, so their pixels are Pillow's bit for bit. CMYK/YCCK JPEGs and the other
+//! formats are decoded by the `image` crate's pure-Rust decoders.
 
-use std::io::Cursor;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::io::{self, BufRead, Cursor, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
+use mozjpeg::{ColorSpace, DctMethod, Decompress};
 
 use crate::error::PresetError;
 use crate::input::ImageInput;
@@ -127,6 +133,11 @@ pub(crate) fn decode_encoded(bytes: &[u8], limits: &ImageLimits) -> Result<RgbIm
         ));
     }
     let format = accepted_format(bytes)?;
+    if format == ImageFormat::Jpeg
+        && let Some(decoded) = decode_jpeg(bytes, limits)
+    {
+        return decoded;
+    }
     // Formats whose size sits at a fixed place are checked before a decoder even reads
     // the header: nothing it does can then allocate for a hostile size.
     if let Some((width, height)) = header_dimensions(format, bytes) {
@@ -143,6 +154,123 @@ pub(crate) fn decode_encoded(bytes: &[u8], limits: &ImageLimits) -> Result<RgbIm
     check_size(width, height, limits)?;
     let image = DynamicImage::from_decoder(decoder).map_err(|err| decode_error(format, &err))?;
     Ok(to_rgb_like_pillow(image))
+}
+
+/// libjpeg's "Premature end of JPEG file" (`JWRN_JPEG_EOF`), raised where the bytes run
+/// out before the image does.
+const JPEG_EOF: &str = "Premature end of JPEG file";
+
+/// Decodes a gray, YCbCr or RGB JPEG with libjpeg-turbo's code, as Pillow does; `None`
+/// leaves any other color space (CMYK, YCCK: Pillow's "CMYK" mode) to the `image` crate.
+///
+/// libjpeg reports a fatal error by unwinding (mozjpeg's error manager calls
+/// `resume_unwind` with the message, so no panic hook runs and nothing is printed; the C
+/// code is built with `-fexceptions` and called through `extern "C-unwind"`, mozjpeg-sys's
+/// `unwinding` feature, which mozjpeg turns on): it is caught here, so that no caller of
+/// [`decode_encoded`] sees it as a panic. The API used here has no `panic!` of mozjpeg's
+/// own (those are on the raw-data and scaling paths). Warnings
+/// (e.g. "extraneous bytes before marker", common in camera files) are ignored, as Pillow
+/// ignores them, except running out of bytes (see [`JpegSource`]).
+fn decode_jpeg(bytes: &[u8], limits: &ImageLimits) -> Option<Result<RgbImage, PresetError>> {
+    catch_unwind(AssertUnwindSafe(|| decode_jpeg_unwinding(bytes, limits))).unwrap_or_else(
+        |payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("libjpeg failed");
+            Some(Err(jpeg_corrupt(
+                message.trim_start_matches("libjpeg fatal error: "),
+            )))
+        },
+    )
+}
+
+/// [`decode_jpeg`] without the catch: libjpeg's errors unwind out of it.
+fn decode_jpeg_unwinding(
+    bytes: &[u8],
+    limits: &ImageLimits,
+) -> Option<Result<RgbImage, PresetError>> {
+    // Reads the header only (up to the first scan): no pixel buffer yet.
+    let mut header = match Decompress::builder().from_reader(JpegSource(bytes)) {
+        Ok(header) => header,
+        Err(err) => return Some(Err(jpeg_corrupt(&err.to_string()))),
+    };
+    if !matches!(
+        header.color_space(),
+        ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB
+    ) {
+        return None;
+    }
+    let size = (
+        u32::try_from(header.width()),
+        u32::try_from(header.height()),
+    );
+    let (Ok(width), Ok(height)) = size else {
+        return Some(Err(jpeg_corrupt("its size does not fit in 32 bits")));
+    };
+    if let Err(err) = check_size(width, height, limits) {
+        return Some(Err(err));
+    }
+    // libjpeg's defaults, which Pillow keeps: said here because the pixels depend on them.
+    header.dct_method(DctMethod::IntegerSlow);
+    header.do_fancy_upsampling(true);
+    // Gray is replicated into R, G and B by libjpeg, as Pillow's "L" to "RGB" does.
+    let decoded = header.rgb().and_then(|mut started| {
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(pixels)
+    });
+    Some(match decoded {
+        Ok(pixels) => RgbImage::from_raw(width, height, pixels)
+            .ok_or_else(|| jpeg_corrupt("libjpeg gave fewer rows than the header says")),
+        // The pixel buffer (within the limit) could not be allocated.
+        Err(err) if err.kind() == io::ErrorKind::OutOfMemory => Err(PresetError::input(
+            "image_too_large",
+            format!(
+                "the {width}x{height} JPEG image does not fit in memory ({err}); downscale it \
+                 before sending"
+            ),
+        )),
+        Err(err) => Err(jpeg_corrupt(&err.to_string())),
+    })
+}
+
+/// `image_decode_failed` for a JPEG, with libjpeg's message.
+fn jpeg_corrupt(message: &str) -> PresetError {
+    PresetError::input(
+        "image_decode_failed",
+        format!("the JPEG image is corrupt or truncated ({message}); send the complete file"),
+    )
+}
+
+/// The JPEG bytes as libjpeg's source. libjpeg asks for more bytes only when the image
+/// needs them (it stops at the EOI marker), so running out of bytes means the file is
+/// truncated: mozjpeg would then fake an EOI, warn (`JWRN_JPEG_EOF`) and fill the rest of
+/// the image with gray, where Pillow raises "image file is truncated". This source unwinds
+/// with [`JPEG_EOF`] instead, like a libjpeg error, which stops the decoding there. (The
+/// same as an error manager whose `emit_message` unwinds on `JWRN_JPEG_EOF`, which mozjpeg
+/// raises exactly when this reader runs dry, without `unsafe` or a direct mozjpeg-sys
+/// dependency: mozjpeg keeps its error manager private.)
+struct JpegSource<'a>(&'a [u8]);
+
+impl Read for JpegSource<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl BufRead for JpegSource<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.0.is_empty() {
+            resume_unwind(Box::new(JPEG_EOF.to_owned()));
+        }
+        Ok(self.0)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.0 = self.0.get(amount..).unwrap_or_default();
+    }
 }
 
 /// Bytes a decoder may allocate for an image within `limits` (its widest pixels plus slack).
@@ -316,6 +444,109 @@ mod tests {
                 ));
             }
         }
+    }
+
+    /// A 4:2:0 baseline JPEG (its SOF0 segment starts at byte 158).
+    const PHOTO_420: &[u8] = include_bytes!("../../../../tests/data/images/photo_420.jpg");
+
+    fn decode_error_reason(bytes: &[u8]) -> &'static str {
+        match decode_encoded(bytes, &ImageLimits::default()) {
+            Err(PresetError::InvalidInput { reason, .. }) => reason,
+            other => panic!("not an input error: {other:?}"),
+        }
+    }
+
+    /// A small JPEG of `color_space` from mozjpeg's encoder (gray ramps in every channel).
+    fn encode_jpeg(color_space: ColorSpace, channels: usize) -> Vec<u8> {
+        let (width, height) = (24, 16);
+        let samples: Vec<u8> = (0..width * height * channels)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
+            .collect();
+        let mut compress = mozjpeg::Compress::new(color_space);
+        compress.set_size(width, height);
+        compress.set_quality(90.0);
+        let mut started = compress.start_compress(Vec::new()).expect("start");
+        started.write_scanlines(&samples).expect("scanlines");
+        started.finish().expect("finish")
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused_like_pillow() {
+        // mozjpeg alone would fake an EOI and fill the missing rows with gray.
+        for cut in [PHOTO_420.len() / 2, PHOTO_420.len() - 2, 700] {
+            assert_eq!(
+                decode_error_reason(&PHOTO_420[..cut]),
+                "image_decode_failed"
+            );
+        }
+        let err = decode_encoded(&PHOTO_420[..PHOTO_420.len() / 2], &ImageLimits::default())
+            .expect_err("truncated");
+        assert!(err.to_string().contains(JPEG_EOF), "{err}");
+        // Cut inside the header: no image size known yet.
+        assert_eq!(
+            decode_error_reason(&PHOTO_420[..100]),
+            "image_decode_failed"
+        );
+    }
+
+    #[test]
+    fn extraneous_bytes_before_a_marker_are_ignored_like_pillow() {
+        let whole = decode_encoded(PHOTO_420, &ImageLimits::default()).expect("photo");
+        // Garbage between the first DQT segment and the second (libjpeg warns
+        // "Corrupt JPEG data: 3 extraneous bytes before marker 0xdb" and goes on).
+        let mut bytes = PHOTO_420.to_vec();
+        bytes.splice(89..89, [0x00, 0x12, 0x34]);
+        let with_garbage = decode_encoded(&bytes, &ImageLimits::default()).expect("garbage");
+        assert_eq!(with_garbage.as_raw(), whole.as_raw());
+        // Trailing bytes after EOI are ignored too.
+        let mut bytes = PHOTO_420.to_vec();
+        bytes.extend_from_slice(b"trailer");
+        let trailed = decode_encoded(&bytes, &ImageLimits::default()).expect("trailer");
+        assert_eq!(trailed.as_raw(), whole.as_raw());
+    }
+
+    #[test]
+    fn corrupt_jpeg_is_an_input_error_not_a_panic() {
+        // An unknown marker right after SOI: libjpeg's fatal error, caught.
+        let err = decode_encoded(b"\xff\xd8\xff\x02\x00\x04", &ImageLimits::default())
+            .expect_err("corrupt");
+        let PresetError::InvalidInput { reason, .. } = &err else {
+            panic!("not an input error: {err}");
+        };
+        assert_eq!(*reason, "image_decode_failed");
+        assert!(
+            err.to_string().contains("Unsupported marker type 0x02"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jpeg_bomb_is_refused_from_its_header() {
+        // SOF0 height and width (bytes 163..167) set to 65000 x 65000.
+        let mut bytes = PHOTO_420.to_vec();
+        bytes[163..167].copy_from_slice(&[0xfd, 0xe8, 0xfd, 0xe8]);
+        assert_eq!(decode_error_reason(&bytes), "image_too_large");
+    }
+
+    #[test]
+    fn gray_jpeg_is_replicated_and_cmyk_falls_back_to_image() {
+        let gray = encode_jpeg(ColorSpace::JCS_GRAYSCALE, 1);
+        let rgb = decode_encoded(&gray, &ImageLimits::default()).expect("gray");
+        let luma = Decompress::new_mem(&gray)
+            .and_then(|d| d.grayscale())
+            .and_then(|mut d| d.read_scanlines::<u8>())
+            .expect("luma");
+        let replicated: Vec<u8> = luma.iter().flat_map(|&v| [v, v, v]).collect();
+        assert_eq!(rgb.as_raw(), &replicated);
+
+        let cmyk = encode_jpeg(ColorSpace::JCS_CMYK, 4);
+        let header = Decompress::new_mem(&cmyk).expect("header");
+        assert!(matches!(
+            header.color_space(),
+            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
+        ));
+        let rgb = decode_encoded(&cmyk, &ImageLimits::default()).expect("cmyk");
+        assert_eq!(rgb.dimensions(), (24, 16));
     }
 
     #[test]

@@ -199,9 +199,11 @@ pub(crate) fn resize_with(
 }
 
 /// Source pixels converted to `f32` at a time: a pass runs over bands of rows (horizontal)
-/// or columns (vertical), each computed as in the whole image, so a huge image needs no
-/// `f32` copy of itself (12 bytes a pixel).
-const BAND_PIXELS: usize = 1 << 20;
+/// or columns (vertical), each computed as in the whole image, so no image needs an `f32`
+/// copy of itself (12 bytes a pixel), and a band's buffers, reused from band to band, stay
+/// in the cache (measured on 1024×768 photos: a quarter of a megapixel beats both a
+/// sixteenth and a whole megapixel).
+const BAND_PIXELS: usize = 1 << 18;
 
 /// One pass (only the width or only the height changes) in `f32`, rounded to 8 bits.
 fn pass_f32(
@@ -212,55 +214,86 @@ fn pass_f32(
     (dst_w, dst_h): (u32, u32),
     band_pixels: usize,
 ) -> Result<Vec<u8>, String> {
-    let to_f32 = |p: &[u8]| F32x3::new([f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]);
     let (sw, sh, dw) = (src_w as usize, src_h as usize, dst_w as usize);
     let mut out = vec![0_u8; dw * dst_h as usize * 3];
-    let mut run = |pixels: &[F32x3], (w, h): (u32, u32), (to_w, to_h): (u32, u32)| {
-        let src = TypedImageRef::new(w, h, pixels).map_err(|err| err.to_string())?;
-        let mut dst = TypedImage::<F32x3>::new(to_w, to_h);
-        resizer
-            .resize_typed(&src, &mut dst, options)
-            .map_err(|err| err.to_string())?;
-        Ok::<_, String>(
-            dst.pixels()
-                .iter()
-                .flat_map(|p| p.0.map(pillow_round))
-                .collect::<Vec<u8>>(),
-        )
-    };
+    // One source and one destination buffer for every band, flat samples (R, G, B, R, …)
+    // so that the conversions run over plain slices.
+    let mut band_in: Vec<f32> = Vec::new();
+    let mut band_out: Vec<f32> = Vec::new();
     if src_w == dst_w {
         // Vertical: bands of columns, all rows.
         let band = (band_pixels / sh).clamp(1, sw);
         for x0 in (0..sw).step_by(band) {
             let bw = band.min(sw - x0);
-            let pixels: Vec<F32x3> = src
-                .chunks_exact(sw * 3)
-                .flat_map(|row| row[x0 * 3..(x0 + bw) * 3].chunks_exact(3).map(to_f32))
-                .collect();
-            let band_out = run(&pixels, (bw as u32, src_h), (bw as u32, dst_h))?;
+            let columns = x0 * 3..(x0 + bw) * 3;
+            band_in.clear();
+            for row in src.chunks_exact(sw * 3) {
+                band_in.extend(row[columns.clone()].iter().map(|&v| f32::from(v)));
+            }
+            let size = (bw as u32, src_h);
+            let to = (bw as u32, dst_h);
+            convolve_band(resizer, options, &band_in, size, to, &mut band_out)?;
             for (row, band_row) in out
                 .chunks_exact_mut(dw * 3)
                 .zip(band_out.chunks_exact(bw * 3))
             {
-                row[x0 * 3..(x0 + bw) * 3].copy_from_slice(band_row);
+                round_into(&mut row[columns.clone()], band_row);
             }
         }
     } else {
         // Horizontal: bands of rows, all columns.
         let band = (band_pixels / sw).clamp(1, sh);
         for (rows, out_rows) in src.chunks(band * sw * 3).zip(out.chunks_mut(band * dw * 3)) {
-            let pixels: Vec<F32x3> = rows.chunks_exact(3).map(to_f32).collect();
+            band_in.clear();
+            band_in.extend(rows.iter().map(|&v| f32::from(v)));
             let h = (rows.len() / (sw * 3)) as u32;
-            out_rows.copy_from_slice(&run(&pixels, (src_w, h), (dst_w, h))?);
+            convolve_band(
+                resizer,
+                options,
+                &band_in,
+                (src_w, h),
+                (dst_w, h),
+                &mut band_out,
+            )?;
+            round_into(out_rows, &band_out);
         }
     }
     Ok(out)
 }
 
+/// Convolves one band of `f32` RGB samples into `band_out` (resized to fit).
+fn convolve_band(
+    resizer: &mut Resizer,
+    options: &ResizeOptions,
+    band_in: &[f32],
+    (w, h): (u32, u32),
+    (to_w, to_h): (u32, u32),
+    band_out: &mut Vec<f32>,
+) -> Result<(), String> {
+    let src = TypedImageRef::<F32x3>::from_buffer(w, h, bytemuck::cast_slice(band_in))
+        .map_err(|err| err.to_string())?;
+    band_out.clear();
+    band_out.resize(to_w as usize * to_h as usize * 3, 0.0);
+    let mut dst = TypedImage::<F32x3>::from_buffer(to_w, to_h, bytemuck::cast_slice_mut(band_out))
+        .map_err(|err| err.to_string())?;
+    resizer
+        .resize_typed(&src, &mut dst, options)
+        .map_err(|err| err.to_string())
+}
+
+/// Rounds convolution sums to 8-bit samples, Pillow's way ([`pillow_round`]).
+fn round_into(out: &mut [u8], sums: &[f32]) {
+    for (dst, &sum) in out.iter_mut().zip(sums) {
+        *dst = pillow_round(sum);
+    }
+}
+
 /// A convolution's sum to 8 bits as Pillow gives it: `(sum + half) >> bits`, so half up
-/// (also below zero), then clipped to 0..=255.
+/// (also below zero), then clipped to 0..=255. Clamping before the truncating cast is the
+/// same as flooring after it (the clamped value is not negative), and needs no `floorf`
+/// call per value.
 fn pillow_round(value: f32) -> u8 {
-    (value + 0.5).floor().clamp(0.0, 255.0) as u8
+    (value + 0.5).clamp(0.0, 255.0) as u8
 }
 
 /// Pillow's nearest-neighbour resize (`ImagingScaleAffine`): the source position starts
