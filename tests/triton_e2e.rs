@@ -468,6 +468,22 @@ fn minilm_served_by_triton_through_the_manager_matches_sentence_transformers() {
         let c = cosine(got, want);
         assert!(c >= 0.99999, "sentence {i} {:?}: cosine {c}", sentences[i]);
     }
+    // The three providers' builds of MiniLM agree with each other (what `dp parity`
+    // reports, through the same comparison).
+    let builds = ["all-minilm-l6-v2", "all-minilm-l6-v2-onnx"].map(|name| {
+        let out = manager.embed(name, &sentences).unwrap();
+        assert_eq!(out.models_used[0].model_name, name);
+        out.embeddings
+    });
+    for (name, vectors) in ["candle vs triton", "onnx vs triton"].iter().zip(&builds) {
+        let parity = dp_manager::EmbeddingParity::compare(vectors, &output.embeddings).unwrap();
+        println!("{name}: {parity:?}");
+        assert_eq!(parity.inputs, sentences.len());
+        assert!(parity.within(0.99999), "{name}: {parity:?}");
+        assert!(parity.max_abs_diff < 1e-5, "{name}: {parity:?}");
+    }
+    let parity = dp_manager::EmbeddingParity::compare(&builds[0], &builds[1]).unwrap();
+    assert!(parity.within(0.99999), "candle vs onnx: {parity:?}");
 }
 
 /// Serves `onnx` with the repository template `template` (its deployment declaring the
@@ -498,9 +514,15 @@ fn serve_onnx_with_catalog(
     )])
     .unwrap();
     let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
+    // The in-process providers too: the same catalog's candle and ONNX builds are compared
+    // with the served one.
     let manager = dp_manager::ModelManager::builder(catalog, models_root)
         .provider(Arc::new(TritonProvider::new(
             TritonProviderConfig::default(),
+        )))
+        .provider(Arc::new(dp_provider_candle::CandleProvider::new()))
+        .provider(Arc::new(dp_provider_onnx::OnnxProvider::new(
+            dp_provider_onnx::OnnxProviderConfig::default(),
         )))
         .reaper(false)
         .build()

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use dp_manager::EmbeddingOutput;
+use dp_manager::{EmbeddingOutput, ModelManager};
 use dp_spec::{ErrorCode, ModelError};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
@@ -34,6 +34,18 @@ pub(crate) struct EmbedArgs {
     /// The model, by name or alias.
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    inputs: EmbedInputArgs,
+    /// Verification cache file, so unchanged weights are not re-hashed on every run (as for
+    /// `dp verify`; default: `$XDG_CACHE_HOME/dp-models/verify-cache.json`, else
+    /// `~/.cache/dp-models/…`).
+    #[arg(long, value_name = "FILE", env = "DP_VERIFY_CACHE")]
+    cache: Option<PathBuf>,
+}
+
+/// What a command embeds (`dp embed`, `dp parity`): texts or images, bounded.
+#[derive(Debug, Args)]
+pub(crate) struct EmbedInputArgs {
     /// The texts: a JSON array of strings, or one text per line (empty lines skipped).
     /// `-` (the default) reads stdin.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
@@ -59,11 +71,17 @@ pub(crate) struct EmbedArgs {
         value_parser = parse_max_texts
     )]
     max_texts: usize,
-    /// Verification cache file, so unchanged weights are not re-hashed on every run (as for
-    /// `dp verify`; default: `$XDG_CACHE_HOME/dp-models/verify-cache.json`, else
-    /// `~/.cache/dp-models/…`).
-    #[arg(long, value_name = "FILE", env = "DP_VERIFY_CACHE")]
-    cache: Option<PathBuf>,
+}
+
+impl EmbedInputArgs {
+    /// Reads the texts of `--input` or the images of `--image`, within the bounds.
+    pub(crate) fn read(&self) -> Result<Inputs, ModelError> {
+        if self.images.is_empty() {
+            read_texts(&self.input, self.max_input_bytes, self.max_texts).map(Inputs::Texts)
+        } else {
+            crate::images::read_images(&self.images, self.max_input_bytes).map(Inputs::Images)
+        }
+    }
 }
 
 /// `--max-texts`: a whole number of at least 1.
@@ -118,10 +136,35 @@ fn read_bounded(reader: impl Read, max: u64, source: &Path) -> Result<String, Mo
     })
 }
 
-/// What `dp embed` embeds.
-enum Inputs {
+/// What `dp embed` and `dp parity` embed.
+pub(crate) enum Inputs {
     Texts(Vec<String>),
     Images(Vec<dp_manager::preset::ImageInput>),
+}
+
+impl Inputs {
+    /// Embeds the inputs with `model`, one vector each, in input order.
+    pub(crate) fn embed(
+        &self,
+        manager: &ModelManager,
+        model: &str,
+    ) -> Result<EmbeddingOutput, ModelError> {
+        match self {
+            Self::Texts(texts) => {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                manager.embed(model, &texts)
+            }
+            Self::Images(images) => manager.embed_images(model, images),
+        }
+    }
+
+    /// What the inputs are, for messages (`text(s)`, `image(s)`).
+    pub(crate) const fn noun(&self) -> &'static str {
+        match self {
+            Self::Texts(_) => "text(s)",
+            Self::Images(_) => "image(s)",
+        }
+    }
 }
 
 /// Reads the input named by `--input`, bounded by `max` bytes.
@@ -267,12 +310,7 @@ pub(crate) fn read_texts(
 }
 
 pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
-    let inputs = if args.images.is_empty() {
-        read_texts(&args.input, args.max_input_bytes, args.max_texts).map(Inputs::Texts)
-    } else {
-        crate::images::read_images(&args.images, args.max_input_bytes).map(Inputs::Images)
-    };
-    let inputs = match inputs {
+    let inputs = match args.inputs.read() {
         Ok(inputs) => inputs,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
@@ -284,14 +322,7 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         Ok(manager) => manager,
         Err(code) => return Ok(code),
     };
-    let output = match &inputs {
-        Inputs::Texts(texts) => {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            manager.embed(&args.model, &texts)
-        }
-        Inputs::Images(images) => manager.embed_images(&args.model, images),
-    };
-    let output = match output {
+    let output = match inputs.embed(&manager, &args.model) {
         Ok(output) => output,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
@@ -306,10 +337,7 @@ pub(crate) fn run(cli: &Cli, args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         crate::output::stderr(&format!(
             "dp: {} {} embedded by {} ({})",
             output.embeddings.len(),
-            match inputs {
-                Inputs::Texts(_) => "text(s)",
-                Inputs::Images(_) => "image(s)",
-            },
+            inputs.noun(),
             output
                 .models_used
                 .first()

@@ -17,6 +17,7 @@ mod health;
 mod images;
 mod list;
 mod output;
+mod parity;
 mod preprocess;
 mod providers;
 mod resolve;
@@ -98,6 +99,9 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// Check every model without loading it; exit 3 when a tier-0 model is not ready.
     Health(health::HealthArgs),
+    /// Embed the same texts or images with two models (e.g. the candle and ONNX builds of
+    /// one model) and report how closely they agree; exit 3 when outside the tolerance.
+    Parity(parity::ParityArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&cli, args),
         Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
+        Command::Parity(args) => parity::run(&cli, args),
     };
     match result {
         Ok(code) => code,

@@ -79,7 +79,7 @@ pub mod integrity;
 mod key;
 mod manager;
 mod offline;
-
+mod parity;
 mod reaper;
 mod resolve;
 mod single_flight;
@@ -107,6 +107,7 @@ pub use health::{DigestHealth, HealthReport, ModelHealth, TierSummary};
 pub use key::CacheKey;
 pub use manager::{ModelManager, Preprocessed};
 pub use offline::{LOOPBACK_HOSTS, offline_env};
+pub use parity::EmbeddingParity;
 pub use resolve::{RoleReason, RoleResolution};
 pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};
 pub use task::{TaskData, TaskOutput, TaskRequest, TaskResponse, TaskType};
