@@ -102,10 +102,9 @@ impl SentenceEmbeddingConfig {
         };
         let pooling = match params.get("pooling") {
             Some(v) => {
-                let p = v
-                    .as_str()
-                    .and_then(Pooling::parse)
-                    .ok_or_else(|| files.param_error("pooling", "\"mean\", \"cls\" or \"max\""))?;
+                let p = v.as_str().and_then(Pooling::parse).ok_or_else(|| {
+                    files.param_error("pooling", "\"mean\", \"cls\", \"max\" or \"last_token\"")
+                })?;
                 agree(spec, "pooling", &p, file_pooling.as_ref())?;
                 p
             }
@@ -158,14 +157,16 @@ fn pooling_of(
         ("pooling_mode_max_tokens", Some(Pooling::Max)),
         ("pooling_mode_mean_sqrt_len_tokens", None),
         ("pooling_mode_weightedmean_tokens", None),
-        ("pooling_mode_lasttoken", None),
+        ("pooling_mode_lasttoken", Some(Pooling::LastToken)),
     ];
     let active: Vec<_> = modes.iter().filter(|(key, _)| on(key)).collect();
     match active.as_slice() {
         [(_, Some(pooling))] => Ok(*pooling),
         [(key, None)] => Err(files.file_error(
             path,
-            &format!("{key} is not supported by preset {SENTENCE_EMBEDDING} (mean, cls, max)"),
+            &format!(
+                "{key} is not supported by preset {SENTENCE_EMBEDDING} (mean, cls, max, last_token)"
+            ),
         )),
         [] => Err(files.file_error(path, "enables no pooling mode")),
         _ => Err(files.file_error(

@@ -14,6 +14,8 @@ pub enum Pooling {
     Cls,
     /// The element-wise maximum over the real tokens.
     Max,
+    /// The last real token's vector (decoder-style embedders, e.g. Qwen3-Embedding).
+    LastToken,
 }
 
 impl Pooling {
@@ -24,16 +26,18 @@ impl Pooling {
             Self::Mean => "mean",
             Self::Cls => "cls",
             Self::Max => "max",
+            Self::LastToken => "last_token",
         }
     }
 
-    /// The pooling named `text` (`mean`, `cls`, `max`).
+    /// The pooling named `text` (`mean`, `cls`, `max`, `last_token`).
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "mean" => Some(Self::Mean),
             "cls" => Some(Self::Cls),
             "max" => Some(Self::Max),
+            "last_token" => Some(Self::LastToken),
             _ => None,
         }
     }
@@ -41,7 +45,9 @@ impl Pooling {
 
 /// Pools `hidden` (`[batch, seq, hidden]` row-major) over the tokens whose `mask`
 /// (`[batch, seq]`) is non-zero, as sentence-transformers does: the mean divides by the
-/// number of real tokens (at least 1e-9), the maximum ignores padding, `cls` takes token 0.
+/// number of real tokens (at least 1e-9), the maximum ignores padding, `cls` takes token 0,
+/// `last_token` the last token whose mask is non-zero (a zero vector when there is none,
+/// as sentence-transformers' masked gather gives).
 ///
 /// ```
 /// use dp_preset::text::{Pooling, pool};
@@ -52,6 +58,7 @@ impl Pooling {
 /// assert_eq!(pool(Pooling::Mean, &hidden, [1, 3, 2], &mask), vec![vec![2.0, 4.0]]);
 /// assert_eq!(pool(Pooling::Max, &hidden, [1, 3, 2], &mask), vec![vec![3.0, 6.0]]);
 /// assert_eq!(pool(Pooling::Cls, &hidden, [1, 3, 2], &mask), vec![vec![1.0, 2.0]]);
+/// assert_eq!(pool(Pooling::LastToken, &hidden, [1, 3, 2], &mask), vec![vec![3.0, 6.0]]);
 /// ```
 ///
 /// # Panics
@@ -88,6 +95,10 @@ pub fn pool(pooling: Pooling, hidden: &[f32], shape: [usize; 3], mask: &[i64]) -
                     }
                     max
                 }
+                Pooling::LastToken => mask.iter().rposition(|&m| m != 0).map_or_else(
+                    || vec![0.0; dim],
+                    |last| tokens[last * dim..(last + 1) * dim].to_vec(),
+                ),
             }
         })
         .collect()

@@ -121,9 +121,24 @@ fn pooling_matches_hand_computed_values() {
         pool(Pooling::Cls, &hidden, [2, 3, 2], &mask),
         vec![vec![1.0, -2.0], vec![2.0, 2.0]]
     );
-    // All padding: the mean is 0, not NaN.
+    // The last real token: the third of the first text, the second of the second.
+    assert_eq!(
+        pool(Pooling::LastToken, &hidden, [2, 3, 2], &mask),
+        vec![vec![5.0, 0.0], vec![-4.0, 8.0]]
+    );
+    // Left padding (decoder tokenizers): still the last real token.
+    assert_eq!(
+        pool(Pooling::LastToken, &hidden, [2, 3, 2], &[0, 1, 1, 0, 1, 0]),
+        vec![vec![5.0, 0.0], vec![-4.0, 8.0]]
+    );
+    // All padding: the mean is 0, not NaN; the last token is a zero vector (s-t's masked
+    // gather), not the padding's values.
     assert_eq!(
         pool(Pooling::Mean, &[7.0, 7.0], [1, 1, 2], &[0]),
+        vec![vec![0.0, 0.0]]
+    );
+    assert_eq!(
+        pool(Pooling::LastToken, &[7.0, 7.0], [1, 1, 2], &[0]),
         vec![vec![0.0, 0.0]]
     );
 }
@@ -250,6 +265,28 @@ fn settings_come_from_params_then_files_and_must_agree() {
         "m/modules.json",
         r#"[{"type": "sentence_transformers.models.Transformer"},
             {"type": "sentence_transformers.models.Normalize"}]"#,
+    );
+    // sentence-transformers' last-token pooling (decoder embedders), and a mode the preset
+    // does not compute, refused naming the ones it does.
+    write(root, "l/tokenizer.json", &tokenizer_json());
+    write(
+        root,
+        "l/1_Pooling/config.json",
+        r#"{"pooling_mode_lasttoken": true, "pooling_mode_mean_tokens": false}"#,
+    );
+    let last = from_spec(&spec_with(serde_json::json!({}), &["l"]), root).expect("loads");
+    assert_eq!(last.config().pooling, Pooling::LastToken);
+    write(
+        root,
+        "l/1_Pooling/config.json",
+        r#"{"pooling_mode_weightedmean_tokens": true}"#,
+    );
+    let err = from_spec(&spec_with(serde_json::json!({}), &["l"]), root).expect_err("mode");
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec);
+    assert!(
+        err.message.contains("(mean, cls, max, last_token)"),
+        "{}",
+        err.message
     );
     // Files only: a directory artifact is searched.
     let from_files = from_spec(&spec_with(serde_json::json!({}), &["m"]), root).expect("loads");
