@@ -134,3 +134,62 @@ fn onnx_and_candle_agree_on_the_same_weights() {
     }
     eprintln!("onnx vs candle: worst max abs diff {worst:.3e}");
 }
+
+/// The int8 MiniLM (`cargo xtask setup` asset `minilm-onnx-int8`: the fp32 graph's weight
+/// products quantized by ONNX Runtime) on the same provider and preset: its accuracy
+/// against the fp32 graph and sentence-transformers, as its spec records it.
+#[test]
+fn int8_minilm_stays_within_its_recorded_accuracy() {
+    let test = "int8_minilm_stays_within_its_recorded_accuracy";
+    let Some(root) = models_root(test) else {
+        return;
+    };
+    if dp_tests::asset("models/all-minilm-l6-v2-onnx-int8/model.onnx", test).is_none() {
+        return;
+    }
+    let int8 = "all-minilm-l6-v2-onnx-int8";
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let manager = onnx_manager(&root);
+    let output = manager.embed(int8, &sentences).unwrap();
+    let record = &output.models_used[0];
+    assert_eq!(record.model_name, int8);
+    assert_eq!(record.precision.as_str(), "int8");
+    let fp32 = embed(&manager, MODEL, &sentences);
+    let parity = dp_manager::EmbeddingParity::compare(&fp32, &output.embeddings).unwrap();
+    println!("int8 vs fp32 ONNX: {parity:?}");
+    // The spec's metadata records what was measured when the model was built. The
+    // quantized bytes are pinned, so only ONNX Runtime's int8 kernels can move it (they
+    // differ between CPUs with and without VNNI): a small margin, never below it by more.
+    let catalog = catalog();
+    let spec = &catalog.get(int8).unwrap().spec;
+    let recorded = |key: &str| spec.metadata[key].as_f64().unwrap();
+    let (min, mean) = (
+        recorded("accuracy_min_cosine_vs_fp32"),
+        recorded("accuracy_mean_cosine_vs_fp32"),
+    );
+    assert!(
+        parity.min_cosine >= min - 5e-3,
+        "{parity:?} vs recorded {min}"
+    );
+    assert!(
+        parity.mean_cosine >= mean - 2e-3,
+        "{parity:?} vs recorded {mean}"
+    );
+    // Quantized, not a copy: the vectors move, within the recorded floor also against
+    // sentence-transformers' fp32 embeddings.
+    assert!(parity.max_abs_diff > 1e-3, "{parity:?}");
+    for (i, (got, want)) in output
+        .embeddings
+        .iter()
+        .zip(&reference.embeddings)
+        .enumerate()
+    {
+        let c = cosine(got, want);
+        assert!(
+            c >= min - 5e-4,
+            "sentence {i} {:?}: cosine {c}",
+            sentences[i]
+        );
+    }
+}

@@ -80,6 +80,10 @@ const ASSETS: &[Asset] = &[
         name: "minilm-onnx",
         ensure: onnx::minilm_onnx,
     },
+    Asset {
+        name: "minilm-onnx-int8",
+        ensure: onnx::minilm_onnx_int8,
+    },
     // The CLIP assets use the ONNX venv (numpy, onnx, pip), so they come after it.
     Asset {
         name: "tiny-clip",

@@ -66,6 +66,7 @@ impl PackedKey {
             Precision::Fp32 => 0_u64,
             Precision::Fp16 => 1,
             Precision::Bf16 => 2,
+            Precision::Int8 => 3,
         };
         Self(u64::from(index) | (device << 32) | (precision << 56))
     }

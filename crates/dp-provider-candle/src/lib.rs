@@ -183,11 +183,18 @@ fn candle_device(device: ResolvedDevice) -> Result<Device, CandleError> {
     }
 }
 
-const fn candle_dtype(precision: Precision) -> DType {
+fn candle_dtype(precision: Precision) -> Result<DType, CandleError> {
     match precision {
-        Precision::Fp32 => DType::F32,
-        Precision::Fp16 => DType::F16,
-        Precision::Bf16 => DType::BF16,
+        Precision::Fp32 => Ok(DType::F32),
+        Precision::Fp16 => Ok(DType::F16),
+        Precision::Bf16 => Ok(DType::BF16),
+        // Spec validation refuses int8 on candle; a caller building a request by hand
+        // gets the same answer here.
+        Precision::Int8 => Err(CandleError::InvalidInput(
+            "precision int8 is a quantized graph's, which candle does not run; use engine \
+             onnx with an int8 model, or precision fp32, fp16 or bf16"
+                .to_owned(),
+        )),
     }
 }
 
@@ -222,7 +229,7 @@ impl ModelProvider for CandleProvider {
         let device = candle_device(request.device)?;
         let (files, architecture, weights) = Self::open(request.spec, request.artifacts)?;
         let pool = self.pool()?;
-        let dtype = candle_dtype(request.precision);
+        let dtype = candle_dtype(request.precision)?;
         let config = match architecture {
             Architecture::Bert(config) => config,
             Architecture::Clip(config) => {

@@ -73,7 +73,7 @@ mod tests {
         assert!(entry["properties"]["weights_digest"].get("anyOf").is_none());
         assert_eq!(
             entry["$defs"]["Precision"]["enum"],
-            json!(["fp32", "fp16", "bf16"])
+            json!(["fp32", "fp16", "bf16", "int8"])
         );
         assert_eq!(
             entry["$defs"]["SignatureVersion"]["enum"],

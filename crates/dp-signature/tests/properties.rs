@@ -61,7 +61,12 @@ struct NonIdentity {
     metadata: BTreeMap<String, Value>,
 }
 
-const PRECISIONS: [Precision; 3] = [Precision::Fp32, Precision::Fp16, Precision::Bf16];
+const PRECISIONS: [Precision; 4] = [
+    Precision::Fp32,
+    Precision::Fp16,
+    Precision::Bf16,
+    Precision::Int8,
+];
 
 fn model_name() -> impl Strategy<Value = String> {
     "[a-z0-9][a-z0-9._-]{0,24}"
@@ -169,6 +174,12 @@ fn identity() -> impl Strategy<Value = Identity> {
                 let (placement, digest) = match runtime {
                     Runtime::Inprocess => (device, Some(digest.unwrap_or(required_digest))),
                     Runtime::Triton => (Placement::Triton, digest),
+                };
+                // int8 is a quantized graph's precision, which candle does not run.
+                let precision = if engine == Engine::Candle && precision == Precision::Int8 {
+                    Precision::Fp32
+                } else {
+                    precision
                 };
                 Identity {
                     model_name,
@@ -315,7 +326,11 @@ fn spec_json(id: &Identity, other: &NonIdentity) -> Value {
     }
     put("runtime", to_json(id.runtime));
     put("engine", to_json(id.engine));
-    if let Some(p) = other.spec_precision {
+    // The spec's own precision, except int8 on candle (a spec rule refuses it).
+    if let Some(p) = other
+        .spec_precision
+        .filter(|p| !(id.engine == Engine::Candle && *p == Precision::Int8))
+    {
         put("precision", to_json(p));
     }
     if let Some(policy) = other.device_policy {
@@ -771,6 +786,10 @@ fn changed(base: &mut Identity, change: &Change) -> Option<Identity> {
             }
             next.digest.clone_from(digest);
         }
+    }
+    // int8 is a quantized graph's precision, which candle does not run (a spec rule).
+    if next.engine == Engine::Candle && next.precision == Precision::Int8 {
+        return None;
     }
     Some(next)
 }

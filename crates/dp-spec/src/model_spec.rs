@@ -295,6 +295,9 @@ pub enum Precision {
     Fp16,
     /// bfloat16.
     Bf16,
+    /// 8-bit integer weights: a quantized graph (engine `onnx`, or a Triton deployment),
+    /// whose inputs and outputs keep their own types.
+    Int8,
 }
 
 impl Precision {
@@ -305,6 +308,7 @@ impl Precision {
             Self::Fp32 => "fp32",
             Self::Fp16 => "fp16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         }
     }
 }

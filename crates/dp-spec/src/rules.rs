@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::error::ErrorCode;
-use crate::model_spec::{ModelSpec, Runtime, TensorSpec};
+use crate::model_spec::{Engine, ModelSpec, Precision, Runtime, TensorSpec};
 
 /// One broken rule, located by a JSON pointer into the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +214,16 @@ pub fn check_spec(spec: &ModelSpec) -> Vec<RuleViolation> {
                 spec.runtime.as_str(),
                 names.join(", ")
             ),
+        ));
+    }
+    // int8 is a property of a quantized graph, which candle does not run.
+    if spec.precision == Precision::Int8 && spec.engine == Engine::Candle {
+        out.push(RuleViolation::new(
+            "/precision",
+            ErrorCode::UnsupportedEngine,
+            "precision int8 is a quantized graph's, which engine candle does not run; use \
+             engine onnx with an int8 model.onnx (or a Triton deployment), or precision fp32, \
+             fp16 or bf16 on candle",
         ));
     }
     match spec.runtime {

@@ -45,6 +45,11 @@ const ONNX_VENV: &str = ".dp-assets/venv-onnx";
 /// The two specs and model folders (`cargo xtask setup`, `minilm` and `minilm-onnx`).
 const CANDLE_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2.yaml";
 const ONNX_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2-onnx.yaml";
+/// The int8 MiniLM (`cargo xtask setup` asset `minilm-onnx-int8`), against the fp32 one.
+const ONNX_INT8_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2-onnx-int8.yaml";
+const ONNX_INT8_MODEL: &str = "all-minilm-l6-v2-onnx-int8";
+/// int8 ONNX vs fp32 ONNX, 32 short texts per call (issue: dynamic batching, int8).
+const INT8_VS_FP32: f64 = 1.8;
 const CANDLE_MODEL: &str = "all-minilm-l6-v2";
 const ONNX_MODEL: &str = "all-minilm-l6-v2-onnx";
 
@@ -160,7 +165,7 @@ pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf> {
 
 /// Runs every embedding row.
 pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<Row>> {
-    for model in [CANDLE_MODEL, ONNX_MODEL] {
+    for model in [CANDLE_MODEL, ONNX_MODEL, ONNX_INT8_MODEL] {
         if !root.join(".dp-assets/models").join(model).is_dir() {
             bail!("the {model} asset is missing: run `cargo xtask setup` first");
         }
@@ -219,6 +224,7 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         };
     let candle = rust_runner("dp candle", &exes.embed_candle, CANDLE_SPEC)?;
     let onnx = rust_runner("dp onnx", &exes.embed_onnx, ONNX_SPEC)?;
+    let onnx_int8 = rust_runner("dp onnx int8", &exes.embed_onnx, ONNX_INT8_SPEC)?;
     // In the anchor's favour: with GNU OpenMP's default spin-waiting, a thread of PyTorch's
     // pool spins while its partner is descheduled; on a shared 2-core machine one encode
     // of one sentence then took 340 ms instead of 15 ms. Passive waiting avoids that.
@@ -231,12 +237,12 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         ONNX_MODEL,
     )?;
     println!(
-        "embed: {THREADS} threads, {pairs} rounds of candle, onnx, sentence-transformers, \
-         Python onnxruntime"
+        "embed: {THREADS} threads, {pairs} rounds of candle, onnx, onnx int8, \
+         sentence-transformers, Python onnxruntime"
     );
-    let rounds = figure_rounds(&[&candle, &onnx, &st, &ort], pairs)?;
-    let [candle_r, onnx_r, st_r, ort_r] = rounds.as_slice() else {
-        bail!("expected the figures of four runners");
+    let rounds = figure_rounds(&[&candle, &onnx, &onnx_int8, &st, &ort], pairs)?;
+    let [candle_r, onnx_r, int8_r, st_r, ort_r] = rounds.as_slice() else {
+        bail!("expected the figures of five runners");
     };
     let versions = format!(
         "torch {} (OMP_WAIT_POLICY=PASSIVE), onnxruntime {}",
@@ -321,6 +327,20 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
             side("sentence-transformers", st_r, key)?,
             target(ONNX_VS_ST),
         )?);
+        push(
+            Row::new(
+                &format!("embed.throughput.{key}.onnx_int8_vs_fp32"),
+                &format!("throughput, {what}: onnx int8 vs onnx fp32"),
+                Unit::SentencesPerSecond,
+                side("dp onnx int8", int8_r, key)?,
+                side("dp onnx fp32", onnx_r, key)?,
+                target(INT8_VS_FP32),
+            )?
+            .with_note(
+                "all-minilm-l6-v2-onnx-int8: the fp32 graph's weight products quantized by \
+                 onnxruntime 1.31.1 (dynamic, QInt8 per channel); min cosine 0.977 to fp32",
+            ),
+        );
     }
 
     // Peak memory of the whole command, as a user runs it.

@@ -104,7 +104,13 @@ impl Group {
         match self {
             Self::Catalog | Self::Manager => &["python-test"],
             Self::Digest | Self::All => &[],
-            Self::Embed => &["minilm", "python-onnx", "onnxruntime", "minilm-onnx"],
+            Self::Embed => &[
+                "minilm",
+                "python-onnx",
+                "onnxruntime",
+                "minilm-onnx",
+                "minilm-onnx-int8",
+            ],
             Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
             Self::Triton => &["triton"],
         }

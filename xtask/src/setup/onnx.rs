@@ -257,6 +257,94 @@ pub(super) fn minilm_onnx(cx: &StepContext<'_>) -> Result<String> {
     ))
 }
 
+/// Where the setup writes the int8 MiniLM, relative to the workspace root.
+pub(crate) const MINILM_INT8_DIR: &str = ".dp-assets/models/all-minilm-l6-v2-onnx-int8";
+
+/// The script that quantizes the ONNX MiniLM.
+const MINILM_INT8_SCRIPT: &str = "xtask/scripts/quantize_minilm_onnx.py";
+
+/// The sha256 of the `model.onnx` the script writes from the pinned fp32 graph with the
+/// pinned onnxruntime; the spec `all-minilm-l6-v2-onnx-int8` pins the same digest.
+const MINILM_INT8_SHA256: &str = "8a0361475e9e84c50294713d1d6196dcb019d0a1a484c5aa6072812674dd3c5a";
+
+/// Its size in bytes (a cheap check that the folder is still complete).
+const MINILM_INT8_SIZE: u64 = 58_596_208;
+
+/// The int8 MiniLM: the ONNX MiniLM's `model.onnx` with int8 weights (ONNX Runtime's
+/// dynamic quantization), plus copies of the preset files, in one folder that appears
+/// complete or not at all.
+pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
+    let source = cx.root.join(MINILM_ONNX_DIR);
+    let target = cx.root.join(MINILM_INT8_DIR);
+    let script = cx.root.join(MINILM_INT8_SCRIPT);
+    let fp32 = source.join("model.onnx");
+    if !fp32.is_file() {
+        bail!(
+            "{} is missing: the `minilm-onnx` asset must be set up first (run `cargo xtask setup`)",
+            fp32.display()
+        );
+    }
+    // What decides the folder's bytes: the script, the venv's pins, the fp32 graph (pinned
+    // by `minilm-onnx`) and the copied files; model.onnx itself is pinned and checked below.
+    let mut inputs = format!(
+        "{}\n{}\n{MINILM_ONNX_SHA256}\n{MINILM_INT8_SHA256}\n",
+        sha256_file(&script)?,
+        sha256_file(&cx.root.join(ONNX_REQUIREMENTS))?
+    );
+    for name in MINILM_COPIED {
+        inputs.push_str(&sha256_file(&source.join(name))?);
+        inputs.push('\n');
+    }
+    let digest = sha256_hex(inputs.as_bytes());
+    let stamp = Stamp {
+        path: target.join(".dp-stamp"),
+    };
+    let model_in_place = std::fs::metadata(target.join("model.onnx"))
+        .is_ok_and(|m| m.is_file() && m.len() == MINILM_INT8_SIZE);
+    if stamp.matches(&digest)
+        && model_in_place
+        && MINILM_COPIED.iter().all(|n| target.join(n).is_file())
+    {
+        return Ok("up to date".into());
+    }
+    let models = target
+        .parent()
+        .context("the model folder has no parent folder")?;
+    let work = tempfile::Builder::new()
+        .prefix(".xtask-minilm-int8-")
+        .tempdir_in(models)
+        .with_context(|| format!("cannot create a temporary folder in {}", models.display()))?;
+    let model = work.path().join("model.onnx");
+    process::run(
+        Command::new(cx.root.join(ONNX_VENV_DIR).join("bin/python"))
+            .arg(&script)
+            .arg(&fp32)
+            .arg(&model)
+            .current_dir(cx.root),
+        "the ONNX venv is set up by the `python-onnx` asset; run `cargo xtask setup`",
+    )?;
+    let actual = sha256_file(&model)?;
+    if actual != MINILM_INT8_SHA256 {
+        bail!(
+            "{MINILM_INT8_SCRIPT} wrote a model.onnx with sha256 {actual}, expected \
+             {MINILM_INT8_SHA256}; if the script, the onnxruntime pin or the fp32 graph \
+             changed on purpose, pin the new digest here and in \
+             specs/catalog/text_embedding/all-minilm-l6-v2-onnx-int8.yaml"
+        );
+    }
+    for name in MINILM_COPIED {
+        copy_into(&source, work.path(), name)?;
+    }
+    Stamp {
+        path: work.path().join(".dp-stamp"),
+    }
+    .record(&digest)?;
+    replace_dir(work.keep().as_path(), &target)?;
+    Ok(format!(
+        "{MINILM_INT8_DIR}/model.onnx (sha256 {MINILM_INT8_SHA256})"
+    ))
+}
+
 /// Copies `from/name` to `to/name`, creating folders on the way.
 fn copy_into(from: &Path, to: &Path, name: &str) -> Result<()> {
     let dest = to.join(name);
