@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::ModelError;
 use crate::layering::ProfileFile;
-use crate::model_spec::{ModelSpec, Runtime};
+use crate::model_spec::{Engine, ModelSpec, Runtime};
 
 /// A URL scheme at the start of a path (`http:`, `s3:`, `file:`, `hf:`…).
 pub const URL_SCHEME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9+.-]*:";
@@ -199,7 +199,17 @@ pub(crate) fn add_model_spec_rules(schema: &mut Schema) {
             })
         })
         .collect();
-    schema.insert("allOf".into(), Value::Array(runtime_rules));
+    let mut rules = runtime_rules;
+    // int8 names a quantized graph, which candle does not run (rules.rs says the same).
+    rules.push(json!({
+        "if": {
+            "type": "object",
+            "properties": { "engine": { "const": Engine::Candle.as_str() } },
+            "required": ["engine"]
+        },
+        "then": { "properties": { "precision": { "not": { "const": "int8" } } } }
+    }));
+    schema.insert("allOf".into(), Value::Array(rules));
     schema.insert(
         "anyOf".into(),
         json!([
