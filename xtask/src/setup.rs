@@ -133,6 +133,31 @@ impl Stamp {
     }
 }
 
+/// Puts the complete folder `new` in place of `target`: the old one is moved aside first and
+/// deleted only after the rename, so `target` is never half-written.
+fn replace_dir(new: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let old = target.with_extension("old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    if target.exists() {
+        std::fs::rename(target, &old)
+            .with_context(|| format!("cannot move {} aside", target.display()))?;
+    }
+    std::fs::rename(new, target)
+        .with_context(|| format!("cannot move the new folder to {}", target.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
+}
+
 /// `cargo xtask setup`: makes every asset current, printing one line per asset.
 pub(crate) fn run(root: &Path, args: &SetupArgs) -> Result<()> {
     let dir = root.join(ASSETS_DIR);

@@ -47,6 +47,16 @@ fn json(out: &Output) -> Value {
     })
 }
 
+/// Asserts `dp`'s exit code, showing its stderr when it differs.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn vectors(embed: &Value) -> Vec<Vec<f64>> {
     embed["embeddings"]
         .as_array()
@@ -87,12 +97,7 @@ fn minilm_on_candle_and_onnx_agree_as_their_embeddings_say() {
     let input = input.to_str().unwrap();
     let (a, b) = ("all-minilm-l6-v2", "all-minilm-l6-v2-onnx");
     let out = dp(&["--json", "parity", a, b, "--input", input]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let report = json(&out);
     assert_eq!(report["models_used"][0]["model_name"], a);
     assert_eq!(report["models_used"][1]["model_name"], b);
@@ -147,12 +152,7 @@ fn tiny_clip_images_on_candle_and_onnx_agree() {
         args.extend(["--image", image.to_str().unwrap()]);
     }
     let out = dp(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let report = json(&out);
     assert_eq!(report["inputs"], 3);
     assert_eq!(report["dimension"], 24);
@@ -236,12 +236,7 @@ impl PoolingFixture {
 fn a_build_pooled_differently_is_outside_the_tolerance() {
     let fixture = PoolingFixture::new();
     let out = fixture.dp(&["--json", "parity", "tiny-bert", "tiny-bert-cls"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let report = json(&out);
     assert_eq!(report["within_tolerance"], false);
     assert_eq!(report["dimension"], 32);
@@ -276,12 +271,7 @@ fn a_build_pooled_differently_is_outside_the_tolerance() {
             "--tolerance",
             &loose,
         ]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 0);
     }
 }
 
@@ -289,12 +279,7 @@ fn a_build_pooled_differently_is_outside_the_tolerance() {
 fn one_model_against_itself_is_exact_and_bad_tolerances_are_refused() {
     let fixture = PoolingFixture::new();
     let out = fixture.dp(&["--json", "parity", "tiny-bert", "tiny-bert"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let report = json(&out);
     assert_eq!(report["max_abs_diff"], 0.0);
     assert!((report["min_cosine"].as_f64().unwrap() - 1.0).abs() < 1e-12);

@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::onnx::ONNX_VENV_DIR;
-use super::{ASSETS_DIR, Stamp, StepContext};
+use super::{ASSETS_DIR, Stamp, StepContext, replace_dir};
 use crate::fsutil::{sha256_file, sha256_hex};
 use crate::process;
 
@@ -461,31 +461,6 @@ fn folder_name(dir: &str) -> Result<&str> {
     dir.rsplit('/')
         .next()
         .with_context(|| format!("{dir} has no folder name"))
-}
-
-/// Puts the complete folder `new` in place of `target`: the old one is moved aside first and
-/// deleted only after the rename, so `target` is never half-written.
-fn replace_dir(new: &Path, target: &Path) -> Result<()> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let old = target.with_extension("old");
-    if old.exists() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove {}", old.display()))?;
-    }
-    if target.exists() {
-        std::fs::rename(target, &old)
-            .with_context(|| format!("cannot move {} aside", target.display()))?;
-    }
-    std::fs::rename(new, target)
-        .with_context(|| format!("cannot move the new folder to {}", target.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove {}", old.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 //! Every input is pinned: wheels by the hashes in `xtask/requirements/python-onnx.txt`, the
 //! library and the built model by the sha256 constants below, which setup checks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Stamp, StepContext, check_python_version, install_pinned_venv};
+use super::{Stamp, StepContext, check_python_version, install_pinned_venv, replace_dir};
 use crate::fsutil::{sha256_file, sha256_hex};
 use crate::process;
 
@@ -186,75 +186,21 @@ pub(super) fn onnxruntime(cx: &StepContext<'_>) -> Result<String> {
 /// the preset files, in one folder that appears complete or not at all.
 pub(super) fn minilm_onnx(cx: &StepContext<'_>) -> Result<String> {
     let source = cx.root.join(MINILM_SOURCE);
-    let target = cx.root.join(MINILM_ONNX_DIR);
-    let script = cx.root.join(MINILM_ONNX_SCRIPT);
-    // The stamp covers what decides the folder's bytes: the script, the venv's pins and
-    // the copied files (model.onnx itself is pinned and checked below).
-    let mut inputs = format!(
-        "{}\n{}\n{MINILM_ONNX_SHA256}\n",
-        sha256_file(&script)?,
-        sha256_file(&cx.root.join(ONNX_REQUIREMENTS))?
-    );
-    for name in MINILM_COPIED {
-        let path = source.join(name);
-        if !path.is_file() {
-            bail!(
-                "{} is missing: the `minilm` asset must be set up first (run `cargo xtask setup`)",
-                path.display()
-            );
-        }
-        inputs.push_str(&sha256_file(&path)?);
-        inputs.push('\n');
-    }
-    let digest = sha256_hex(inputs.as_bytes());
-    let stamp = Stamp {
-        path: target.join(".dp-stamp"),
-    };
-    let model_in_place = std::fs::metadata(target.join("model.onnx"))
-        .is_ok_and(|m| m.is_file() && m.len() == MINILM_ONNX_SIZE);
-    if stamp.matches(&digest)
-        && model_in_place
-        && MINILM_COPIED.iter().all(|n| target.join(n).is_file())
-    {
-        return Ok("up to date".into());
-    }
-
-    let models = target
-        .parent()
-        .context("the model folder has no parent folder")?;
-    let work = tempfile::Builder::new()
-        .prefix(".xtask-minilm-onnx-")
-        .tempdir_in(models)
-        .with_context(|| format!("cannot create a temporary folder in {}", models.display()))?;
-    process::run(
-        Command::new(cx.root.join(ONNX_VENV_DIR).join("bin/python"))
-            .arg(&script)
-            .arg(&source)
-            .arg(work.path())
-            .current_dir(cx.root),
-        "the ONNX venv is set up by the `python-onnx` asset; run `cargo xtask setup`",
-    )?;
-    let model = work.path().join("model.onnx");
-    let actual = sha256_file(&model)?;
-    if actual != MINILM_ONNX_SHA256 {
-        bail!(
-            "{MINILM_ONNX_SCRIPT} wrote a model.onnx with sha256 {actual}, expected \
-             {MINILM_ONNX_SHA256}; if the script, the onnx/numpy pins or the MiniLM weights \
-             changed on purpose, pin the new digest here and in \
-             specs/catalog/text_embedding/all-minilm-l6-v2-onnx.yaml"
-        );
-    }
-    for name in MINILM_COPIED {
-        copy_into(&source, work.path(), name)?;
-    }
-    Stamp {
-        path: work.path().join(".dp-stamp"),
-    }
-    .record(&digest)?;
-    replace_dir(work.keep().as_path(), &target)?;
-    Ok(format!(
-        "{MINILM_ONNX_DIR}/model.onnx (sha256 {MINILM_ONNX_SHA256})"
-    ))
+    pinned_onnx_folder(
+        cx,
+        &PinnedOnnx {
+            dir: MINILM_ONNX_DIR,
+            script: MINILM_ONNX_SCRIPT,
+            sha256: MINILM_ONNX_SHA256,
+            size: MINILM_ONNX_SIZE,
+            spec: "all-minilm-l6-v2-onnx",
+            copied_from: &source,
+            copied_from_asset: "minilm",
+            // The script reads the safetensors folder and writes OUT_DIR/model.onnx.
+            script_args: &|work| vec![source.clone(), work.to_path_buf()],
+            extra_stamp: "",
+        },
+    )
 }
 
 /// Where the setup writes the int8 MiniLM, relative to the workspace root.
@@ -275,8 +221,6 @@ const MINILM_INT8_SIZE: u64 = 58_596_208;
 /// complete or not at all.
 pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
     let source = cx.root.join(MINILM_ONNX_DIR);
-    let target = cx.root.join(MINILM_INT8_DIR);
-    let script = cx.root.join(MINILM_INT8_SCRIPT);
     let fp32 = source.join("model.onnx");
     if !fp32.is_file() {
         bail!(
@@ -284,15 +228,72 @@ pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
             fp32.display()
         );
     }
-    // What decides the folder's bytes: the script, the venv's pins, the fp32 graph (pinned
-    // by `minilm-onnx`) and the copied files; model.onnx itself is pinned and checked below.
+    pinned_onnx_folder(
+        cx,
+        &PinnedOnnx {
+            dir: MINILM_INT8_DIR,
+            script: MINILM_INT8_SCRIPT,
+            sha256: MINILM_INT8_SHA256,
+            size: MINILM_INT8_SIZE,
+            spec: "all-minilm-l6-v2-onnx-int8",
+            copied_from: &source,
+            copied_from_asset: "minilm-onnx",
+            // The script reads the fp32 graph and writes the file it is given.
+            script_args: &|work| vec![fp32.clone(), work.join("model.onnx")],
+            // The fp32 graph is an input too (pinned by `minilm-onnx`).
+            extra_stamp: MINILM_ONNX_SHA256,
+        },
+    )
+}
+
+/// A folder holding a `model.onnx` that a script of the ONNX venv writes, pinned by its
+/// sha256, and the preset files copied from another model folder.
+struct PinnedOnnx<'a> {
+    /// The folder, relative to the workspace root.
+    dir: &'a str,
+    /// The script, relative to the workspace root.
+    script: &'a str,
+    /// The sha256 the script's `model.onnx` must have (and the spec pins).
+    sha256: &'a str,
+    /// Its size, a cheap check that the folder is still complete.
+    size: u64,
+    /// The spec pinning the same digest, named when it differs.
+    spec: &'a str,
+    /// Where [`MINILM_COPIED`] come from.
+    copied_from: &'a Path,
+    /// The asset that provides that folder, named when it is missing.
+    copied_from_asset: &'a str,
+    /// The script's arguments, given the temporary folder it writes into.
+    script_args: &'a dyn Fn(&Path) -> Vec<PathBuf>,
+    /// Anything else that decides the bytes, for the stamp.
+    extra_stamp: &'a str,
+}
+
+/// Makes `folder` current: up to date when its stamp, model size and copied files match;
+/// otherwise the script runs in a temporary folder next to it, its output is checked against
+/// the pin, the preset files are copied, and the folder replaces the old one at once.
+fn pinned_onnx_folder(cx: &StepContext<'_>, folder: &PinnedOnnx<'_>) -> Result<String> {
+    let target = cx.root.join(folder.dir);
+    let script = cx.root.join(folder.script);
+    // The stamp covers what decides the folder's bytes: the script, the venv's pins, the
+    // copied files and the other inputs (model.onnx itself is pinned and checked below).
     let mut inputs = format!(
-        "{}\n{}\n{MINILM_ONNX_SHA256}\n{MINILM_INT8_SHA256}\n",
+        "{}\n{}\n{}\n{}\n",
         sha256_file(&script)?,
-        sha256_file(&cx.root.join(ONNX_REQUIREMENTS))?
+        sha256_file(&cx.root.join(ONNX_REQUIREMENTS))?,
+        folder.extra_stamp,
+        folder.sha256,
     );
     for name in MINILM_COPIED {
-        inputs.push_str(&sha256_file(&source.join(name))?);
+        let path = folder.copied_from.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} is missing: the `{}` asset must be set up first (run `cargo xtask setup`)",
+                path.display(),
+                folder.copied_from_asset
+            );
+        }
+        inputs.push_str(&sha256_file(&path)?);
         inputs.push('\n');
     }
     let digest = sha256_hex(inputs.as_bytes());
@@ -300,7 +301,7 @@ pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
         path: target.join(".dp-stamp"),
     };
     let model_in_place = std::fs::metadata(target.join("model.onnx"))
-        .is_ok_and(|m| m.is_file() && m.len() == MINILM_INT8_SIZE);
+        .is_ok_and(|m| m.is_file() && m.len() == folder.size);
     if stamp.matches(&digest)
         && model_in_place
         && MINILM_COPIED.iter().all(|n| target.join(n).is_file())
@@ -311,29 +312,29 @@ pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
         .parent()
         .context("the model folder has no parent folder")?;
     let work = tempfile::Builder::new()
-        .prefix(".xtask-minilm-int8-")
+        .prefix(".xtask-onnx-")
         .tempdir_in(models)
         .with_context(|| format!("cannot create a temporary folder in {}", models.display()))?;
-    let model = work.path().join("model.onnx");
     process::run(
         Command::new(cx.root.join(ONNX_VENV_DIR).join("bin/python"))
             .arg(&script)
-            .arg(&fp32)
-            .arg(&model)
+            .args((folder.script_args)(work.path()))
             .current_dir(cx.root),
         "the ONNX venv is set up by the `python-onnx` asset; run `cargo xtask setup`",
     )?;
-    let actual = sha256_file(&model)?;
-    if actual != MINILM_INT8_SHA256 {
+    let actual = sha256_file(&work.path().join("model.onnx"))?;
+    if actual != folder.sha256 {
         bail!(
-            "{MINILM_INT8_SCRIPT} wrote a model.onnx with sha256 {actual}, expected \
-             {MINILM_INT8_SHA256}; if the script, the onnxruntime pin or the fp32 graph \
-             changed on purpose, pin the new digest here and in \
-             specs/catalog/text_embedding/all-minilm-l6-v2-onnx-int8.yaml"
+            "{} wrote a model.onnx with sha256 {actual}, expected {}; if the script, the \
+             venv's pins or its inputs changed on purpose, pin the new digest in \
+             xtask/src/setup/onnx.rs and in specs/catalog/text_embedding/{}.yaml",
+            folder.script,
+            folder.sha256,
+            folder.spec
         );
     }
     for name in MINILM_COPIED {
-        copy_into(&source, work.path(), name)?;
+        copy_into(folder.copied_from, work.path(), name)?;
     }
     Stamp {
         path: work.path().join(".dp-stamp"),
@@ -341,7 +342,8 @@ pub(super) fn minilm_onnx_int8(cx: &StepContext<'_>) -> Result<String> {
     .record(&digest)?;
     replace_dir(work.keep().as_path(), &target)?;
     Ok(format!(
-        "{MINILM_INT8_DIR}/model.onnx (sha256 {MINILM_INT8_SHA256})"
+        "{}/model.onnx (sha256 {})",
+        folder.dir, folder.sha256
     ))
 }
 
@@ -354,26 +356,5 @@ fn copy_into(from: &Path, to: &Path, name: &str) -> Result<()> {
     }
     std::fs::copy(from.join(name), &dest)
         .with_context(|| format!("cannot copy {name} into {}", to.display()))?;
-    Ok(())
-}
-
-/// Puts the complete folder `new` in place of `target`: the old one is moved aside first
-/// and deleted only after the rename, so `target` is never half-written.
-fn replace_dir(new: &Path, target: &Path) -> Result<()> {
-    let old = target.with_extension("old");
-    if old.exists() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove {}", old.display()))?;
-    }
-    if target.exists() {
-        std::fs::rename(target, &old)
-            .with_context(|| format!("cannot move {} aside", target.display()))?;
-    }
-    std::fs::rename(new, target)
-        .with_context(|| format!("cannot move the new folder to {}", target.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove {}", old.display()))?;
-    }
     Ok(())
 }
