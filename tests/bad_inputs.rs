@@ -54,6 +54,8 @@ mod input_rows;
 mod load_rows;
 #[path = "bad_inputs/spec_rows.rs"]
 mod spec_rows;
+#[path = "bad_inputs/text_rows.rs"]
+mod text_rows;
 
 // ---------------------------------------------------------------------------------------
 // The table's types
@@ -84,6 +86,8 @@ enum Needs {
     OnnxRuntime,
     /// The tiny CLIP model from `cargo xtask setup` (`.dp-assets/models/tiny-clip`).
     TinyClip,
+    /// The tiny text models from `cargo xtask setup` (`tiny-xlmr-e5`, `tiny-reranker`).
+    TinyText,
 }
 
 /// How the API refused.
@@ -642,6 +646,7 @@ fn cases() -> Vec<Case> {
     cases.extend(input_rows::rows());
     cases.extend(load_rows::rows());
     cases.extend(image_rows::rows());
+    cases.extend(text_rows::rows());
     cases
 }
 
@@ -1686,12 +1691,21 @@ fn every_bad_input_is_refused_with_its_code_a_helpful_message_and_no_side_effect
     } else {
         None
     };
+    let tiny_text = if cases.iter().any(|c| c.needs == Needs::TinyText) {
+        dp_tests::asset("models/tiny-xlmr-e5", test)
+            .and_then(|_| dp_tests::asset("models/tiny-reranker", test))
+    } else {
+        None
+    };
     let mut failures = Vec::new();
     for case in &cases {
         if case.needs == Needs::OnnxRuntime && onnx_library.is_none() {
             continue; // `asset` said why (and panicked in CI).
         }
         if case.needs == Needs::TinyClip && tiny_clip.is_none() {
+            continue; // Likewise.
+        }
+        if case.needs == Needs::TinyText && tiny_text.is_none() {
             continue; // Likewise.
         }
         if let Err(why) = run(case, onnx_library.clone()) {

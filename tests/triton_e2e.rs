@@ -4,10 +4,13 @@
 //! metadata and repository calls, the digest check, model control, and the faults (no
 //! server, server killed mid-flight and restarted, model unloaded, forbidden host); then
 //! MiniLM served by onnxruntime inside Triton, through the manager's shared preset, against
-//! sentence-transformers' reference embeddings.
+//! sentence-transformers' reference embeddings; the CLIP image tower likewise; and the text
+//! models of issue 15 (XLM-R E5 and BERT-CLS embedders with their prompts, BERT and XLM-R
+//! cross-encoders) served by the one generic `onnx-text` template, against
+//! sentence-transformers' references and the in-process candle and ONNX builds.
 //!
-//! Needs `cargo xtask setup` (assets `triton`, and `minilm` + `minilm-onnx` for MiniLM);
-//! fails under CI=true when they are missing.
+//! Needs `cargo xtask setup` (assets `triton`, and the models each test serves); fails under
+//! CI=true when they are missing.
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
@@ -496,6 +499,17 @@ fn serve_onnx_with_catalog(
     spec_name: &str,
     models_root: &std::path::Path,
 ) -> Option<(Running, dp_manager::ModelManager)> {
+    serve_with_catalog(
+        test,
+        &[onnx_deployment(template, template, onnx)],
+        &[spec_name],
+        models_root,
+    )
+}
+
+/// `onnx` served as `name` with the repository template `template`, its deployment
+/// declaring the file's digest, as a real one would.
+fn onnx_deployment(template: &str, name: &str, onnx: &std::path::Path) -> Deployment {
     let digest = dp_digest::digest_file(
         onnx,
         dp_digest::DigestAlgorithm::Sha256,
@@ -503,16 +517,28 @@ fn serve_onnx_with_catalog(
     )
     .unwrap()
     .to_string();
-    let deployment =
-        Deployment::new(template, Some(&digest)).parameter("onnx_path", onnx.to_str().unwrap());
-    let run = start(test, &[deployment], &[template])?;
+    Deployment::new(template, Some(&digest))
+        .named(name)
+        .parameter("onnx_path", onnx.to_str().unwrap())
+}
+
+/// Serves `deployments` (all loaded) and builds a manager on the real catalog whose specs
+/// `spec_names` point at that server; `None` when the Triton install is missing.
+fn serve_with_catalog(
+    test: &str,
+    deployments: &[Deployment],
+    spec_names: &[&str],
+    models_root: &std::path::Path,
+) -> Option<(Running, dp_manager::ModelManager)> {
+    let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
+    let run = start(test, deployments, &names)?;
     let root = dp_tests::workspace_root().join("specs/catalog");
     let catalog = Catalog::load(&root).unwrap();
-    let overrides = dp_spec::Layer::from_overrides(&[format!(
-        "{spec_name}.triton.endpoint={}",
-        run.server.endpoint()
-    )])
-    .unwrap();
+    let overrides: Vec<String> = spec_names
+        .iter()
+        .map(|spec| format!("{spec}.triton.endpoint={}", run.server.endpoint()))
+        .collect();
+    let overrides = dp_spec::Layer::from_overrides(&overrides).unwrap();
     let catalog = dp_spec::resolve(&catalog, &[overrides]).unwrap().catalog;
     // The in-process providers too: the same catalog's candle and ONNX builds are compared
     // with the served one.
@@ -593,4 +619,188 @@ fn clip_image_tower_served_by_triton_with_client_side_preset_matches_transformer
     let err = manager.embed("tiny-clip-triton", &["a cat"]).unwrap_err();
     assert_eq!(err.error_code, ErrorCode::InvalidInput);
     assert_eq!(err.details["reason"], "texts_unsupported", "{err}");
+}
+
+/// The text models of `tests/data/reference/text/` (what sentence-transformers computed on
+/// the files `cargo xtask setup` makes), each served from its ONNX file by the one generic
+/// template `onnx-text` under the name its `-triton` spec gives.
+const TEXT_TEMPLATE: &str = "onnx-text";
+
+/// Serves the ONNX builds of `models` (`tiny-xlmr-e5`, …) with [`TEXT_TEMPLATE`] and builds
+/// a manager whose `<model>-triton` specs point at that server; `None` (not in CI) when an
+/// asset is missing.
+fn serve_text_models(test: &str, models: &[&str]) -> Option<(Running, dp_manager::ModelManager)> {
+    let mut deployments = Vec::new();
+    for model in models {
+        // The candle build (compared with the served one) and the ONNX file served.
+        dp_tests::asset(&format!("models/{model}"), test)?;
+        let onnx = dp_tests::asset(&format!("models/{model}-onnx/model.onnx"), test)?;
+        deployments.push(onnx_deployment(TEXT_TEMPLATE, model, &onnx));
+    }
+    let models_root = dp_tests::workspace_root().join(".dp-assets/models");
+    let specs: Vec<String> = models.iter().map(|m| format!("{m}-triton")).collect();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    serve_with_catalog(test, &deployments, &specs, &models_root)
+}
+
+fn text_reference<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = dp_tests::data_dir().join(format!("reference/text/{name}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[derive(serde::Deserialize)]
+struct TextEmbeddingReference {
+    texts: Vec<String>,
+    /// By prompt name (`none` for no prompt).
+    outputs: std::collections::BTreeMap<String, PromptEmbeddings>,
+}
+
+#[derive(serde::Deserialize)]
+struct PromptEmbeddings {
+    embeddings: Vec<Vec<f32>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RerankReference {
+    query: String,
+    documents: Vec<String>,
+    scores: Vec<f32>,
+}
+
+#[test]
+fn text_embedders_served_by_triton_with_prompts_match_sentence_transformers() {
+    let test = "text_embedders_served_by_triton_with_prompts_match_sentence_transformers";
+    let models = ["tiny-xlmr-e5", "tiny-bert-cls"];
+    let Some((_run, manager)) = serve_text_models(test, &models) else {
+        return;
+    };
+    let (mut worst_cosine, mut worst_abs) = (1.0_f64, 0.0_f32);
+    let mut worst_build = (1.0_f64, 0.0_f64);
+    for model in models {
+        let served = format!("{model}-triton");
+        let reference: TextEmbeddingReference = text_reference(model);
+        let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+        // No prompt, then each prompt of the model (E5's `query: `/`passage: `, the BERT
+        // model's query instruction and its empty passage prompt).
+        assert!(reference.outputs.contains_key("none") && reference.outputs.contains_key("query"));
+        for (key, want) in &reference.outputs {
+            let prompt = (key != "none").then_some(key.as_str());
+            let out = manager.embed_with_prompt(&served, &texts, prompt).unwrap();
+            let entry = &out.models_used[0];
+            assert_eq!(entry.model_name, served);
+            assert_eq!(entry.prompt_name.as_deref(), prompt, "{served}");
+            assert_eq!(
+                entry.preprocess_preset.as_deref(),
+                Some("sentence_embedding")
+            );
+            assert_eq!(out.embeddings.len(), texts.len());
+            for ((text, got), expected) in texts.iter().zip(&out.embeddings).zip(&want.embeddings) {
+                let c = cosine(got, expected);
+                let d = max_abs(got, expected);
+                assert!(
+                    c >= 0.99999 && d <= 1e-4,
+                    "{served} prompt {key}: {text:?}: cosine {c}, max abs {d}"
+                );
+                worst_cosine = worst_cosine.min(c);
+                worst_abs = worst_abs.max(d);
+            }
+            // The in-process builds of the same model, same prompt: the same preprocessing
+            // (signature) and the same vectors.
+            for build in [model.to_owned(), format!("{model}-onnx")] {
+                let local = manager.embed_with_prompt(&build, &texts, prompt).unwrap();
+                assert_eq!(
+                    local.models_used[0].preprocess_signature, entry.preprocess_signature,
+                    "{build} vs {served}, prompt {key}"
+                );
+                let parity =
+                    dp_manager::EmbeddingParity::compare(&local.embeddings, &out.embeddings)
+                        .unwrap();
+                assert_eq!(parity.inputs, texts.len());
+                assert!(
+                    parity.within(0.99999) && parity.max_abs_diff <= 1e-5,
+                    "{build} vs {served}, prompt {key}: {parity:?}"
+                );
+                worst_build = (
+                    worst_build.0.min(parity.min_cosine),
+                    worst_build.1.max(parity.max_abs_diff),
+                );
+            }
+        }
+    }
+    println!(
+        "triton text embeddings vs sentence-transformers: worst cosine {worst_cosine:.10}, \
+         worst max abs {worst_abs:.2e}; vs candle/onnx builds: worst cosine {:.10}, worst max \
+         abs {:.2e}",
+        worst_build.0, worst_build.1
+    );
+}
+
+#[test]
+fn rerankers_served_by_triton_match_sentence_transformers_cross_encoder() {
+    let test = "rerankers_served_by_triton_match_sentence_transformers_cross_encoder";
+    let models = ["tiny-reranker", "tiny-xlmr-reranker"];
+    let Some((_run, manager)) = serve_text_models(test, &models) else {
+        return;
+    };
+    let (mut worst_reference, mut worst_build) = (0.0_f32, 0.0_f32);
+    for model in models {
+        let served = format!("{model}-triton");
+        let reference: RerankReference = text_reference(model);
+        let documents: Vec<&str> = reference.documents.iter().map(String::as_str).collect();
+        let out = manager
+            .rerank(&served, &reference.query, &documents)
+            .unwrap();
+        assert_eq!(out.scores.len(), documents.len());
+        let entry = &out.models_used[0];
+        assert_eq!(entry.model_name, served);
+        assert_eq!(entry.preprocess_preset.as_deref(), Some("cross_encoder"));
+        for (i, (got, want)) in out.scores.iter().zip(&reference.scores).enumerate() {
+            let d = (got - want).abs();
+            assert!(d <= 1e-4, "{served}: document {i}: score {got} vs {want}");
+            worst_reference = worst_reference.max(d);
+        }
+        // The in-process builds: the same preprocessing and the same scores.
+        for build in [model.to_owned(), format!("{model}-onnx")] {
+            let local = manager
+                .rerank(&build, &reference.query, &documents)
+                .unwrap();
+            assert_eq!(
+                local.models_used[0].preprocess_signature, entry.preprocess_signature,
+                "{build} vs {served}"
+            );
+            for (i, (a, b)) in local.scores.iter().zip(&out.scores).enumerate() {
+                let d = (a - b).abs();
+                assert!(d <= 1e-5, "{build} vs {served}: document {i}: {a} vs {b}");
+                worst_build = worst_build.max(d);
+            }
+        }
+        // Ranking through the task API, as for the in-process builds.
+        let mut request = dp_manager::TaskRequest::new(
+            dp_manager::TaskType::Rerank,
+            &served,
+            Some(dp_manager::TaskData::QueryWithDocuments {
+                query: reference.query.clone(),
+                documents: reference.documents.clone(),
+            }),
+        );
+        request
+            .options
+            .insert("top_k".to_owned(), serde_json::json!(3));
+        let dp_manager::TaskOutput::Ranking(ranking) = manager.task(request).unwrap().output else {
+            panic!("a ranking")
+        };
+        assert_eq!(ranking, out.top_k(3), "{served}");
+    }
+    println!(
+        "triton reranking: worst |Δscore| vs sentence-transformers {worst_reference:.2e}, vs \
+         candle/onnx builds {worst_build:.2e}"
+    );
 }

@@ -18,6 +18,7 @@ use crate::process;
 mod clip;
 mod minilm;
 mod onnx;
+mod text;
 pub(crate) mod triton;
 
 /// The git-ignored folder that holds every asset, relative to the workspace root.
@@ -96,6 +97,15 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "clip-photos",
         ensure: clip::photos,
+    },
+    // The tiny text models use the ONNX venv too, and the BERT ones take MiniLM's tokenizer.
+    Asset {
+        name: "tiny-text",
+        ensure: text::tiny_text,
+    },
+    Asset {
+        name: "tiny-text-onnx",
+        ensure: text::tiny_text_onnx,
     },
     Asset {
         name: "triton",

@@ -71,13 +71,23 @@ pub(crate) struct EmbedInputArgs {
         value_parser = parse_max_texts
     )]
     max_texts: usize,
+    /// The model's named prompt to prepend to every text (e.g. `query` or `passage` for
+    /// E5); without it, the model's default prompt, if it has one. `dp list --json` shows
+    /// a model's `preprocess_params`.
+    #[arg(long = "prompt", value_name = "NAME", conflicts_with = "images")]
+    prompt_name: Option<String>,
 }
 
 impl EmbedInputArgs {
     /// Reads the texts of `--input` or the images of `--image`, within the bounds.
     pub(crate) fn read(&self) -> Result<Inputs, ModelError> {
         if self.images.is_empty() {
-            read_texts(&self.input, self.max_input_bytes, self.max_texts).map(Inputs::Texts)
+            read_texts(&self.input, self.max_input_bytes, self.max_texts).map(|texts| {
+                Inputs::Texts {
+                    texts,
+                    prompt_name: self.prompt_name.clone(),
+                }
+            })
         } else {
             crate::images::read_images(&self.images, self.max_input_bytes).map(Inputs::Images)
         }
@@ -138,7 +148,11 @@ fn read_bounded(reader: impl Read, max: u64, source: &Path) -> Result<String, Mo
 
 /// What `dp embed` and `dp parity` embed.
 pub(crate) enum Inputs {
-    Texts(Vec<String>),
+    Texts {
+        texts: Vec<String>,
+        /// `--prompt`.
+        prompt_name: Option<String>,
+    },
     Images(Vec<dp_manager::preset::ImageInput>),
 }
 
@@ -150,9 +164,9 @@ impl Inputs {
         model: &str,
     ) -> Result<EmbeddingOutput, ModelError> {
         match self {
-            Self::Texts(texts) => {
+            Self::Texts { texts, prompt_name } => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                manager.embed(model, &texts)
+                manager.embed_with_prompt(model, &texts, prompt_name.as_deref())
             }
             Self::Images(images) => manager.embed_images(model, images),
         }
@@ -161,7 +175,7 @@ impl Inputs {
     /// What the inputs are, for messages (`text(s)`, `image(s)`).
     pub(crate) const fn noun(&self) -> &'static str {
         match self {
-            Self::Texts(_) => "text(s)",
+            Self::Texts { .. } => "text(s)",
             Self::Images(_) => "image(s)",
         }
     }

@@ -20,6 +20,7 @@ mod output;
 mod parity;
 mod preprocess;
 mod providers;
+mod rerank;
 mod resolve;
 mod sync_downloader;
 mod validate;
@@ -95,6 +96,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Classify images among text labels, zero-shot, with a CLIP model.
     Classify(classify::ClassifyArgs),
+    /// Score documents against a query with a cross-encoder (reranking).
+    Rerank(rerank::RerankArgs),
     /// Print the tensors a model would be fed for some images or texts (its preset's output).
     Preprocess(preprocess::PreprocessArgs),
     /// Check every model without loading it; exit 3 when a tier-0 model is not ready.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => resolve::run(&cli, args),
         Command::Embed(args) => embed::run(&cli, args),
         Command::Classify(args) => classify::run(&cli, args),
+        Command::Rerank(args) => rerank::run(&cli, args),
         Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
         Command::Parity(args) => parity::run(&cli, args),

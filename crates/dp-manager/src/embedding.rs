@@ -176,7 +176,7 @@ fn identities(inputs: &PresetInputs<'_>) -> Option<Vec<Vec<u8>>> {
                 .collect(),
         ),
         PresetInputs::Images(images) => Some(images.iter().map(ImageInput::identity).collect()),
-        PresetInputs::ImagesWithLabels { .. } => None,
+        PresetInputs::ImagesWithLabels { .. } | PresetInputs::QueryWithDocuments { .. } => None,
     }
 }
 
@@ -196,6 +196,23 @@ impl ModelManager {
         &self,
         model: &str,
         inputs: PresetInputs<'_>,
+    ) -> Result<PresetRun, ModelError> {
+        self.run_preset_with_prompt(model, inputs, None)
+    }
+
+    /// [`Self::run_preset`] with the model's named prompt `prompt_name` prepended to the
+    /// texts (E5's `query` or `passage`); `None` uses the model's default prompt, if any.
+    /// The prompt used is named in `models_used` and part of its preprocess signature (and
+    /// of the embedding cache's keys).
+    ///
+    /// # Errors
+    /// As [`Self::run_preset`]; `invalid_input` (reason `unknown_prompt`) for a prompt name
+    /// the model does not define.
+    pub fn run_preset_with_prompt(
+        &self,
+        model: &str,
+        inputs: PresetInputs<'_>,
+        prompt_name: Option<&str>,
     ) -> Result<PresetRun, ModelError> {
         let handle = self.get(model)?;
         let spec = handle.spec();
@@ -219,7 +236,21 @@ impl ModelManager {
         }
         // The record of the loaded instance: its signature already covers the preset's
         // settings as resolved from the spec *and* the model's own files.
-        let entry = handle.models_used().clone();
+        let mut entry = handle.models_used().clone();
+        let prompted = match prompt_name {
+            Some(name) => Some(preset.with_prompt(name).map_err(|e| {
+                ModelError::from(e).with_detail("model_name", spec.model_name.as_str())
+            })?),
+            None => None,
+        };
+        let preset: &dyn Preset = match &prompted {
+            Some(prompted) => {
+                entry.preprocess_signature = prompted.preprocess_signature().to_owned();
+                entry.prompt_name = prompted.prompt_name().map(str::to_owned);
+                prompted.as_ref()
+            }
+            None => preset,
+        };
         let cache = &self.inner().embedding_cache;
         let output = match (&cache.vectors, identities(&inputs)) {
             (Some(vectors), Some(ids)) if preset.makes_vectors() => {
@@ -249,7 +280,21 @@ impl ModelManager {
     /// # Errors
     /// As [`Self::run_preset`].
     pub fn embed(&self, model: &str, texts: &[&str]) -> Result<EmbeddingOutput, ModelError> {
-        self.embed_inputs(model, PresetInputs::Texts(texts))
+        self.embed_inputs(model, PresetInputs::Texts(texts), None)
+    }
+
+    /// [`Self::embed`] with the model's named prompt `prompt_name` (E5's `query` or
+    /// `passage`) prepended to every text; `None` is the model's default prompt, if any.
+    ///
+    /// # Errors
+    /// As [`Self::run_preset_with_prompt`].
+    pub fn embed_with_prompt(
+        &self,
+        model: &str,
+        texts: &[&str],
+        prompt_name: Option<&str>,
+    ) -> Result<EmbeddingOutput, ModelError> {
+        self.embed_inputs(model, PresetInputs::Texts(texts), prompt_name)
     }
 
     /// Embeds `images` with the model `model` (its preset takes images: `image_clip`): one
@@ -263,15 +308,16 @@ impl ModelManager {
         model: &str,
         images: &[ImageInput],
     ) -> Result<EmbeddingOutput, ModelError> {
-        self.embed_inputs(model, PresetInputs::Images(images))
+        self.embed_inputs(model, PresetInputs::Images(images), None)
     }
 
     fn embed_inputs(
         &self,
         model: &str,
         inputs: PresetInputs<'_>,
+        prompt_name: Option<&str>,
     ) -> Result<EmbeddingOutput, ModelError> {
-        let run = self.run_preset(model, inputs)?;
+        let run = self.run_preset_with_prompt(model, inputs, prompt_name)?;
         match run.output {
             PresetOutput::Vectors(embeddings) => Ok(EmbeddingOutput {
                 embeddings,
@@ -333,7 +379,9 @@ fn cached_vectors(
                         .run(model, PresetInputs::Images(&images))?
                         .into_rows()
                 }
-                PresetInputs::ImagesWithLabels { .. } => preset.run(model, *inputs)?.into_rows(),
+                PresetInputs::ImagesWithLabels { .. } | PresetInputs::QueryWithDocuments { .. } => {
+                    preset.run(model, *inputs)?.into_rows()
+                }
             }
         };
         for ((key, _), vector) in order.iter().zip(computed) {

@@ -226,6 +226,26 @@ impl ModelManager {
                 ));
             }
         }
+        // An in-process model whose files verified: its provider checks them as a load
+        // would (config.json's architecture, every tensor's name and shape), so an unknown
+        // model_type or a truncated checkpoint shows here, not at the first request.
+        if let Some(provider) = provider
+            && problems.is_empty()
+            && spec.runtime == Runtime::Inprocess
+            && !spec.local_artifacts.is_empty()
+        {
+            let lock = integrity::lock_entry(spec, inner.lock.as_ref());
+            match integrity::open_spec(spec, self.models_root(), lock, options.cache, true) {
+                Ok(opened) => {
+                    if let Some(artifacts) = opened.artifacts
+                        && let Err(err) = provider.validate_local_artifacts(spec, &artifacts)
+                    {
+                        problems.push(err);
+                    }
+                }
+                Err(err) => problems.push(err.into()),
+            }
+        }
         let preset = match dp_preset::status(spec.preprocess_preset.as_deref()) {
             dp_preset::PresetStatus::None => "none",
             dp_preset::PresetStatus::Runnable => "runnable",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ManagerError;
 use crate::manager::ModelManager;
+use crate::rerank::RankedDocument;
 
 /// What a task asks the model to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,6 +24,8 @@ pub enum TaskType {
     ImageEmbedding,
     /// Images and candidate labels → one probability per image and label (`image_clip`).
     ZeroShotClassification,
+    /// A query and documents → one relevance score per document (`cross_encoder`).
+    Rerank,
     /// Named tensors in, named tensors out, no pre/post-processing.
     Infer,
     /// Reserved: text generation is not served yet (`invalid_input`).
@@ -37,6 +40,7 @@ impl TaskType {
             Self::Embedding => "embedding",
             Self::ImageEmbedding => "image_embedding",
             Self::ZeroShotClassification => "zero_shot_classification",
+            Self::Rerank => "rerank",
             Self::Infer => "infer",
             Self::TextGeneration => "text_generation",
         }
@@ -57,6 +61,13 @@ pub enum TaskData {
         /// The candidate labels.
         labels: Vec<String>,
     },
+    /// A query and the documents to score against it (for `rerank`).
+    QueryWithDocuments {
+        /// The query.
+        query: String,
+        /// The documents, scored in this order.
+        documents: Vec<String>,
+    },
     /// Named tensors (for `infer`).
     Tensors(NamedTensors),
 }
@@ -72,7 +83,10 @@ pub struct TaskRequest {
     pub data: Option<TaskData>,
     /// How long the model stays loaded once idle (default: the manager's).
     pub keep_alive: Option<Duration>,
-    /// Task options. None is defined yet; unknown options are refused rather than ignored.
+    /// Task options: `prompt_name` (a string; `embedding`: the model's named prompt to
+    /// prepend, e.g. `query`) and `top_k` (a positive integer; `rerank`: return the best
+    /// `top_k` documents, sorted). Any other option, or one the task type does not take,
+    /// is refused rather than ignored.
     pub options: BTreeMap<String, serde_json::Value>,
 }
 
@@ -99,6 +113,10 @@ pub enum TaskOutput {
     Embeddings(Vec<Vec<f32>>),
     /// One row per image, one probability per label (in the labels' order).
     Probabilities(Vec<Vec<f32>>),
+    /// One score per document, in input order (`rerank`).
+    Scores(Vec<f32>),
+    /// The best documents, best first (`rerank` with `top_k`).
+    Ranking(Vec<RankedDocument>),
     /// The model's named outputs.
     Tensors(NamedTensors),
     /// The model's named outputs per batch, for presets whose results are the model's own
@@ -121,6 +139,58 @@ pub struct TaskResponse {
 
 fn bad(message: String) -> ModelError {
     ManagerError::BadTask { message }.into()
+}
+
+/// The options of a task, checked against its type.
+#[derive(Debug, Default)]
+struct TaskOptions {
+    prompt_name: Option<String>,
+    top_k: Option<usize>,
+}
+
+impl TaskOptions {
+    fn parse(
+        task_type: TaskType,
+        options: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<Self, ModelError> {
+        let mut parsed = Self::default();
+        for (name, value) in options {
+            match (name.as_str(), task_type) {
+                ("prompt_name", TaskType::Embedding) => {
+                    let name = value.as_str().ok_or_else(|| {
+                        bad(format!(
+                            "option prompt_name must be a prompt name (a string), got {value}"
+                        ))
+                    })?;
+                    parsed.prompt_name = Some(name.to_owned());
+                }
+                ("top_k", TaskType::Rerank) => {
+                    let k = value
+                        .as_u64()
+                        .filter(|k| *k > 0)
+                        .and_then(|k| usize::try_from(k).ok())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "option top_k must be a positive integer, got {value}"
+                            ))
+                        })?;
+                    parsed.top_k = Some(k);
+                }
+                _ => {
+                    let takes = match task_type {
+                        TaskType::Embedding => "only prompt_name",
+                        TaskType::Rerank => "only top_k",
+                        _ => "no options",
+                    };
+                    return Err(bad(format!(
+                        "task {} takes {takes}, got option {name:?}",
+                        task_type.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(parsed)
+    }
 }
 
 impl ModelManager {
@@ -157,13 +227,7 @@ impl ModelManager {
                 "task type text_generation is not supported yet (model {model}); use embedding or infer"
             )));
         }
-        if !options.is_empty() {
-            let names: Vec<&str> = options.keys().map(String::as_str).collect();
-            return Err(bad(format!(
-                "task {} takes no options, got {names:?}",
-                task_type.as_str()
-            )));
-        }
+        let options = TaskOptions::parse(task_type, &options)?;
         let Some(data) = data else {
             self.preload(&model, keep_alive)?;
             let entry = self.models_used(&model)?;
@@ -182,7 +246,20 @@ impl ModelManager {
         let (output, model_signature, models_used) = match (task_type, data) {
             (TaskType::Embedding, TaskData::Texts(texts)) => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                preset_output(run(PresetInputs::Texts(&texts))?)
+                preset_output(self.run_preset_with_prompt(
+                    &model,
+                    PresetInputs::Texts(&texts),
+                    options.prompt_name.as_deref(),
+                )?)
+            }
+            (TaskType::Rerank, TaskData::QueryWithDocuments { query, documents }) => {
+                let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
+                let reranked = self.rerank(&model, &query, &documents)?;
+                let output = match options.top_k {
+                    Some(top_k) => TaskOutput::Ranking(reranked.top_k(top_k)),
+                    None => TaskOutput::Scores(reranked.scores),
+                };
+                (output, reranked.model_signature, reranked.models_used)
             }
             (TaskType::ImageEmbedding, TaskData::Images(images)) => {
                 preset_output(run(PresetInputs::Images(&images))?)
@@ -209,12 +286,14 @@ impl ModelManager {
                     TaskType::Embedding => "texts",
                     TaskType::ImageEmbedding => "images",
                     TaskType::ZeroShotClassification => "images with labels",
+                    TaskType::Rerank => "a query with documents",
                     _ => "named tensors",
                 };
                 let got = match data {
                     TaskData::Texts(_) => "texts",
                     TaskData::Images(_) => "images",
                     TaskData::ImagesWithLabels { .. } => "images with labels",
+                    TaskData::QueryWithDocuments { .. } => "a query with documents",
                     TaskData::Tensors(_) => "tensors",
                 };
                 return Err(bad(format!(
@@ -239,6 +318,7 @@ fn preset_output(
     let output = match run.output {
         PresetOutput::Vectors(rows) => TaskOutput::Embeddings(rows),
         PresetOutput::Probabilities(rows) => TaskOutput::Probabilities(rows),
+        PresetOutput::Scores(scores) => TaskOutput::Scores(scores),
         PresetOutput::Tensors(batches) => TaskOutput::TensorBatches(batches),
     };
     (output, run.model_signature, run.models_used)

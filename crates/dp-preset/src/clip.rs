@@ -367,6 +367,9 @@ impl Preset for ImageClip {
                 tensors = text_tensors(&batch, [true, true, false])?;
                 tensors.insert(PIXEL_VALUES.to_owned(), self.pixel_values(images)?);
             }
+            PresetInputs::QueryWithDocuments { .. } => {
+                return Err(crate::refused(IMAGE_CLIP, inputs.kind()));
+            }
         }
         debug_assert!(tensors.contains_key(PIXEL_VALUES) || tensors.contains_key(INPUT_IDS));
         debug_assert!(!tensors.contains_key(INPUT_IDS) || tensors.contains_key(ATTENTION_MASK));
@@ -418,6 +421,9 @@ impl Preset for ImageClip {
                 Ok(PresetOutput::Probabilities(zero_shot_probabilities(
                     &images, &texts, scale,
                 )))
+            }
+            InputKind::QueryWithDocuments => {
+                Err(crate::refused(IMAGE_CLIP, InputKind::QueryWithDocuments))
             }
         }
     }

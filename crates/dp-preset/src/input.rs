@@ -1,5 +1,5 @@
-//! What a preset takes in and gives back: typed inputs (texts, images) and typed outputs
-//! (vectors, probabilities, tensors).
+//! What a preset takes in and gives back: typed inputs (texts, images, a query with
+//! documents) and typed outputs (vectors, probabilities, scores, tensors).
 
 use dp_spec::NamedTensors;
 
@@ -70,6 +70,13 @@ pub enum PresetInputs<'a> {
         /// The candidate labels, as texts.
         labels: &'a [&'a str],
     },
+    /// A query and the documents to score against it (reranking): one score per document.
+    QueryWithDocuments {
+        /// The query, paired with every document.
+        query: &'a str,
+        /// The documents, scored in this order.
+        documents: &'a [&'a str],
+    },
 }
 
 impl<'a> PresetInputs<'a> {
@@ -80,25 +87,27 @@ impl<'a> PresetInputs<'a> {
             Self::Texts(_) => InputKind::Texts,
             Self::Images(_) => InputKind::Images,
             Self::ImagesWithLabels { .. } => InputKind::ImagesWithLabels,
+            Self::QueryWithDocuments { .. } => InputKind::QueryWithDocuments,
         }
     }
 
-    /// How many results the request gives (texts or images).
+    /// How many results the request gives (texts, images or documents).
     #[must_use]
     pub const fn len(&self) -> usize {
         match self {
             Self::Texts(texts) => texts.len(),
             Self::Images(images) | Self::ImagesWithLabels { images, .. } => images.len(),
+            Self::QueryWithDocuments { documents, .. } => documents.len(),
         }
     }
 
-    /// Whether it has no texts or images.
+    /// Whether it has no texts, images or documents.
     #[must_use]
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The items `range` of the request (labels go whole with every slice).
+    /// The items `range` of the request (labels and the query go whole with every slice).
     #[must_use]
     pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
         match *self {
@@ -107,6 +116,10 @@ impl<'a> PresetInputs<'a> {
             Self::ImagesWithLabels { images, labels } => Self::ImagesWithLabels {
                 images: &images[range],
                 labels,
+            },
+            Self::QueryWithDocuments { query, documents } => Self::QueryWithDocuments {
+                query,
+                documents: &documents[range],
             },
         }
     }
@@ -121,6 +134,8 @@ pub enum InputKind {
     Images,
     /// [`PresetInputs::ImagesWithLabels`].
     ImagesWithLabels,
+    /// [`PresetInputs::QueryWithDocuments`].
+    QueryWithDocuments,
 }
 
 impl InputKind {
@@ -131,6 +146,7 @@ impl InputKind {
             Self::Texts => "texts",
             Self::Images => "images",
             Self::ImagesWithLabels => "images with labels",
+            Self::QueryWithDocuments => "a query with documents",
         }
     }
 }
@@ -143,6 +159,9 @@ pub enum PresetOutput {
     /// One probability per input and label (zero-shot classification), each row summing
     /// to 1.
     Probabilities(Vec<Vec<f32>>),
+    /// One score per document (reranking), in input order: the model's logit through the
+    /// activation its files name (sigmoid, or none for raw logits).
+    Scores(Vec<f32>),
     /// The model's named outputs, one map per model call (batch), in input order: for
     /// presets whose results are the model's own tensors (detection, depth maps, scene
     /// logits), plus what the preset adds to map them back (see each preset).
@@ -150,11 +169,13 @@ pub enum PresetOutput {
 }
 
 impl PresetOutput {
-    /// The rows of vectors or probabilities (empty for tensors).
+    /// The rows of vectors or probabilities, a one-value row per score (empty for
+    /// tensors).
     #[must_use]
     pub fn into_rows(self) -> Vec<Vec<f32>> {
         match self {
             Self::Vectors(rows) | Self::Probabilities(rows) => rows,
+            Self::Scores(scores) => scores.into_iter().map(|s| vec![s]).collect(),
             Self::Tensors(_) => Vec::new(),
         }
     }

@@ -37,7 +37,7 @@ pub use crate::error::PresetError;
 pub use crate::input::{ImageInput, InputKind, PresetInputs, PresetOutput};
 pub use crate::pixels::ImagePixels;
 pub use crate::registry::{PresetStatus, load, status};
-pub use crate::text::{Pooling, SentenceEmbedding, SentenceEmbeddingConfig};
+pub use crate::text::{CrossEncoder, Pooling, SentenceEmbedding, SentenceEmbeddingConfig};
 
 /// A batch of inputs made into the tensors a model takes, plus what the preset needs to
 /// read the model's outputs back (an attention mask, the number of images…).
@@ -93,6 +93,29 @@ pub trait Preset: Send + Sync + fmt::Debug {
         true
     }
 
+    /// The name of the prompt this preset prepends to texts: the model's default prompt,
+    /// or the one chosen with [`Self::with_prompt`]; `None` when it prepends none by name.
+    fn prompt_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// This preset as it runs with the model's prompt `name` (E5's `query` or `passage`):
+    /// the same settings, that prompt prepended to every text, and a preprocess signature
+    /// that names it.
+    ///
+    /// # Errors
+    /// `invalid_input` (reason `unknown_prompt`) when the model defines no such prompt or
+    /// the preset takes none.
+    fn with_prompt(&self, name: &str) -> Result<Box<dyn Preset + '_>, PresetError> {
+        Err(PresetError::input(
+            "unknown_prompt",
+            format!(
+                "preset {} takes no prompt (asked for {name:?}); call without a prompt name",
+                self.name()
+            ),
+        ))
+    }
+
     /// Makes one batch (at most [`Self::batch_size`] inputs) into the model's tensors.
     ///
     /// # Errors
@@ -127,6 +150,7 @@ pub trait Preset: Send + Sync + fmt::Debug {
         }
         let mut rows = Vec::with_capacity(inputs.len());
         let mut batches = Vec::new();
+        let mut scores = Vec::new();
         let mut probabilities = false;
         let step = self.batch_size().max(1);
         let mut start = 0;
@@ -140,12 +164,15 @@ pub trait Preset: Send + Sync + fmt::Debug {
                     probabilities = true;
                     rows.extend(p);
                 }
+                PresetOutput::Scores(s) => scores.extend(s),
                 PresetOutput::Tensors(t) => batches.extend(t),
             }
             start = end;
         }
         Ok(if !batches.is_empty() {
             PresetOutput::Tensors(batches)
+        } else if !scores.is_empty() {
+            PresetOutput::Scores(scores)
         } else if probabilities {
             PresetOutput::Probabilities(rows)
         } else {
@@ -160,6 +187,7 @@ pub fn refused(preset: &str, kind: InputKind) -> PresetError {
     let reason = match kind {
         InputKind::Texts => "texts_unsupported",
         InputKind::Images | InputKind::ImagesWithLabels => "images_unsupported",
+        InputKind::QueryWithDocuments => "rerank_unsupported",
     };
     PresetError::input(
         reason,

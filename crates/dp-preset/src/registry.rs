@@ -7,7 +7,7 @@
 use dp_spec::{ModelSpec, VerifiedArtifacts};
 
 use crate::error::PresetError;
-use crate::{ImageClip, ImagePixels, Preset, SentenceEmbedding};
+use crate::{CrossEncoder, ImageClip, ImagePixels, Preset, SentenceEmbedding};
 
 /// Builds a preset from a spec and the model's verified files.
 type Constructor = fn(&ModelSpec, &VerifiedArtifacts) -> Result<Box<dyn Preset>, PresetError>;
@@ -36,6 +36,10 @@ const REGISTRY: &[Entry] = &[
     Entry {
         name: crate::pixels::IMAGE_LETTERBOX,
         build: Some(|spec, artifacts| Ok(Box::new(ImagePixels::letterbox(spec, artifacts)?))),
+    },
+    Entry {
+        name: crate::text::CROSS_ENCODER,
+        build: Some(|spec, artifacts| Ok(Box::new(CrossEncoder::from_spec(spec, artifacts)?))),
     },
     Entry {
         name: "audio_log_mel",

@@ -100,7 +100,20 @@ pub(crate) fn model_type(file: &ModelFile) -> Result<Option<String>, CandleError
     Ok(head.model_type)
 }
 
-/// The fields of a Hugging Face BERT `config.json` the encoder needs.
+/// The `model_type`s this provider runs, for error messages.
+pub(crate) const SUPPORTED_MODEL_TYPES: &str = "bert, roberta, xlm-roberta, clip";
+
+/// The error for a `model_type` this provider does not run.
+pub(crate) fn unsupported_model_type(file: &Path, model_type: &str) -> CandleError {
+    CandleError::UnsupportedArchitecture {
+        file: file.to_path_buf(),
+        model_type: model_type.to_owned(),
+        supported: SUPPORTED_MODEL_TYPES,
+    }
+}
+
+/// The fields of a Hugging Face BERT-family `config.json` (BERT, RoBERTa, XLM-RoBERTa) the
+/// encoder and its optional classification head need.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct BertConfig {
     /// Rows of the word embedding table.
@@ -116,7 +129,8 @@ pub(crate) struct BertConfig {
     /// The feed-forward activation.
     #[serde(default = "default_act")]
     pub(crate) hidden_act: String,
-    /// Rows of the position embedding table: the longest sequence the model takes.
+    /// Rows of the position embedding table (for RoBERTa this includes the
+    /// `pad_token_id + 1` rows below the first real position).
     pub(crate) max_position_embeddings: usize,
     /// Rows of the token type table.
     #[serde(default = "default_type_vocab")]
@@ -130,6 +144,19 @@ pub(crate) struct BertConfig {
     /// The architecture family.
     #[serde(default)]
     pub(crate) model_type: Option<String>,
+    /// The padding token: RoBERTa-family position ids count from it.
+    #[serde(default)]
+    pub(crate) pad_token_id: Option<usize>,
+    /// The classes the checkpoint was saved from (`BertModel`,
+    /// `XLMRobertaForSequenceClassification`, …): they pick the head.
+    #[serde(default)]
+    pub(crate) architectures: Option<Vec<String>>,
+    /// The classifier's labels; their count is the number of logits.
+    #[serde(default)]
+    pub(crate) id2label: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The number of logits, when `id2label` is absent.
+    #[serde(default)]
+    pub(crate) num_labels: Option<usize>,
 }
 
 fn default_act() -> String {
@@ -145,6 +172,12 @@ fn default_position_embedding_type() -> String {
     "absolute".into()
 }
 
+/// The label count Hugging Face gives a classifier whose config names none.
+const DEFAULT_NUM_LABELS: usize = 2;
+
+/// `pad_token_id` when a RoBERTa config names none (Hugging Face's `RobertaConfig` default).
+const DEFAULT_ROBERTA_PAD: usize = 1;
+
 /// The feed-forward activations BERT checkpoints use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
@@ -154,6 +187,44 @@ pub(crate) enum Activation {
     GeluTanh,
     /// ReLU.
     Relu,
+}
+
+/// The two weight layouts of the BERT family: they differ in tensor prefixes, position ids
+/// and the classification head, not in the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// `model_type` `bert` (or none): positions `0..seq`; `bert.` prefix in task heads;
+    /// classification through the pooler (`bert.pooler.dense`) and `classifier`.
+    Bert,
+    /// `model_type` `roberta` or `xlm-roberta`: positions offset past `pad_token_id`;
+    /// `roberta.` prefix in task heads; classification through `classifier.dense` and
+    /// `classifier.out_proj`, with no pooler.
+    Roberta,
+}
+
+/// How the encoder numbers positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Positions {
+    /// BERT: token `i` of every row is at position `i`, padding included.
+    Absolute,
+    /// RoBERTa: real tokens (ids other than `padding_idx`) are at `padding_idx + 1`,
+    /// `padding_idx + 2`, … in order; padding tokens are at `padding_idx`.
+    Roberta {
+        /// `pad_token_id`.
+        padding_idx: u32,
+    },
+}
+
+/// What the model returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The encoder alone: the last hidden state.
+    Encoder,
+    /// A `…ForSequenceClassification` head (a cross-encoder): one logit per label.
+    SequenceClassification {
+        /// Logits per row.
+        num_labels: usize,
+    },
 }
 
 impl BertConfig {
@@ -168,16 +239,9 @@ impl BertConfig {
     }
 
     fn check(&self, path: &Path) -> Result<(), CandleError> {
-        if let Some(model_type) = &self.model_type
-            && model_type != "bert"
-        {
-            return Err(CandleError::malformed(
-                path,
-                format!(
-                    "model_type '{model_type}' is not supported (supported: bert, clip; RoBERTa-style position offsets are not implemented)"
-                ),
-            ));
-        }
+        let family = Self::family_of(self.model_type.as_deref()).ok_or_else(|| {
+            unsupported_model_type(path, self.model_type.as_deref().unwrap_or_default())
+        })?;
         if self.position_embedding_type != "absolute" {
             return Err(CandleError::malformed(
                 path,
@@ -195,6 +259,7 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
+            ("num_labels", self.num_labels.unwrap_or(1)),
         ];
         // Bounds keep a hostile config from asking for absurd allocations before the
         // weights are even compared with it.
@@ -218,7 +283,106 @@ impl BertConfig {
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(CandleError::malformed(path, "layer_norm_eps must be > 0"));
         }
+        if family == Family::Roberta {
+            let pad = self.pad_token_id.unwrap_or(DEFAULT_ROBERTA_PAD);
+            // Real tokens start at pad + 1: the table needs at least that row.
+            if pad + 1 >= self.max_position_embeddings {
+                return Err(CandleError::malformed(
+                    path,
+                    format!(
+                        "pad_token_id {pad} leaves no position for a real token in \
+                         max_position_embeddings {} (RoBERTa positions start at \
+                         pad_token_id + 1)",
+                        self.max_position_embeddings
+                    ),
+                ));
+            }
+        }
+        if let (Some(labels), Some(count)) = (&self.id2label, self.num_labels)
+            && labels.len() != count
+        {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "id2label has {} labels but num_labels is {count}; make them agree",
+                    labels.len()
+                ),
+            ));
+        }
+        if let Head::SequenceClassification { num_labels } = self.head()
+            && !(1..=1 << 24).contains(&num_labels)
+        {
+            return Err(CandleError::malformed(
+                path,
+                format!(
+                    "id2label has {num_labels} labels; a sequence classifier needs                      1..=16777216"
+                ),
+            ));
+        }
         self.activation(path).map(|_| ())
+    }
+
+    /// The family of a `model_type`, `None` when it is not one of the BERT family's.
+    fn family_of(model_type: Option<&str>) -> Option<Family> {
+        match model_type {
+            None | Some("bert") => Some(Family::Bert),
+            Some("roberta" | "xlm-roberta") => Some(Family::Roberta),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether `model_type` names a BERT-family encoder this config type reads.
+    pub(crate) fn is_bert_family(model_type: Option<&str>) -> bool {
+        Self::family_of(model_type).is_some()
+    }
+
+    /// The weight layout (checked by [`Self::read`]).
+    pub(crate) fn family(&self) -> Family {
+        Self::family_of(self.model_type.as_deref()).unwrap_or(Family::Bert)
+    }
+
+    /// How positions are numbered.
+    pub(crate) fn positions(&self) -> Positions {
+        match self.family() {
+            Family::Bert => Positions::Absolute,
+            Family::Roberta => Positions::Roberta {
+                // Below max_position_embeddings (checked), itself at most 2^24.
+                padding_idx: u32::try_from(self.pad_token_id.unwrap_or(DEFAULT_ROBERTA_PAD))
+                    .unwrap_or(u32::MAX),
+            },
+        }
+    }
+
+    /// The longest sequence the model takes: every position embedding for BERT, those past
+    /// `pad_token_id` for RoBERTa.
+    pub(crate) fn max_sequence(&self) -> usize {
+        match self.positions() {
+            Positions::Absolute => self.max_position_embeddings,
+            Positions::Roberta { padding_idx } => self
+                .max_position_embeddings
+                .saturating_sub(padding_idx as usize + 1),
+        }
+    }
+
+    /// The head: sequence classification when `architectures` names a
+    /// `…ForSequenceClassification` class (as cross-encoders are saved), else the encoder.
+    pub(crate) fn head(&self) -> Head {
+        let classifies = self
+            .architectures
+            .iter()
+            .flatten()
+            .any(|a| a.ends_with("ForSequenceClassification"));
+        if !classifies {
+            return Head::Encoder;
+        }
+        // Hugging Face derives num_labels from id2label, which save_pretrained writes.
+        let num_labels = self
+            .id2label
+            .as_ref()
+            .map(serde_json::Map::len)
+            .or(self.num_labels)
+            .unwrap_or(DEFAULT_NUM_LABELS);
+        Head::SequenceClassification { num_labels }
     }
 
     /// The feed-forward activation.

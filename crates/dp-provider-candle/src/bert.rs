@@ -1,5 +1,9 @@
-//! A BERT encoder (embeddings and transformer layers) on candle tensors, returning the
-//! last hidden state.
+//! A BERT-family encoder (embeddings and transformer layers) on candle tensors, returning
+//! the last hidden state or, for cross-encoders, a sequence-classification head's logits.
+//!
+//! BERT and (XLM-)RoBERTa share the encoder; they differ only in how positions are numbered
+//! ([`Positions`]), the tensor prefix of task checkpoints (`bert.` / `roberta.`) and the
+//! classification head ([`Family`]).
 //!
 //! Written here rather than taken from `candle-transformers` so that every weight is
 //! checked against `config.json` with an error naming the file (instead of a panic or a
@@ -11,7 +15,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
-use crate::artifacts::{Activation, BertConfig, check_tensor};
+use crate::artifacts::{Activation, BertConfig, Family, Head, Positions, check_tensor};
 use crate::error::CandleError;
 
 /// Where a weight tensor comes from and what it must look like.
@@ -20,7 +24,8 @@ struct WeightSource<'a> {
     tensors: &'a SafeTensors<'a>,
     /// The file, for error messages.
     file: &'a Path,
-    /// `""` or `"bert."`: checkpoints saved from `BertModel` or from a task head.
+    /// `""`, `"bert."` or `"roberta."`: checkpoints saved from the bare model or from a task
+    /// head.
     prefix: &'static str,
     /// The dtype the model runs at.
     dtype: DType,
@@ -165,13 +170,37 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
-/// The encoder.
+/// A sequence-classification head: `out_proj(tanh(dense(h[:, 0])))` on the first token's
+/// hidden state. BERT's is its pooler (`pooler.dense`) followed by `classifier`;
+/// RoBERTa's is `classifier.dense` followed by `classifier.out_proj`: the same computation
+/// under other names.
+struct Classifier {
+    /// `[hidden, hidden]`, followed by tanh.
+    dense: Linear,
+    /// `[num_labels, hidden]`.
+    out_proj: Linear,
+    /// Logits per row.
+    num_labels: usize,
+}
+
+impl Classifier {
+    /// `x`: the last hidden state `[batch * seq, hidden]` → logits `[batch, num_labels]`.
+    fn forward(&self, x: &Tensor, b: usize, s: usize, h: usize) -> Result<Tensor, CandleError> {
+        let first = x.reshape((b, s, h))?.narrow(1, 0, 1)?.reshape((b, h))?;
+        let pooled = self.dense.forward(&first)?.tanh()?;
+        self.out_proj.forward(&pooled)
+    }
+}
+
+/// The encoder, with its classification head if the checkpoint has one.
 pub(crate) struct Bert {
     word_embeddings: Tensor,
     position_embeddings: Tensor,
     token_type_embeddings: Tensor,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
+    positions: Positions,
+    classifier: Option<Classifier>,
     activation: Activation,
     heads: usize,
     hidden: usize,
@@ -208,7 +237,7 @@ impl Bert {
     ) -> Result<Self, CandleError> {
         // Check everything first, so a broken file fails before any weight is copied.
         check_tensors(config, tensors, weights_path)?;
-        let prefix = tensor_prefix(tensors);
+        let prefix = tensor_prefix(config, tensors);
         let src = WeightSource {
             tensors,
             file: weights_path,
@@ -259,12 +288,27 @@ impl Bert {
                 output_norm: LayerNorm::load(&src, &format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
+        let classifier = match config.head() {
+            Head::Encoder => None,
+            Head::SequenceClassification { num_labels } => {
+                // The head's own tensors carry no prefix; BERT's pooler is the encoder's.
+                let head = WeightSource { prefix: "", ..src };
+                let [dense, out] = head_names(config.family(), prefix);
+                Some(Classifier {
+                    dense: Linear::load(&head, &dense, h, h)?,
+                    out_proj: Linear::load(&head, &out, num_labels, h)?,
+                    num_labels,
+                })
+            }
+        };
         Ok(Self {
             word_embeddings,
             position_embeddings,
             token_type_embeddings,
             embeddings_norm,
             layers,
+            positions: config.positions(),
+            classifier,
             activation: config.activation(config_path)?,
             heads: config.num_attention_heads,
             hidden: h,
@@ -272,7 +316,7 @@ impl Bert {
             device: device.clone(),
             vocab_size: config.vocab_size,
             type_vocab_size: config.type_vocab_size,
-            max_positions: config.max_position_embeddings,
+            max_positions: config.max_sequence(),
         })
     }
 
@@ -286,29 +330,59 @@ impl Bert {
         self.type_vocab_size
     }
 
-    /// The longest sequence the model takes.
+    /// The longest sequence the model takes (for RoBERTa, fewer than its position table's
+    /// rows: the first `pad_token_id + 1` are never a real token's).
     pub(crate) const fn max_positions(&self) -> usize {
         self.max_positions
     }
 
-    /// Width of the hidden states.
-    pub(crate) const fn hidden(&self) -> usize {
-        self.hidden
+    /// Logits per row when the model has a sequence-classification head.
+    pub(crate) fn num_labels(&self) -> Option<usize> {
+        self.classifier.as_ref().map(|c| c.num_labels)
     }
 
-    /// Runs the encoder; returns the last hidden state `[batch, seq, hidden]` as f32.
+    /// The shape of [`Self::forward`]'s output for `batch` rows of `seq` tokens:
+    /// `[batch, seq, hidden]` for the encoder, `[batch, num_labels]` for a classifier.
+    pub(crate) fn output_shape(&self, batch: usize, seq: usize) -> Vec<usize> {
+        match self.num_labels() {
+            None => vec![batch, seq, self.hidden],
+            Some(labels) => vec![batch, labels],
+        }
+    }
+
+    /// Runs the model; returns the last hidden state `[batch, seq, hidden]`, or the
+    /// classifier's logits `[batch, num_labels]`, as f32 (see [`Self::output_shape`]).
     pub(crate) fn forward(&self, input: &EncoderInput) -> Result<Vec<f32>, CandleError> {
+        let (b, s, h) = (input.batch, input.seq, self.hidden);
+        let x = self.encode(input)?;
+        let out = match &self.classifier {
+            None => x,
+            Some(classifier) => classifier.forward(&x, b, s, h)?,
+        };
+        Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The last hidden state `[batch * seq, hidden]`, at the model's dtype.
+    fn encode(&self, input: &EncoderInput) -> Result<Tensor, CandleError> {
         let (b, s, h) = (input.batch, input.seq, self.hidden);
         let dev = &self.device;
         let ids = Tensor::from_slice(&input.input_ids, b * s, dev)?;
         let types = Tensor::from_slice(&input.token_type_ids, b * s, dev)?;
         let words = self.word_embeddings.index_select(&ids, 0)?;
         let segments = self.token_type_embeddings.index_select(&types, 0)?;
-        let positions = self.position_embeddings.narrow(0, 0, s)?;
-        let embedded = (words + segments)?
-            .reshape((b, s, h))?
-            .broadcast_add(&positions)?
-            .reshape((b * s, h))?;
+        let tokens = (words + segments)?;
+        let embedded = match self.positions {
+            // Every row has the same positions: one broadcast add.
+            Positions::Absolute => tokens
+                .reshape((b, s, h))?
+                .broadcast_add(&self.position_embeddings.narrow(0, 0, s)?)?
+                .reshape((b * s, h))?,
+            Positions::Roberta { padding_idx } => {
+                let positions = roberta_position_ids(&input.input_ids, s, padding_idx);
+                let positions = Tensor::from_vec(positions, b * s, dev)?;
+                (tokens + self.position_embeddings.index_select(&positions, 0)?)?
+            }
+        };
         let mut x = self.embeddings_norm.forward(&embedded)?;
 
         // Additive mask, kept in f32 with softmax: padded keys get a large negative score,
@@ -322,7 +396,7 @@ impl Bert {
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &bias, b, s)?;
         }
-        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(x)
     }
 
     fn layer_forward(
@@ -366,17 +440,56 @@ impl Bert {
     }
 }
 
-/// `""` or `"bert."`: the name prefix of the checkpoint's tensors.
-fn tensor_prefix(tensors: &SafeTensors<'_>) -> &'static str {
+/// RoBERTa's position ids for `[batch, seq]` token ids, as Hugging Face's
+/// `create_position_ids_from_input_ids` computes them: `padding_idx + cumsum(id !=
+/// padding_idx) * (id != padding_idx)` along each row. Real tokens are numbered from
+/// `padding_idx + 1` wherever padding sits, so a text gets the same positions alone or
+/// padded in a batch; padding tokens all get `padding_idx`.
+pub(crate) fn roberta_position_ids(input_ids: &[u32], seq: usize, padding_idx: u32) -> Vec<u32> {
+    let mut out = Vec::with_capacity(input_ids.len());
+    for row in input_ids.chunks(seq.max(1)) {
+        let mut real = 0;
+        for &id in row {
+            if id == padding_idx {
+                out.push(padding_idx);
+            } else {
+                real += 1;
+                // At most padding_idx + seq, below the position table's rows (checked
+                // against max_sequence before a forward pass).
+                out.push(padding_idx.saturating_add(real));
+            }
+        }
+    }
+    out
+}
+
+/// The name prefix of the encoder's tensors: `""` (the bare model, as sentence-transformers
+/// saves it) or the family's task-head prefix, `"bert."` or `"roberta."`.
+fn tensor_prefix(config: &BertConfig, tensors: &SafeTensors<'_>) -> &'static str {
     if tensors.tensor("embeddings.word_embeddings.weight").is_ok() {
         ""
     } else {
-        "bert."
+        match config.family() {
+            Family::Bert => "bert.",
+            Family::Roberta => "roberta.",
+        }
     }
 }
 
-/// Every tensor the encoder reads, with the shape `config.json` implies.
-fn expected_tensors(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
+/// The full names of a classification head's two dense layers (without `.weight`/`.bias`):
+/// the tanh layer, then the output projection.
+fn head_names(family: Family, prefix: &str) -> [String; 2] {
+    match family {
+        Family::Bert => [format!("{prefix}pooler.dense"), "classifier".to_owned()],
+        Family::Roberta => [
+            "classifier.dense".to_owned(),
+            "classifier.out_proj".to_owned(),
+        ],
+    }
+}
+
+/// Every tensor the model reads, with its full name and the shape `config.json` implies.
+fn expected_tensors(config: &BertConfig, prefix: &str) -> Vec<(String, Vec<usize>)> {
     let h = config.hidden_size;
     let i = config.intermediate_size;
     let mut out = vec![
@@ -413,19 +526,29 @@ fn expected_tensors(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
             out.push((format!("{p}.{norm}.bias"), vec![h]));
         }
     }
+    for (name, _) in &mut out {
+        name.insert_str(0, prefix);
+    }
+    if let Head::SequenceClassification { num_labels } = config.head() {
+        let [dense, out_proj] = head_names(config.family(), prefix);
+        out.push((format!("{dense}.weight"), vec![h, h]));
+        out.push((format!("{dense}.bias"), vec![h]));
+        out.push((format!("{out_proj}.weight"), vec![num_labels, h]));
+        out.push((format!("{out_proj}.bias"), vec![num_labels]));
+    }
     out
 }
 
-/// Checks that every tensor the encoder reads is present with the right shape and a float
+/// Checks that every tensor the model reads is present with the right shape and a float
 /// dtype, without copying any of them.
 pub(crate) fn check_tensors(
     config: &BertConfig,
     tensors: &SafeTensors<'_>,
     file: &Path,
 ) -> Result<(), CandleError> {
-    let prefix = tensor_prefix(tensors);
-    for (name, shape) in expected_tensors(config) {
-        check_tensor(tensors, &format!("{prefix}{name}"), &shape, file)?;
+    let prefix = tensor_prefix(config, tensors);
+    for (name, shape) in expected_tensors(config, prefix) {
+        check_tensor(tensors, &name, &shape, file)?;
     }
     Ok(())
 }

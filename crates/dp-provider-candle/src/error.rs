@@ -22,6 +22,20 @@ pub enum CandleError {
         /// What is wrong with it.
         problem: String,
     },
+    /// `config.json` names an architecture this provider does not run.
+    #[error(
+        "{file}: model_type '{model_type}' is not an architecture the candle provider runs \
+         (supported: {supported}); serve this model with engine onnx (an exported graph) or \
+         through Triton, or fix model_type if the file is wrong"
+    )]
+    UnsupportedArchitecture {
+        /// The `config.json`.
+        file: PathBuf,
+        /// The `model_type` it names (empty when absent).
+        model_type: String,
+        /// The architectures this build runs.
+        supported: &'static str,
+    },
     /// The spec does not say where the weights are.
     #[error(
         "spec '{model}' lists no .safetensors file (or folder holding model.safetensors) in local_artifacts"
@@ -74,6 +88,7 @@ impl CandleError {
             // A broken artifact makes the spec unusable as written; digest verification
             // (done by the manager before loading) catches altered bytes earlier.
             Self::Malformed { .. }
+            | Self::UnsupportedArchitecture { .. }
             | Self::NoWeightsArtifact { .. }
             | Self::SchemaMismatch { .. } => ErrorCode::InvalidSpec,
             Self::DeviceUnavailable(_) | Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
@@ -89,6 +104,13 @@ impl From<CandleError> for ModelError {
         match &err {
             CandleError::FileMissing { file } | CandleError::Malformed { file, .. } => {
                 model_error = model_error.with_detail("file", file.display().to_string());
+            }
+            CandleError::UnsupportedArchitecture {
+                file, model_type, ..
+            } => {
+                model_error = model_error
+                    .with_detail("file", file.display().to_string())
+                    .with_detail("model_type", model_type.as_str());
             }
             CandleError::NoWeightsArtifact { model }
             | CandleError::SchemaMismatch { model, .. } => {

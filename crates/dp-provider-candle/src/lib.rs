@@ -1,9 +1,15 @@
 //! `dp-provider-candle` implements [`dp_spec::ModelProvider`] for `runtime: inprocess`,
 //! `engine: candle`, on named tensors, dispatching on `config.json`'s `model_type`:
 //!
-//! - `bert` (or none): BERT-family encoders saved in the sentence-transformers layout
-//!   (`config.json`, `model.safetensors`, `modules.json`):
-//!   `input_ids`, `attention_mask`, `token_type_ids` → `last_hidden_state`;
+//! - `bert` (or none), `roberta`, `xlm-roberta`: BERT-family encoders (RoBERTa's differ
+//!   in their position ids) saved in the sentence-transformers layout (`config.json`,
+//!   `model.safetensors`, `modules.json`): `input_ids`, `attention_mask`,
+//!   `token_type_ids` (optional, zeros when absent) → `last_hidden_state`
+//!   `[batch, seq, hidden]`;
+//! - the same with a sequence-classification head, when `config.json`'s `architectures`
+//!   names a `…ForSequenceClassification` class (cross-encoders, saved by Hugging Face,
+//!   without `modules.json`): the same inputs → `logits` `[batch, num_labels]`, raw (the
+//!   preset applies any activation);
 //! - `clip`: CLIP in the Hugging Face layout (`config.json`, `model.safetensors`), on
 //!   candle-transformers' towers: `pixel_values` → `image_embeds`, `input_ids`
 //!   (+ `attention_mask`) → `text_embeds`, and `logit_scale` with either (see
@@ -34,19 +40,23 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device};
+use dp_spec::TensorDType;
 use dp_spec::tensor_names::{ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS};
 use dp_spec::{
     LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, Precision,
     ResolvedDevice, Tensor, TensorData, VerifiedArtifacts, provider_serves,
 };
 
-use crate::artifacts::{BertConfig, ModelFiles, Weights, check_modules, model_type};
+use crate::artifacts::{
+    BertConfig, Head, ModelFiles, Weights, check_modules, model_type, unsupported_model_type,
+};
 use crate::bert::{Bert, EncoderInput};
 use crate::clip::{Clip, ClipConfig};
 pub use crate::error::CandleError;
 
-/// The output tensor name of text encoders (defined once, in dp-spec).
-pub use dp_spec::tensor_names::LAST_HIDDEN_STATE;
+/// The output tensor names of text encoders and of sequence classifiers (defined once, in
+/// dp-spec).
+pub use dp_spec::tensor_names::{LAST_HIDDEN_STATE, LOGITS};
 
 /// Settings of a [`CandleProvider`].
 #[derive(Debug, Clone, Default)]
@@ -133,24 +143,25 @@ impl CandleProvider {
     ) -> Result<(ModelFiles, Architecture, Weights), CandleError> {
         let files = ModelFiles::locate(spec, artifacts)?;
         let architecture = match model_type(&files.config)?.as_deref() {
-            None | Some("bert") => {
-                if let Some(file) = &files.modules_missing {
-                    return Err(CandleError::FileMissing { file: file.clone() });
-                }
+            Some("clip") => Architecture::Clip(ClipConfig::read(&files.config)?),
+            kind if BertConfig::is_bert_family(kind) => {
                 let config = BertConfig::read(&files.config)?;
-                if let Some(modules) = &files.modules {
-                    check_modules(modules)?;
+                // Only sentence-transformers encoders have a module list; cross-encoders
+                // are saved by Hugging Face without one, and the provider runs their head.
+                if config.head() == Head::Encoder {
+                    if let Some(file) = &files.modules_missing {
+                        return Err(CandleError::FileMissing { file: file.clone() });
+                    }
+                    if let Some(modules) = &files.modules {
+                        check_modules(modules)?;
+                    }
                 }
                 Architecture::Bert(config)
             }
-            Some("clip") => Architecture::Clip(ClipConfig::read(&files.config)?),
-            Some(other) => {
-                return Err(CandleError::malformed(
+            other => {
+                return Err(unsupported_model_type(
                     &files.config.path,
-                    format!(
-                        "model_type '{other}' is not supported (supported: bert, clip; \
-                         RoBERTa-style position offsets are not implemented)"
-                    ),
+                    other.unwrap_or_default(),
                 ));
             }
         };
@@ -159,9 +170,48 @@ impl CandleProvider {
     }
 }
 
+/// Checks a sequence classifier's spec `output_schema` against what it returns: `logits`
+/// only, fp32 `[batch, num_labels]` (`-1` in the spec is any size). Encoders are not
+/// checked here: they return their single declared output.
+fn check_classifier_schema(config: &BertConfig, spec: &ModelSpec) -> Result<(), CandleError> {
+    let Head::SequenceClassification { num_labels } = config.head() else {
+        return Ok(());
+    };
+    let mismatch = |problem: String| CandleError::SchemaMismatch {
+        model: spec.model_name.clone(),
+        problem,
+    };
+    let labels = i64::try_from(num_labels).unwrap_or(i64::MAX);
+    for tensor in &spec.output_schema {
+        if tensor.name != LOGITS {
+            return Err(mismatch(format!(
+                "output_schema declares '{}', but a sequence classifier (config.json's \
+                 architectures) returns only '{LOGITS}'",
+                tensor.name
+            )));
+        }
+        if tensor.dtype != TensorDType::Fp32 {
+            return Err(mismatch(format!(
+                "output '{LOGITS}' is {:?} in the spec, but the model's is Fp32",
+                tensor.dtype
+            )));
+        }
+        let fits = matches!(tensor.shape.as_slice(), [_, n] if *n < 0 || *n == labels);
+        if !fits {
+            return Err(mismatch(format!(
+                "output '{LOGITS}' has shape {:?} in the spec, but config.json implies \
+                 [-1, {num_labels}] (-1 = dynamic)",
+                tensor.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The architectures this provider runs, from `config.json`'s `model_type`.
 enum Architecture {
-    /// A BERT-family text encoder (sentence-transformers layout).
+    /// A BERT-family text encoder (sentence-transformers layout), or a cross-encoder
+    /// (Hugging Face `…ForSequenceClassification` layout).
     Bert(BertConfig),
     /// CLIP (Hugging Face `CLIPModel` layout).
     Clip(ClipConfig),
@@ -216,7 +266,10 @@ impl ModelProvider for CandleProvider {
         // Check every tensor's name and shape without copying any weights.
         let view = weights.view()?;
         match &architecture {
-            Architecture::Bert(config) => bert::check_tensors(config, &view, weights.path())?,
+            Architecture::Bert(config) => {
+                check_classifier_schema(config, spec)?;
+                bert::check_tensors(config, &view, weights.path())?;
+            }
             Architecture::Clip(config) => {
                 clip::check_schema(config, spec)?;
                 clip::check_tensors(config, &view, weights.path())?;
@@ -240,6 +293,7 @@ impl ModelProvider for CandleProvider {
                 return Ok(Box::new(ClipModel { clip, pool }));
             }
         };
+        check_classifier_schema(&config, request.spec)?;
         let view = weights.view()?;
         // Converting weights (fp16/bf16) is parallel work: do it on the provider's threads.
         let bert = pool.install(|| {
@@ -252,9 +306,11 @@ impl ModelProvider for CandleProvider {
                 &device,
             )
         })?;
-        let output_name = match request.spec.output_schema.as_slice() {
-            [only] => only.name.clone(),
-            _ => LAST_HIDDEN_STATE.to_owned(),
+        let output_name = match (config.head(), request.spec.output_schema.as_slice()) {
+            // The schema was checked to name nothing else.
+            (Head::SequenceClassification { .. }, _) => LOGITS.to_owned(),
+            (Head::Encoder, [only]) => only.name.clone(),
+            (Head::Encoder, _) => LAST_HIDDEN_STATE.to_owned(),
         };
         Ok(Box::new(CandleModel {
             bert,
@@ -264,7 +320,7 @@ impl ModelProvider for CandleProvider {
     }
 }
 
-/// A loaded encoder.
+/// A loaded BERT-family model (encoder, or encoder and classifier).
 struct CandleModel {
     bert: Bert,
     pool: Arc<rayon::ThreadPool>,
@@ -274,13 +330,23 @@ struct CandleModel {
 impl LoadedModel for CandleModel {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
         let input = self.encoder_input(inputs)?;
-        let (batch, seq, hidden) = (input.batch, input.seq, self.bert.hidden());
-        let values = if batch == 0 || seq == 0 {
+        let (batch, seq) = (input.batch, input.seq);
+        let values = if batch == 0 {
+            Vec::new()
+        } else if seq == 0 {
+            if self.bert.num_labels().is_some() {
+                // The head reads the first token's state: there is none to read.
+                return Err(CandleError::InvalidInput(format!(
+                    "{INPUT_IDS} has no tokens ([{batch}, 0]); a sequence classifier needs at \
+                     least one token per row"
+                ))
+                .into());
+            }
             Vec::new()
         } else {
             self.pool.install(|| self.bert.forward(&input))?
         };
-        let output = Tensor::new(vec![batch, seq, hidden], TensorData::Fp32(values))?;
+        let output = Tensor::new(self.bert.output_shape(batch, seq), TensorData::Fp32(values))?;
         Ok(NamedTensors::from([(self.output_name.clone(), output)]))
     }
 }

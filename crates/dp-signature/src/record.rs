@@ -60,6 +60,10 @@ pub struct ModelsUsedEntry {
     /// `pp1:<16 hex>`: the identity of the preset and its parameters.
     #[schemars(pattern(r"^pp1:[0-9a-f]{16}$"))]
     pub preprocess_signature: String,
+    /// The named prompt the preset prepended to the texts (`query`, `passage`…), when it
+    /// used one; its text is part of `preprocess_signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_name: Option<String>,
     /// The pinned digest of the weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_digest: Option<WeightsDigest>,
@@ -108,6 +112,10 @@ impl ModelsUsedEntry {
             device: resolved.placement,
             preprocess_preset: spec.preprocess_preset.clone(),
             preprocess_signature: preprocess_signature(spec.preprocess_preset.as_deref(), params),
+            prompt_name: params
+                .get("prompt_name")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
             weights_digest: spec.weights_digest,
             artifacts_digest: identity.artifacts_digest,
             model_signature_short: signature.short().to_owned(),

@@ -27,6 +27,9 @@ pub mod tensor_names {
     pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
     /// The encoder's per-token vectors, fp32 `[batch, seq, hidden]`.
     pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+    /// A sequence classifier's raw scores (cross-encoder rerankers), fp32
+    /// `[batch, num_labels]`, before any activation.
+    pub const LOGITS: &str = "logits";
     /// The inputs a text encoder takes, in the order the presets build them.
     pub const TEXT_INPUTS: [&str; 3] = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS];
     /// Images already resized, cropped and normalized, fp32 `[batch, 3, height, width]`.

@@ -320,6 +320,7 @@ pub const PRESET_NAMES: &[&str] = &[
     "image_clip",
     "image_resize_normalize",
     "image_letterbox",
+    "cross_encoder",
     "audio_log_mel",
     "audio_waveform",
     "optical_flow_pair",

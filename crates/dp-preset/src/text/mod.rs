@@ -7,8 +7,14 @@
 //! 2. the provider runs the model on `input_ids`, `attention_mask` and `token_type_ids`
 //!    (int64, `[batch, seq]`; only those the spec's `input_schema` names, when it names
 //!    any) and returns `last_hidden_state` (fp32, `[batch, seq, hidden]`);
-//! 3. pooling over the real (unpadded) tokens: `mean`, `cls` or `max`;
+//! 3. pooling over the real (unpadded) tokens: `mean`, `cls`, `max` or `last_token`;
 //! 4. L2 normalization, when asked.
+//!
+//! Named prompts (sentence-transformers' `prompts` in `config_sentence_transformers.json`,
+//! plus any the spec's `preprocess_params.prompts` adds) are prepended to the texts of a
+//! call that names one ([`Preset::with_prompt`]), or the default prompt
+//! (`default_prompt_name`) when it names none; the prompt used is part of the preprocess
+//! signature.
 //!
 //! Each setting comes from `preprocess_params` when the spec gives it, otherwise from the
 //! sentence-transformers files listed among the artifacts (`sentence_bert_config.json`
@@ -18,6 +24,7 @@
 //! `invalid_spec`.
 
 mod config;
+pub mod cross_encoder;
 mod pooling;
 mod tokenize;
 
@@ -29,6 +36,7 @@ use dp_spec::{ModelSpec, NamedTensors, Tensor, TensorData, VerifiedArtifacts};
 use serde_json::Value;
 
 pub use self::config::{DEFAULT_MAX_LENGTH, SentenceEmbeddingConfig};
+pub use self::cross_encoder::{CROSS_ENCODER, CrossEncoder, ScoreActivation};
 pub use self::pooling::{Pooling, pool};
 pub use self::tokenize::{TextTokenizer, TokenizedBatch};
 use crate::artifacts::ArtifactFiles;
@@ -44,7 +52,7 @@ pub const SENTENCE_EMBEDDING: &str = "sentence_embedding";
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// Pad tokens tried, in order, when a `tokenizer.json` sets no padding.
-const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<PAD>"];
+pub(crate) const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<PAD>"];
 
 /// The `sentence_embedding` preset of one model: its tokenizer, built once when the model
 /// is loaded, and its pooling settings.
@@ -57,9 +65,7 @@ const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<PAD>"];
 ///   "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
 ///   "decoder":null,"model":{"type":"WordLevel","vocab":{"[PAD]":0,"[UNK]":1,"hello":2,
 ///   "world":3},"unk_token":"[UNK]"}}"#;
-/// let config = SentenceEmbeddingConfig {
-///     max_length: 8, pooling: Pooling::Mean, normalize: true, query_prefix: None,
-/// };
+/// let config = SentenceEmbeddingConfig::new(8, Pooling::Mean, true);
 /// let preset = SentenceEmbedding::from_tokenizer_json(json.as_bytes(), "tokenizer.json", config)?;
 /// let batch = preset.tokenize(&["hello world", "world"])?;
 /// assert_eq!(batch.input_ids, vec![2, 3, 3, 0]);
@@ -141,13 +147,35 @@ impl SentenceEmbedding {
         &self.tokenizer
     }
 
-    /// Tokenizes one batch (with the query prefix): truncated, padded to its longest text.
+    /// Tokenizes one batch (with the default prompt, if any): truncated, padded to its
+    /// longest text.
     ///
     /// # Errors
     /// `invalid_input` when the tokenizer fails on a text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<TokenizedBatch, PresetError> {
-        self.tokenizer
-            .encode(texts, self.config.query_prefix.as_deref())
+        self.tokenizer.encode(texts, self.config.default_prefix())
+    }
+
+    /// Encodes texts with `prefix` prepended to each.
+    fn encode_texts(
+        &self,
+        inputs: PresetInputs<'_>,
+        prefix: Option<&str>,
+    ) -> Result<EncodedBatch, PresetError> {
+        let PresetInputs::Texts(texts) = inputs else {
+            return Err(crate::refused(SENTENCE_EMBEDDING, inputs.kind()));
+        };
+        // s-t prepends an empty prompt as nothing at all.
+        let prefix = prefix.filter(|p| !p.is_empty());
+        let batch = self.tokenizer.encode(texts, prefix)?;
+        Ok(EncodedBatch {
+            tensors: self.tensors(&batch)?,
+            len: batch.batch,
+            context: BatchContext::Text {
+                seq_len: batch.seq_len,
+                attention_mask: batch.attention_mask,
+            },
+        })
     }
 
     /// The named tensors of a batch, as the model takes them.
@@ -211,25 +239,50 @@ impl Preset for SentenceEmbedding {
         kind == InputKind::Texts
     }
 
+    fn prompt_name(&self) -> Option<&str> {
+        self.config.default_prompt_name.as_deref()
+    }
+
+    fn with_prompt(&self, name: &str) -> Result<Box<dyn Preset + '_>, PresetError> {
+        let (name, prompt) = self.config.prompts.get_key_value(name).ok_or_else(|| {
+            PresetError::input(
+                "unknown_prompt",
+                format!(
+                    "unknown prompt name {name:?}: this model's prompts are {}; name one of \
+                     them, or add the prompt to the spec's preprocess_params.prompts",
+                    config::prompt_list(&self.config.prompts)
+                ),
+            )
+        })?;
+        let params = self.config.params_with_prompt(name, prompt);
+        Ok(Box::new(PromptedSentenceEmbedding {
+            base: self,
+            name,
+            prompt,
+            signature: dp_signature::preprocess_signature(Some(SENTENCE_EMBEDDING), &params),
+            params,
+        }))
+    }
+
     fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError> {
-        let PresetInputs::Texts(texts) = inputs else {
-            return Err(crate::refused(SENTENCE_EMBEDDING, inputs.kind()));
-        };
-        let batch = self.tokenize(texts)?;
-        Ok(EncodedBatch {
-            tensors: self.tensors(&batch)?,
-            len: batch.batch,
-            context: BatchContext::Text {
-                seq_len: batch.seq_len,
-                attention_mask: batch.attention_mask,
-            },
-        })
+        self.encode_texts(inputs, self.config.default_prefix())
     }
 
     fn decode(
         &self,
         batch: &EncodedBatch,
         outputs: NamedTensors,
+    ) -> Result<PresetOutput, PresetError> {
+        self.decode_hidden(batch, &outputs)
+    }
+}
+
+impl SentenceEmbedding {
+    /// Pools (and normalizes) the model's `last_hidden_state` for a batch it encoded.
+    fn decode_hidden(
+        &self,
+        batch: &EncodedBatch,
+        outputs: &NamedTensors,
     ) -> Result<PresetOutput, PresetError> {
         let BatchContext::Text {
             seq_len,
@@ -258,6 +311,59 @@ impl Preset for SentenceEmbedding {
             vectors.iter_mut().for_each(|v| l2_normalize(v));
         }
         Ok(PresetOutput::Vectors(vectors))
+    }
+}
+
+/// A [`SentenceEmbedding`] that prepends one of the model's named prompts (see
+/// [`Preset::with_prompt`]); everything else is the model's preset.
+#[derive(Debug)]
+struct PromptedSentenceEmbedding<'a> {
+    base: &'a SentenceEmbedding,
+    name: &'a str,
+    prompt: &'a str,
+    params: BTreeMap<String, Value>,
+    signature: String,
+}
+
+impl Preset for PromptedSentenceEmbedding<'_> {
+    fn name(&self) -> &'static str {
+        SENTENCE_EMBEDDING
+    }
+
+    fn params(&self) -> &BTreeMap<String, Value> {
+        &self.params
+    }
+
+    fn preprocess_signature(&self) -> &str {
+        &self.signature
+    }
+
+    fn batch_size(&self) -> usize {
+        self.base.batch_size
+    }
+
+    fn accepts(&self, kind: InputKind) -> bool {
+        self.base.accepts(kind)
+    }
+
+    fn prompt_name(&self) -> Option<&str> {
+        Some(self.name)
+    }
+
+    fn with_prompt(&self, name: &str) -> Result<Box<dyn Preset + '_>, PresetError> {
+        self.base.with_prompt(name)
+    }
+
+    fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError> {
+        self.base.encode_texts(inputs, Some(self.prompt))
+    }
+
+    fn decode(
+        &self,
+        batch: &EncodedBatch,
+        outputs: NamedTensors,
+    ) -> Result<PresetOutput, PresetError> {
+        self.base.decode_hidden(batch, &outputs)
     }
 }
 

@@ -39,12 +39,7 @@ fn tokenizer_json() -> String {
 }
 
 fn config(max_length: usize, pooling: Pooling, normalize: bool) -> SentenceEmbeddingConfig {
-    SentenceEmbeddingConfig {
-        max_length,
-        pooling,
-        normalize,
-        query_prefix: None,
-    }
+    SentenceEmbeddingConfig::new(max_length, pooling, normalize)
 }
 
 fn preset(max_length: usize) -> SentenceEmbedding {
@@ -341,4 +336,262 @@ fn settings_come_from_params_then_files_and_must_agree() {
         err.details["file"],
         root.join("n/1_Pooling/config.json").display().to_string()
     );
+}
+
+/// The preset of `spec` over the files under `root`, as a load builds it.
+fn preset_from_files<P>(
+    spec: &ModelSpec,
+    root: &Path,
+    build: impl FnOnce(&ModelSpec, &VerifiedArtifacts) -> Result<P, PresetError>,
+) -> Result<P, ModelError> {
+    let opened = dp_digest::open_verified(
+        root,
+        &spec.local_artifacts,
+        &dp_digest::ArtifactPins::default(),
+        &dp_digest::VerifyOptions::default(),
+    )
+    .expect("walk");
+    let artifacts = opened
+        .artifacts
+        .unwrap_or_else(|| VerifiedArtifacts::empty(root));
+    build(spec, &artifacts).map_err(ModelError::from)
+}
+
+#[test]
+fn named_prompts_come_from_the_model_and_each_call_picks_one() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root = root.path();
+    write(root, "e5/tokenizer.json", &tokenizer_json());
+    write(
+        root,
+        "e5/config_sentence_transformers.json",
+        r#"{"prompts": {"query": "the ", "passage": "on "}, "default_prompt_name": null}"#,
+    );
+    let load = |params: Value| {
+        preset_from_files(
+            &spec_with(params, &["e5"]),
+            root,
+            SentenceEmbedding::from_spec,
+        )
+    };
+    let p = load(serde_json::json!({})).expect("loads");
+    assert_eq!(p.prompt_name(), None);
+    let plain = p.encode(PresetInputs::Texts(&["cat"])).expect("encodes");
+    assert_eq!(
+        plain.tensors["input_ids"].data(),
+        &TensorData::Int64(vec![2, 5, 3])
+    );
+
+    // The prompt's text goes before each text, and the signature names it.
+    let query = p.with_prompt("query").expect("known prompt");
+    assert_eq!(query.prompt_name(), Some("query"));
+    let prompted = query
+        .encode(PresetInputs::Texts(&["cat", "mat"]))
+        .expect("encodes");
+    assert_eq!(
+        prompted.tensors["input_ids"].data(),
+        &TensorData::Int64(vec![2, 4, 5, 3, 2, 4, 8, 3])
+    );
+    assert_eq!(query.params()["prompt"], "the ");
+    assert_eq!(query.params()["prompt_name"], "query");
+    let passage = p.with_prompt("passage").expect("known prompt");
+    let signatures = [
+        p.preprocess_signature(),
+        query.preprocess_signature(),
+        passage.preprocess_signature(),
+    ];
+    assert!(signatures.iter().all(|s| s.starts_with("pp1:")));
+    assert_ne!(signatures[0], signatures[1]);
+    assert_ne!(signatures[1], signatures[2]);
+
+    // An unknown name lists the model's prompts.
+    let err = ModelError::from(p.with_prompt("document").expect_err("unknown"));
+    assert_eq!(err.error_code, ErrorCode::InvalidInput);
+    assert_eq!(err.details["reason"], "unknown_prompt");
+    assert!(err.message.contains("passage, query"), "{}", err.message);
+
+    // The spec may add a prompt and pick a default; the default applies to plain calls
+    // and is the same computation as naming it.
+    let p = load(serde_json::json!({
+        "prompts": {"title": "mat "}, "default_prompt_name": "query"
+    }))
+    .expect("loads");
+    assert_eq!(p.prompt_name(), Some("query"));
+    assert_eq!(
+        p.preprocess_signature(),
+        p.with_prompt("query")
+            .expect("known")
+            .preprocess_signature()
+    );
+    let title = p.with_prompt("title").expect("added by the spec");
+    let encoded = title
+        .encode(PresetInputs::Texts(&["cat"]))
+        .expect("encodes");
+    assert_eq!(
+        encoded.tensors["input_ids"].data(),
+        &TensorData::Int64(vec![2, 8, 5, 3])
+    );
+
+    // The spec may not change a prompt the model has, nor name a default it lacks.
+    let err = load(serde_json::json!({"prompts": {"query": "query: "}})).expect_err("changes");
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec);
+    assert!(
+        err.message.contains("config_sentence_transformers.json"),
+        "{}",
+        err.message
+    );
+    let err = load(serde_json::json!({"default_prompt_name": "nope"})).expect_err("no such");
+    assert!(
+        err.message.contains("not among its prompts"),
+        "{}",
+        err.message
+    );
+
+    // A model with no prompts: any name is unknown.
+    write(root, "plain/tokenizer.json", &tokenizer_json());
+    let p = preset_from_files(
+        &spec_with(serde_json::json!({}), &["plain"]),
+        root,
+        SentenceEmbedding::from_spec,
+    )
+    .expect("loads");
+    let err = p.with_prompt("query").expect_err("none");
+    assert!(err.to_string().contains("defines none"), "{err}");
+}
+
+/// A cross-encoder whose logit is the sum of its input ids.
+struct SumOfIds;
+
+impl LoadedModel for SumOfIds {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        let ids = &inputs["input_ids"];
+        let [b, s] = *ids.shape() else {
+            panic!("rank 2")
+        };
+        let TensorData::Int64(ids) = ids.data() else {
+            panic!("int64")
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let data = ids
+            .chunks(s)
+            .map(|row| row.iter().sum::<i64>() as f32 / 10.0)
+            .collect();
+        let t = Tensor::new(vec![b, 1], TensorData::Fp32(data))?;
+        Ok(NamedTensors::from([(
+            dp_spec::tensor_names::LOGITS.to_owned(),
+            t,
+        )]))
+    }
+}
+
+#[test]
+fn a_cross_encoder_scores_pairs_with_the_models_activation() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root = root.path();
+    let spec = |params: Value, dir: &str| -> ModelSpec {
+        serde_json::from_value(serde_json::json!({
+            "model_name": "r", "model_version": "1", "role": "reranking",
+            "runtime": "inprocess", "engine": "onnx", "local_artifacts": [dir],
+            "preprocess_preset": "cross_encoder", "preprocess_params": params,
+        }))
+        .expect("valid spec")
+    };
+    write(root, "r/tokenizer.json", &tokenizer_json());
+    write(
+        root,
+        "r/tokenizer_config.json",
+        r#"{"model_max_length": 5}"#,
+    );
+    write(
+        root,
+        "r/config.json",
+        r#"{"architectures": ["BertForSequenceClassification"], "id2label": {"0": "LABEL_0"}}"#,
+    );
+    let load = |params: Value, dir: &str| {
+        preset_from_files(&spec(params, dir), root, CrossEncoder::from_spec)
+    };
+    let p = load(serde_json::json!({}), "r").expect("loads");
+    assert_eq!(p.activation(), ScoreActivation::Sigmoid);
+    assert_eq!(p.params()["max_length"], 5);
+    assert!(p.accepts(InputKind::QueryWithDocuments));
+    assert!(!p.accepts(InputKind::Texts));
+    // The test tokenizer pairs as `A B` with segment ids 0 and 1; longest-first
+    // truncation to 5 tokens trims the longer text.
+    let (batch, truncated) = p
+        .tokenizer()
+        .encode_pairs("the cat", &["mat", "on the mat sat the cat"])
+        .expect("encodes");
+    assert_eq!(batch.seq_len, 5);
+    #[rustfmt::skip]
+    assert_eq!(batch.input_ids, vec![
+        4, 5, 8, 0, 0,
+        4, 5, 7, 4, 8,
+    ]);
+    assert_eq!(batch.token_type_ids, vec![0, 0, 1, 0, 0, 0, 0, 1, 1, 1]);
+    assert_eq!(truncated, [false, true]);
+    let out = p
+        .run(
+            &SumOfIds,
+            PresetInputs::QueryWithDocuments {
+                query: "the cat",
+                documents: &["mat", "cat"],
+            },
+        )
+        .expect("scores");
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+    assert_eq!(out, PresetOutput::Scores(vec![sigmoid(1.7), sigmoid(1.4)]));
+
+    // The activation sentence-transformers recorded, and a spec restating it.
+    write(
+        root,
+        "i/config.json",
+        r#"{"architectures": ["XLMRobertaForSequenceClassification"], "num_labels": 1,
+            "sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}}"#,
+    );
+    write(root, "i/tokenizer.json", &tokenizer_json());
+    let p = load(serde_json::json!({"activation": "identity"}), "i").expect("loads");
+    let out = p
+        .run(
+            &SumOfIds,
+            PresetInputs::QueryWithDocuments {
+                query: "the",
+                documents: &["cat"],
+            },
+        )
+        .expect("scores");
+    assert_eq!(out, PresetOutput::Scores(vec![0.9]));
+    let err = load(serde_json::json!({"activation": "sigmoid"}), "i").expect_err("disagrees");
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec);
+
+    // An embedding model (no classification head) and a many-label classifier are refused
+    // at load, naming the fix.
+    write(root, "e/tokenizer.json", &tokenizer_json());
+    write(root, "e/config.json", r#"{"architectures": ["BertModel"]}"#);
+    let err = load(serde_json::json!({}), "e").expect_err("no head");
+    assert_eq!(err.error_code, ErrorCode::InvalidSpec);
+    assert!(
+        err.message.contains("classification head"),
+        "{}",
+        err.message
+    );
+    write(
+        root,
+        "e/config.json",
+        r#"{"architectures": ["BertForSequenceClassification"], "num_labels": 3}"#,
+    );
+    let err = load(serde_json::json!({}), "e").expect_err("three labels");
+    assert!(err.message.contains("3 labels"), "{}", err.message);
+
+    // Outputs without logits are refused as bad output.
+    let err = p
+        .run(
+            &Echo,
+            PresetInputs::QueryWithDocuments {
+                query: "the",
+                documents: &["cat"],
+            },
+        )
+        .expect_err("no logits");
+    assert_eq!(err.error_code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("\"logits\""), "{}", err.message);
 }

@@ -144,26 +144,46 @@ impl TextTokenizer {
             inputs.push(used.to_owned());
         }
         let encodings = self.tokenizer.encode_batch(inputs, true).map_err(failed)?;
-        let seq_len = encodings.first().map_or(0, tokenizers::Encoding::len);
-        let mut batch = TokenizedBatch {
-            batch: encodings.len(),
-            seq_len,
-            input_ids: Vec::with_capacity(encodings.len() * seq_len),
-            attention_mask: Vec::with_capacity(encodings.len() * seq_len),
-            token_type_ids: Vec::with_capacity(encodings.len() * seq_len),
+        Ok(batch_of(&encodings))
+    }
+
+    /// Tokenizes `first` paired with each of `seconds` (a query with its documents, as
+    /// cross-encoders take them): the pair truncated longest-first to `max_length`, padded to
+    /// the longest pair. Also says which pairs were truncated.
+    ///
+    /// # Errors
+    /// `invalid_input` when the tokenizer fails on a text.
+    pub fn encode_pairs(
+        &self,
+        first: &str,
+        seconds: &[&str],
+    ) -> Result<(TokenizedBatch, Vec<bool>), PresetError> {
+        let failed = |err: tokenizers::Error| {
+            PresetError::input(
+                "tokenizer_failed",
+                format!("tokenizer {} failed: {err}", self.path.display()),
+            )
         };
-        for encoding in &encodings {
-            batch
-                .input_ids
-                .extend(encoding.get_ids().iter().map(|&v| i64::from(v)));
-            batch
-                .attention_mask
-                .extend(encoding.get_attention_mask().iter().map(|&v| i64::from(v)));
-            batch
-                .token_type_ids
-                .extend(encoding.get_type_ids().iter().map(|&v| i64::from(v)));
+        // Truncation keeps at most `max_length` tokens of either text, so each may be cut as
+        // a single text would be.
+        let first_used = self.truncation_prefix(first).map_err(failed)?;
+        let mut inputs = Vec::with_capacity(seconds.len());
+        let mut cut = Vec::with_capacity(seconds.len());
+        for second in seconds {
+            let used = self.truncation_prefix(second).map_err(failed)?;
+            cut.push(used.len() < second.len() || first_used.len() < first.len());
+            inputs.push(tokenizers::EncodeInput::Dual(
+                first_used.to_owned().into(),
+                used.to_owned().into(),
+            ));
         }
-        Ok(batch)
+        let encodings = self.tokenizer.encode_batch(inputs, true).map_err(failed)?;
+        let truncated = encodings
+            .iter()
+            .zip(cut)
+            .map(|(encoding, cut)| cut || !encoding.get_overflowing().is_empty())
+            .collect();
+        Ok((batch_of(&encodings), truncated))
     }
 
     /// The part of `text` to tokenize: tokenizing it and truncating gives the same tokens as
@@ -215,6 +235,30 @@ impl TextTokenizer {
         }
         Ok(text)
     }
+}
+
+/// The ids, masks and segment ids of padded encodings, row-major.
+fn batch_of(encodings: &[tokenizers::Encoding]) -> TokenizedBatch {
+    let seq_len = encodings.first().map_or(0, tokenizers::Encoding::len);
+    let mut batch = TokenizedBatch {
+        batch: encodings.len(),
+        seq_len,
+        input_ids: Vec::with_capacity(encodings.len() * seq_len),
+        attention_mask: Vec::with_capacity(encodings.len() * seq_len),
+        token_type_ids: Vec::with_capacity(encodings.len() * seq_len),
+    };
+    for encoding in encodings {
+        batch
+            .input_ids
+            .extend(encoding.get_ids().iter().map(|&v| i64::from(v)));
+        batch
+            .attention_mask
+            .extend(encoding.get_attention_mask().iter().map(|&v| i64::from(v)));
+        batch
+            .token_type_ids
+            .extend(encoding.get_type_ids().iter().map(|&v| i64::from(v)));
+    }
+    batch
 }
 
 impl std::fmt::Debug for TextTokenizer {

@@ -33,10 +33,8 @@ fn preset(json: &[u8], max_length: usize, query_prefix: Option<&str>) -> Sentenc
         json,
         "tokenizer.json",
         SentenceEmbeddingConfig {
-            max_length,
-            pooling: Pooling::Mean,
-            normalize: true,
             query_prefix: query_prefix.map(str::to_owned),
+            ..SentenceEmbeddingConfig::new(max_length, Pooling::Mean, true)
         },
     )
     .unwrap()
