@@ -83,3 +83,59 @@ fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
     let norm: f32 = out.embeddings[1].iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5, "normalized: {norm}");
 }
+
+/// 24 threads each embedding one text at once, through the dynamic batching queue: each
+/// gets the vector of its own text (as one big call computes it, within float noise), on
+/// both engines, and no request is lost.
+#[test]
+fn concurrent_single_text_callers_are_batched_and_each_gets_its_own_vector() {
+    const TEST: &str = "concurrent_single_text_callers_are_batched_and_each_gets_its_own_vector";
+    let (Some(_), Some(models_root)) = (
+        dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", TEST),
+        dp_tests::asset("models", TEST),
+    ) else {
+        return;
+    };
+    let catalog = Catalog::load(&dp_tests::sample_catalog()).expect("sample catalog");
+    let providers: Vec<Arc<dyn ModelProvider>> = vec![
+        Arc::new(CandleProvider::new()),
+        Arc::new(OnnxProvider::new(OnnxProviderConfig::default())),
+    ];
+    let manager = ModelManager::builder(catalog, models_root)
+        .providers(providers)
+        .embedding_cache(dp_manager::EmbeddingCacheConfig::disabled())
+        .reaper(false)
+        .build()
+        .expect("builds");
+    let (sentences, _) = reference();
+    let texts: Vec<String> = (0..24)
+        .map(|i| format!("{} ({i})", sentences[i % sentences.len()]))
+        .collect();
+    for model in ["all-minilm-l6-v2", "all-minilm-l6-v2-onnx"] {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let together = manager.embed(model, &refs).expect("one call");
+        let barrier = std::sync::Barrier::new(texts.len());
+        let vectors: Vec<Vec<f32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = texts
+                .iter()
+                .map(|text| {
+                    let (manager, barrier) = (&manager, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let out = manager.embed(model, &[text.as_str()]).expect("embeds");
+                        out.embeddings.into_iter().next().expect("one vector")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let diff = max_abs_diff(&vectors, &together.embeddings);
+        assert!(
+            diff < 1e-5,
+            "{model}: a caller got another text's vector? {diff}"
+        );
+    }
+}

@@ -352,15 +352,13 @@ fn rerank_bad_inputs_are_refused_with_stable_reasons() {
     assert_eq!(reason(&err), "rerank_unsupported");
     let err = manager.embed("tiny-reranker", &["a text"]).unwrap_err();
     assert_eq!(reason(&err), "texts_unsupported");
-    // A reranker takes no prompt.
-    let err = manager
+    // mxbai's `passage` prompt is empty: nothing is prepended, yet the record names it.
+    let named = manager
         .embed_with_prompt("tiny-bert-cls", &["a text"], Some("passage"))
-        .map(|out| out.models_used[0].prompt_name.clone());
-    assert_eq!(
-        err.unwrap().as_deref(),
-        Some("passage"),
-        "an empty prompt is still named"
-    );
+        .unwrap();
+    assert_eq!(named.models_used[0].prompt_name.as_deref(), Some("passage"));
+    let plain = manager.embed("tiny-bert-cls", &["a text"]).unwrap();
+    assert_eq!(named.embeddings, plain.embeddings);
     // top_k must be a positive integer.
     let mut request = TaskRequest::new(
         TaskType::Rerank,

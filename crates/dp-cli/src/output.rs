@@ -108,7 +108,8 @@ pub(crate) const fn exit_code_for(code: ErrorCode) -> u8 {
         | ErrorCode::InsufficientGpuMemory
         | ErrorCode::InsufficientMemory
         | ErrorCode::VersionDrift
-        | ErrorCode::ProviderUnavailable => EXIT_NOT_READY,
+        | ErrorCode::ProviderUnavailable
+        | ErrorCode::Overloaded => EXIT_NOT_READY,
     }
 }
 

@@ -52,6 +52,7 @@ pub struct ManagerBuilder {
     cuda_available: bool,
     reaper: bool,
     embedding_cache: EmbeddingCacheConfig,
+    batching: crate::BatchingConfig,
     allowed_triton_hosts: Vec<String>,
     verify_cache: Option<PathBuf>,
     verify_before_load: bool,
@@ -75,6 +76,7 @@ impl ManagerBuilder {
             cuda_available: false,
             reaper: true,
             embedding_cache: EmbeddingCacheConfig::default(),
+            batching: crate::BatchingConfig::default(),
             allowed_triton_hosts: LOOPBACK_HOSTS.map(str::to_owned).to_vec(),
             verify_cache: None,
             verify_before_load: true,
@@ -140,6 +142,14 @@ impl ManagerBuilder {
     /// off with [`EmbeddingCacheConfig::disabled`]).
     pub fn embedding_cache(mut self, config: EmbeddingCacheConfig) -> Self {
         self.embedding_cache = config;
+        self
+    }
+
+    /// How concurrent text requests to one model are merged into shared model calls
+    /// (default [`crate::BatchingConfig::default`]: on, no added delay; turn it off with
+    /// [`crate::BatchingConfig::disabled`]).
+    pub const fn batching(mut self, config: crate::BatchingConfig) -> Self {
+        self.batching = config;
         self
     }
 
@@ -263,6 +273,7 @@ impl ManagerBuilder {
             min_keep_alive: AtomicU64::new(to_nanos(self.default_keep_alive)),
             next_serial: AtomicU64::new(0),
             embedding_cache: EmbeddingCache::new(self.embedding_cache),
+            batchers: crate::batcher::Batchers::new(self.batching),
             verify_cache: self.verify_cache,
             verify_before_load: self.verify_before_load,
             lock: self.lock,

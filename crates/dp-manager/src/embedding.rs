@@ -251,21 +251,40 @@ impl ModelManager {
             }
             None => preset,
         };
-        let cache = &self.inner().embedding_cache;
+        let inner = self.inner();
+        let cache = &inner.embedding_cache;
+        let model = handle.model();
+        // Texts made into vectors go through the model's batching queue, shared with
+        // concurrent callers of the same model and preprocessing.
+        let batch_key = format!(
+            "{}\0{}",
+            entry.model_signature,
+            preset.preprocess_signature()
+        );
+        let compute = |inputs: PresetInputs<'_>| -> Result<PresetOutput, ModelError> {
+            match inputs {
+                PresetInputs::Texts(texts)
+                    if inner.batchers.enabled() && preset.makes_vectors() =>
+                {
+                    let run = |texts: &[&str]| {
+                        preset
+                            .run(model, PresetInputs::Texts(texts))
+                            .map(PresetOutput::into_rows)
+                    };
+                    inner
+                        .batchers
+                        .run(&batch_key, preset.batch_size(), texts, &run)
+                        .map(PresetOutput::Vectors)
+                }
+                _ => preset.run(model, inputs),
+            }
+        };
         let output = match (&cache.vectors, identities(&inputs)) {
             (Some(vectors), Some(ids)) if preset.makes_vectors() => {
                 let prefix = key_prefix(&entry.model_signature, preset.preprocess_signature());
-                cached_vectors(
-                    cache,
-                    vectors,
-                    &prefix,
-                    &ids,
-                    preset,
-                    handle.model(),
-                    &inputs,
-                )?
+                cached_vectors(cache, vectors, &prefix, &ids, &compute, &inputs)?
             }
-            _ => preset.run(handle.model(), inputs)?,
+            _ => compute(inputs)?,
         };
         Ok(PresetRun {
             output,
@@ -337,8 +356,7 @@ fn cached_vectors(
     vectors: &moka::sync::Cache<u128, Arc<[f32]>>,
     prefix: &Sha256,
     ids: &[Vec<u8>],
-    preset: &dyn Preset,
-    model: &dyn dp_spec::LoadedModel,
+    compute: &dyn Fn(PresetInputs<'_>) -> Result<PresetOutput, ModelError>,
     inputs: &PresetInputs<'_>,
 ) -> Result<PresetOutput, ModelError> {
     let mut out: Vec<Option<Vec<f32>>> = vec![None; ids.len()];
@@ -365,22 +383,20 @@ fn cached_vectors(
     if !order.is_empty() {
         let computed = if order.len() == ids.len() {
             // Every input is a distinct miss (the usual case): no copy.
-            preset.run(model, *inputs)?.into_rows()
+            compute(*inputs)?.into_rows()
         } else {
             let first = order.iter().map(|(_, i)| *i);
             match inputs {
                 PresetInputs::Texts(all) => {
                     let texts: Vec<&str> = first.map(|i| all[i]).collect();
-                    preset.run(model, PresetInputs::Texts(&texts))?.into_rows()
+                    compute(PresetInputs::Texts(&texts))?.into_rows()
                 }
                 PresetInputs::Images(all) => {
                     let images: Vec<ImageInput> = first.map(|i| all[i].clone()).collect();
-                    preset
-                        .run(model, PresetInputs::Images(&images))?
-                        .into_rows()
+                    compute(PresetInputs::Images(&images))?.into_rows()
                 }
                 PresetInputs::ImagesWithLabels { .. } | PresetInputs::QueryWithDocuments { .. } => {
-                    preset.run(model, *inputs)?.into_rows()
+                    compute(*inputs)?.into_rows()
                 }
             }
         };

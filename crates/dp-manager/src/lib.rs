@@ -68,6 +68,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batcher;
 mod budget;
 mod builder;
 mod cache;
@@ -97,6 +98,7 @@ mod sync {
     }
 }
 
+pub use batcher::BatchingConfig;
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) min_keep_alive: AtomicU64,
     pub(crate) next_serial: AtomicU64,
     pub(crate) embedding_cache: EmbeddingCache,
+    /// The dynamic-batching queues ([`ManagerBuilder::batching`]).
+    pub(crate) batchers: crate::batcher::Batchers,
     /// The digest verification cache file health and loads use, if any.
     pub(crate) verify_cache: Option<PathBuf>,
     /// Whether a load enforces the pins ([`ManagerBuilder::verify_before_load`]).

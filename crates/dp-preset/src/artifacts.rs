@@ -82,6 +82,17 @@ impl<'a> ArtifactFiles<'a> {
         Ok(Some((path, value)))
     }
 
+    /// The JSON of a required file, or `invalid_spec` saying the preset needs it.
+    pub(crate) fn require_json(
+        &self,
+        preset: &str,
+        suffix: &str,
+    ) -> Result<(PathBuf, Value), PresetError> {
+        self.require(preset, suffix)?;
+        self.json(suffix)?
+            .ok_or_else(|| PresetError::config(suffix, format!("{suffix} could not be read")))
+    }
+
     /// `invalid_spec` about `path`.
     pub(crate) fn file_error(&self, path: &std::path::Path, what: &str) -> PresetError {
         PresetError::config(

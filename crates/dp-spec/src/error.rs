@@ -49,11 +49,13 @@ pub enum ErrorCode {
     /// The operating system refused a read, write or lock (permissions, full disk): an
     /// unexpected failure, not a problem with the specs or the weights.
     Io,
+    /// The model's request queue is full: retry after a moment (nothing was run).
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::ModelNotFound,
         Self::WeightsMissing,
         Self::WeightsDigestMismatch,
@@ -69,6 +71,7 @@ impl ErrorCode {
         Self::ProviderUnavailable,
         Self::InvalidInput,
         Self::Io,
+        Self::Overloaded,
     ];
 
     /// The stable snake_case name, identical to the serialized form.
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::ProviderUnavailable => "provider_unavailable",
             Self::InvalidInput => "invalid_input",
             Self::Io => "io",
+            Self::Overloaded => "overloaded",
         }
     }
 }

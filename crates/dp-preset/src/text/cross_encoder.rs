@@ -105,10 +105,7 @@ impl CrossEncoder {
     pub fn from_spec(spec: &ModelSpec, artifacts: &VerifiedArtifacts) -> Result<Self, PresetError> {
         let files = ArtifactFiles::new(spec, artifacts);
         let tokenizer_file = files.require(CROSS_ENCODER, "tokenizer.json")?;
-        files.require(CROSS_ENCODER, "config.json")?;
-        let Some((config_path, config)) = files.json("config.json")? else {
-            unreachable!("config.json was just required");
-        };
+        let (config_path, config) = files.require_json(CROSS_ENCODER, "config.json")?;
         check_classifier(&files, &config_path, &config)?;
         let params = &spec.preprocess_params;
         if let Some(unknown) = params

@@ -1,0 +1,440 @@
+//! Dynamic batching: concurrent callers embedding texts with the same model and the same
+//! preprocessing are served by shared model calls instead of one small call each.
+//!
+//! Each (model signature, preprocess signature) pair has a bounded FIFO queue. A caller
+//! queues its texts; if no call is running for that queue, it becomes the *leader*: it
+//! takes queued requests from the front (whole requests, up to the preset's batch size,
+//! at least one), runs them as one preset call, hands every request its own rows back and
+//! lets the next waiting caller lead. While a call runs, new callers queue up, so the next
+//! call is as large as the load makes it: 64 threads embedding one text each become calls
+//! of up to `max_batch_size` texts. A leader may also wait up to
+//! [`BatchingConfig::max_delay`] for more texts before a call that is not full (zero by
+//! default: a lone caller never waits).
+//!
+//! Errors stay with the request that caused them: when a merged call fails, its requests
+//! are run again one by one. A queue never holds more than
+//! [`BatchingConfig::max_queued_texts`] texts: past that, a request is refused at once
+//! with `overloaded` (retryable), so memory stays bounded under any load.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dp_spec::{ErrorCode, ModelError};
+
+use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// How concurrent text requests are batched ([`crate::ManagerBuilder::batching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchingConfig {
+    /// Whether concurrent requests are merged (on by default).
+    pub enabled: bool,
+    /// How long a leader waits for more texts before a call smaller than the batch size
+    /// (default zero: it runs at once, and requests that arrive meanwhile form the next
+    /// call).
+    pub max_delay: Duration,
+    /// The most texts one queue holds; a request that would go past it is refused with
+    /// `overloaded` (default 65,536).
+    pub max_queued_texts: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_delay: Duration::ZERO,
+            max_queued_texts: 65_536,
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// No batching: every caller runs its own model calls.
+    #[must_use]
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// The rows of one request, or why it failed.
+type Rows = Result<Vec<Vec<f32>>, ModelError>;
+
+/// One caller's texts, waiting in a queue.
+struct Request {
+    texts: Vec<String>,
+    /// Set once by the leader that ran it; taken by its caller.
+    outcome: std::sync::Mutex<Option<Rows>>,
+}
+
+impl Request {
+    fn finish(&self, rows: Rows) {
+        *self
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rows);
+    }
+
+    fn take(&self) -> Option<Rows> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: VecDeque<Arc<Request>>,
+    /// Texts in `pending`.
+    queued_texts: usize,
+    /// Whether a leader is running a call.
+    leading: bool,
+}
+
+/// The queue of one (model, preprocessing) pair.
+#[derive(Default)]
+struct TextQueue {
+    state: Mutex<QueueState>,
+    /// Signalled when a request is queued or a call ends.
+    changed: Condvar,
+}
+
+/// Every queue of a manager, by (model signature, preprocess signature).
+pub(crate) struct Batchers {
+    config: BatchingConfig,
+    queues: Mutex<HashMap<String, Arc<TextQueue>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Batchers {
+    pub(crate) fn new(config: BatchingConfig) -> Self {
+        Self {
+            config,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) const fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// The rows of `texts`, computed by `run` (one preset call on any texts of this
+    /// queue) together with the texts of concurrent callers of the same `key`.
+    ///
+    /// # Errors
+    /// `overloaded` when the queue is full; otherwise what `run` returns for these texts.
+    pub(crate) fn run(
+        &self,
+        key: &str,
+        batch_size: usize,
+        texts: &[&str],
+        run: &dyn Fn(&[&str]) -> Rows,
+    ) -> Rows {
+        if texts.is_empty() {
+            return run(texts);
+        }
+        let queue = Arc::clone(lock(&self.queues).entry(key.to_owned()).or_default());
+        let request = Arc::new(Request {
+            texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+            outcome: std::sync::Mutex::new(None),
+        });
+        let mut state = lock(&queue.state);
+        let capacity = self.config.max_queued_texts;
+        if state.queued_texts + texts.len() > capacity {
+            return Err(overloaded(state.queued_texts, texts.len(), capacity));
+        }
+        state.pending.push_back(Arc::clone(&request));
+        state.queued_texts += texts.len();
+        queue.changed.notify_all();
+        loop {
+            if let Some(rows) = request.take() {
+                return rows;
+            }
+            if state.leading {
+                state = queue
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            state.leading = true;
+            state = self.gather(&queue, state, batch_size);
+            let batch = take_batch(&mut state, batch_size.max(1));
+            drop(state);
+            {
+                // Ends the call even if `run` panics: no waiter is left hanging.
+                let _lead = Lead {
+                    queue: &queue,
+                    batch: &batch,
+                };
+                run_batch(&batch, run);
+            }
+            state = lock(&queue.state);
+        }
+    }
+
+    /// Waits, as the leader, up to `max_delay` for the queue to hold a full batch.
+    fn gather<'q>(
+        &self,
+        queue: &'q TextQueue,
+        mut state: MutexGuard<'q, QueueState>,
+        batch_size: usize,
+    ) -> MutexGuard<'q, QueueState> {
+        if self.config.max_delay.is_zero() {
+            return state;
+        }
+        let deadline = Instant::now() + self.config.max_delay;
+        while state.queued_texts < batch_size {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = queue
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state
+    }
+}
+
+/// Whole requests from the front of the queue: up to `batch_size` texts, at least one
+/// request.
+fn take_batch(state: &mut QueueState, batch_size: usize) -> Vec<Arc<Request>> {
+    let mut batch = Vec::new();
+    let mut texts = 0;
+    while let Some(next) = state.pending.front() {
+        if !batch.is_empty() && texts + next.texts.len() > batch_size {
+            break;
+        }
+        texts += next.texts.len();
+        if let Some(next) = state.pending.pop_front() {
+            batch.push(next);
+        }
+    }
+    state.queued_texts -= texts;
+    batch
+}
+
+/// Runs the batch's texts as one call and gives each request its rows; when the merged
+/// call fails, each request runs alone so that its error is its own.
+fn run_batch(batch: &[Arc<Request>], run: &dyn Fn(&[&str]) -> Rows) {
+    let texts: Vec<&str> = batch
+        .iter()
+        .flat_map(|r| r.texts.iter().map(String::as_str))
+        .collect();
+    match run(&texts) {
+        Ok(rows) if rows.len() == texts.len() => {
+            let mut rows = rows.into_iter();
+            for request in batch {
+                request.finish(Ok(rows.by_ref().take(request.texts.len()).collect()));
+            }
+        }
+        Ok(_) | Err(_) if batch.len() > 1 => {
+            for request in batch {
+                let texts: Vec<&str> = request.texts.iter().map(String::as_str).collect();
+                request.finish(run(&texts));
+            }
+        }
+        Ok(rows) => batch[0].finish(Err(ModelError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "the model returned {} rows for {} texts",
+                rows.len(),
+                texts.len()
+            ),
+        ))),
+        Err(err) => batch[0].finish(Err(err)),
+    }
+}
+
+/// The leader's turn: when it ends (normally or by a panic), every request of its batch
+/// has an outcome and the next caller may lead.
+struct Lead<'a> {
+    queue: &'a TextQueue,
+    batch: &'a [Arc<Request>],
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        for request in self.batch {
+            if !request.is_finished() {
+                request.finish(Err(ModelError::new(
+                    ErrorCode::ProviderUnavailable,
+                    "the batched model call panicked; the request was not run to the end \
+                     (see the log); retry it",
+                )));
+            }
+        }
+        lock(&self.queue.state).leading = false;
+        self.queue.changed.notify_all();
+    }
+}
+
+/// The error of a request that does not fit in its queue.
+fn overloaded(queued: usize, asked: usize, capacity: usize) -> ModelError {
+    ModelError::new(
+        ErrorCode::Overloaded,
+        format!(
+            "the model's request queue is full ({queued} texts queued, {asked} more asked, at \
+             most {capacity}); retry after a moment, or raise BatchingConfig::max_queued_texts"
+        ),
+    )
+    .with_detail("queued_texts", queued)
+    .with_detail("max_queued_texts", capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A "model" whose rows are each text's length, recording every call's size.
+    fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(&[&str]) -> Rows + '_ {
+        move |texts: &[&str]| {
+            calls.lock().unwrap().push(texts.len());
+            std::thread::sleep(Duration::from_millis(20));
+            #[allow(clippy::cast_precision_loss)]
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_share_calls_and_each_gets_its_own_rows() {
+        let batchers = Batchers::new(BatchingConfig::default());
+        let calls = std::sync::Mutex::new(Vec::new());
+        let run = lengths(&calls);
+        let barrier = Barrier::new(16);
+        std::thread::scope(|scope| {
+            for i in 0..16_usize {
+                let (batchers, run, barrier) = (&batchers, &run, &barrier);
+                scope.spawn(move || {
+                    let text = "x".repeat(i + 1);
+                    let other = "y".repeat(2 * i + 1);
+                    barrier.wait();
+                    let rows = batchers.run("m", 8, &[&text, &other], run).unwrap();
+                    #[allow(clippy::cast_precision_loss)]
+                    let want = vec![vec![(i + 1) as f32], vec![(2 * i + 1) as f32]];
+                    assert_eq!(rows, want);
+                });
+            }
+        });
+        drop(run);
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(
+            calls.iter().sum::<usize>(),
+            32,
+            "every text ran once: {calls:?}"
+        );
+        assert!(
+            calls.iter().all(|&n| n <= 8),
+            "batch size respected: {calls:?}"
+        );
+        assert!(calls.len() < 16, "callers shared calls: {calls:?}");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_loses_nothing() {
+        let batchers = Batchers::new(BatchingConfig {
+            max_queued_texts: 4,
+            ..BatchingConfig::default()
+        });
+        let started = Barrier::new(2);
+        let release = Barrier::new(2);
+        let answered = AtomicUsize::new(0);
+        let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![2.0]).collect()) };
+        std::thread::scope(|scope| {
+            // A leader holds the queue busy while others arrive.
+            scope.spawn(|| {
+                let slow = |texts: &[&str]| -> Rows {
+                    if texts.contains(&"first") {
+                        started.wait();
+                        release.wait();
+                    }
+                    Ok(texts.iter().map(|_| vec![1.0]).collect())
+                };
+                batchers.run("m", 8, &["first"], &slow).unwrap();
+                answered.fetch_add(1, Ordering::SeqCst);
+            });
+            started.wait();
+            // Four texts fit while the leader runs; the next is refused immediately.
+            let (shared, ok_ref) = (&batchers, &ok);
+            let waiting = scope.spawn(move || shared.run("m", 8, &["a", "b", "c", "d"], ok_ref));
+            while lock(&lock(&batchers.queues)["m"].state).queued_texts < 4 {
+                std::thread::yield_now();
+            }
+            // Refused without waiting for the running call: the median of 100 refusals is
+            // well under a millisecond (the median, so that a descheduled thread on a busy
+            // machine cannot fail the test).
+            let mut took = Vec::new();
+            for _ in 0..100 {
+                let refused_at = Instant::now();
+                let err = batchers.run("m", 8, &["e"], &ok).unwrap_err();
+                took.push(refused_at.elapsed());
+                assert_eq!(err.error_code, ErrorCode::Overloaded);
+                assert!(err.message.contains("4 texts queued"), "{err}");
+            }
+            took.sort();
+            assert!(took[50] < Duration::from_millis(1), "median {:?}", took[50]);
+            release.wait();
+            assert_eq!(waiting.join().unwrap().unwrap().len(), 4);
+        });
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failing_request_does_not_fail_the_others_of_its_call() {
+        let batchers = Batchers::new(BatchingConfig {
+            max_delay: Duration::from_millis(200),
+            ..BatchingConfig::default()
+        });
+        let run = |texts: &[&str]| -> Rows {
+            if texts.contains(&"bad") {
+                return Err(ModelError::new(ErrorCode::InvalidInput, "bad text"));
+            }
+            Ok(texts.iter().map(|_| vec![0.5]).collect())
+        };
+        let barrier = Barrier::new(2);
+        std::thread::scope(|scope| {
+            let good = scope.spawn(|| {
+                barrier.wait();
+                batchers.run("m", 8, &["good"], &run)
+            });
+            barrier.wait();
+            let bad = batchers.run("m", 8, &["bad"], &run);
+            assert_eq!(bad.unwrap_err().message, "bad text");
+            assert_eq!(good.join().unwrap().unwrap(), vec![vec![0.5]]);
+        });
+    }
+
+    #[test]
+    fn a_panicking_call_leaves_no_waiter_behind() {
+        let batchers = Batchers::new(BatchingConfig::default());
+        let panicking = |_: &[&str]| -> Rows { panic!("provider bug") };
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batchers.run("m", 8, &["a"], &panicking)
+        }));
+        assert!(caught.is_err());
+        // The queue is free again.
+        let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
+        assert_eq!(batchers.run("m", 8, &["b"], &ok).unwrap(), vec![vec![3.0]]);
+    }
+}
