@@ -20,6 +20,9 @@
 //! - every embedding equals the one a single-threaded run computed.
 //!
 //! It ends with one line of figures (operations, ops/s, loads, evictions, …).
+//!
+//! A second, short test (in the default run) overloads one model's batching queue and
+//! counts every request as answered or refused.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -545,5 +548,102 @@ fn sixty_four_threads_on_ten_models_under_a_small_budget() {
         tally.embeds,
         tally.refused,
         totals.ram_peak as f64 / MB as f64,
+    );
+}
+
+/// The batching queue under overload: 64 threads send 20 requests each (1 to 3 texts) to one
+/// model whose queue holds 8 texts. Every request is either answered with its own texts'
+/// vectors (those a single caller computes) or refused with `overloaded` at once (the
+/// median refusal well under a millisecond); nothing is lost, nothing else goes wrong.
+#[test]
+fn a_full_batching_queue_refuses_fast_and_loses_nothing() {
+    const REQUESTS: usize = 20;
+    let demo = dp_tests::workspace_root().join("crates/dp-cli/demo");
+    let manager = ModelManager::builder(
+        Catalog::load(&demo.join("catalog")).unwrap(),
+        demo.join("models"),
+    )
+    .provider(Arc::new(CandleProvider::new()))
+    .embedding_cache(EmbeddingCacheConfig::disabled())
+    .batching(dp_manager::BatchingConfig {
+        max_queued_texts: 8,
+        ..dp_manager::BatchingConfig::default()
+    })
+    .reaper(false)
+    .build()
+    .unwrap();
+    let words = [
+        "the cat sat",
+        "dogs play",
+        "a model runs offline",
+        "rain today",
+        "music",
+    ];
+    let alone: Vec<Vec<f32>> = words
+        .iter()
+        .map(|w| {
+            manager
+                .embed("tiny-bert", &[w])
+                .unwrap()
+                .embeddings
+                .remove(0)
+        })
+        .collect();
+    let (answered, refused, refusal_times) =
+        (AtomicU64::new(0), AtomicU64::new(0), Mutex::new(Vec::new()));
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (manager, alone, words) = (&manager, &alone, &words);
+            let (answered, refused, refusal_times) = (&answered, &refused, &refusal_times);
+            scope.spawn(move || {
+                for r in 0..REQUESTS {
+                    let picks: Vec<usize> = (0..=(t + r) % 3).map(|i| (t + r + i) % 5).collect();
+                    let texts: Vec<&str> = picks.iter().map(|&i| words[i]).collect();
+                    let started = Instant::now();
+                    match manager.embed("tiny-bert", &texts) {
+                        Ok(out) => {
+                            for (vector, &i) in out.embeddings.iter().zip(&picks) {
+                                let diff = vector
+                                    .iter()
+                                    .zip(&alone[i])
+                                    .map(|(a, b)| (a - b).abs())
+                                    .fold(0.0, f32::max);
+                                assert!(diff < 1e-5, "thread {t} got another text's vector");
+                            }
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) if err.error_code == ErrorCode::Overloaded => {
+                            refusal_times
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(started.elapsed());
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => panic!("unexpected error: {err}"),
+                    }
+                }
+            });
+        }
+    });
+    let (answered, refused) = (answered.into_inner(), refused.into_inner());
+    assert_eq!(
+        answered + refused,
+        (THREADS * REQUESTS) as u64,
+        "every request accounted"
+    );
+    assert!(answered > 0, "the queue served requests");
+    let mut times = refusal_times
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    times.sort();
+    assert!(refused > 0, "64 threads overflow a queue of 8 texts");
+    let median = times[times.len() / 2];
+    assert!(
+        median < Duration::from_millis(1),
+        "median refusal {median:?}"
+    );
+    println!(
+        "overload: {answered} answered, {refused} refused; refusal median {median:?}, max {:?}",
+        times[times.len() - 1]
     );
 }
