@@ -9,6 +9,7 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`), as text or, with
 //! `--log-format json`, one JSON object per line.
 
+mod cache;
 mod classify;
 mod demo;
 mod digest;
@@ -57,6 +58,10 @@ struct Cli {
     /// Explicit override `MODEL.FIELD[.SUB…]=VALUE`, above every profile (repeatable).
     #[arg(long = "set", global = true, value_name = "MODEL.FIELD=VALUE")]
     overrides: Vec<String>,
+    /// Keep computed embeddings in this folder too (a persistent cache shared by every
+    /// process using it), so later runs do not embed the same inputs again.
+    #[arg(long, global = true, env = "DP_EMBEDDING_CACHE", value_name = "DIR")]
+    embedding_cache: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -100,6 +105,8 @@ enum Command {
     Rerank(rerank::RerankArgs),
     /// Print the tensors a model would be fed for some images or texts (its preset's output).
     Preprocess(preprocess::PreprocessArgs),
+    /// Show or clear the persistent embedding cache (`--embedding-cache DIR`).
+    Cache(cache::CacheArgs),
     /// Check every model without loading it; exit 3 when a tier-0 model is not ready.
     Health(health::HealthArgs),
     /// Embed the same texts or images with two models (e.g. the candle and ONNX builds of
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         Command::Rerank(args) => rerank::run(&cli, args),
         Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
+        Command::Cache(args) => cache::run(&cli, args),
         Command::Parity(args) => parity::run(&cli, args),
     };
     match result {

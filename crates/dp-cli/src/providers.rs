@@ -103,6 +103,8 @@ pub(crate) fn manager(cli: &Cli, verify_cache: Option<PathBuf>) -> Result<ModelM
             &ModelError::from(err).with_detail("lock_file", lock_path.display().to_string()),
         )
     })?;
+    let embedding_cache =
+        embedding_cache_dir(cli, &models_root).map_err(|err| report_model_error(cli, &err))?;
     let mut builder = ModelManager::builder(resolved.catalog, models_root)
         .providers(compiled())
         .lock_file(lock)
@@ -111,5 +113,35 @@ pub(crate) fn manager(cli: &Cli, verify_cache: Option<PathBuf>) -> Result<ModelM
     if let Some(path) = verify_cache {
         builder = builder.verification_cache(path);
     }
+    if let Some(dir) = embedding_cache {
+        builder = builder.persistent_embedding_cache(dp_manager::PersistentCacheConfig::new(dir));
+    }
     builder.build().map_err(|err| report_model_error(cli, &err))
+}
+
+/// The folder of `--embedding-cache` / `DP_EMBEDDING_CACHE` (an empty value is none),
+/// refused inside the models root, where its files would change the digests of models
+/// listed as directories.
+pub(crate) fn embedding_cache_dir(
+    cli: &Cli,
+    models_root: &Path,
+) -> Result<Option<PathBuf>, ModelError> {
+    let Some(dir) = cli
+        .embedding_cache
+        .as_ref()
+        .filter(|d| !d.as_os_str().is_empty())
+    else {
+        return Ok(None);
+    };
+    VerificationCache::check_location(&dir.join(dp_manager::CACHE_FILE), models_root).map_err(
+        |err| {
+            let mut err =
+                ModelError::from(err).with_detail("embedding_cache", dir.display().to_string());
+            err.message.push_str(
+                "; choose another folder with --embedding-cache DIR or DP_EMBEDDING_CACHE",
+            );
+            err
+        },
+    )?;
+    Ok(Some(dir.clone()))
 }

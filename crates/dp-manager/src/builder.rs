@@ -53,6 +53,7 @@ pub struct ManagerBuilder {
     reaper: bool,
     embedding_cache: EmbeddingCacheConfig,
     batching: crate::BatchingConfig,
+    persistent_cache: Option<crate::PersistentCacheConfig>,
     allowed_triton_hosts: Vec<String>,
     verify_cache: Option<PathBuf>,
     verify_before_load: bool,
@@ -77,6 +78,7 @@ impl ManagerBuilder {
             reaper: true,
             embedding_cache: EmbeddingCacheConfig::default(),
             batching: crate::BatchingConfig::default(),
+            persistent_cache: None,
             allowed_triton_hosts: LOOPBACK_HOSTS.map(str::to_owned).to_vec(),
             verify_cache: None,
             verify_before_load: true,
@@ -142,6 +144,18 @@ impl ManagerBuilder {
     /// off with [`EmbeddingCacheConfig::disabled`]).
     pub fn embedding_cache(mut self, config: EmbeddingCacheConfig) -> Self {
         self.embedding_cache = config;
+        self
+    }
+
+    /// Keeps computed vectors on disk too, in `config.dir` (shared by every process using
+    /// that folder), so a restarted pipeline does not embed the same texts again: a second
+    /// level behind the in-memory embedding cache (off by default; ignored when the
+    /// embedding cache is disabled).
+    pub fn persistent_embedding_cache(
+        mut self,
+        config: impl Into<Option<crate::PersistentCacheConfig>>,
+    ) -> Self {
+        self.persistent_cache = config.into();
         self
     }
 
@@ -231,6 +245,12 @@ impl ManagerBuilder {
         {
             return Err(err.into());
         }
+        let persistent = match &self.persistent_cache {
+            Some(config) if self.embedding_cache.enabled => {
+                Some(crate::PersistentEmbeddingCache::open(config)?)
+            }
+            _ => None,
+        };
         let mut routes = Vec::with_capacity(entries.len());
         let mut names = NameIndex::default();
         for (i, entry) in entries.iter().enumerate() {
@@ -272,7 +292,7 @@ impl ManagerBuilder {
             default_keep_alive: self.default_keep_alive,
             min_keep_alive: AtomicU64::new(to_nanos(self.default_keep_alive)),
             next_serial: AtomicU64::new(0),
-            embedding_cache: EmbeddingCache::new(self.embedding_cache),
+            embedding_cache: EmbeddingCache::new(self.embedding_cache, persistent),
             batchers: crate::batcher::Batchers::new(self.batching),
             verify_cache: self.verify_cache,
             verify_before_load: self.verify_before_load,

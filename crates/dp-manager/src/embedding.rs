@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dp_preset::{ImageInput, Preset, PresetInputs, PresetOutput};
+
+use crate::persistent::PersistentEmbeddingCache;
 use dp_signature::ModelsUsedEntry;
 use dp_spec::ModelError;
 use serde::Serialize;
@@ -82,6 +84,12 @@ pub struct EmbeddingCacheStatus {
     pub hits: u64,
     /// Texts that had to be embedded.
     pub misses: u64,
+    /// Of `hits`, those read from the persistent cache (after a restart, or written by
+    /// another process).
+    pub persistent_hits: u64,
+    /// The persistent cache's file, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_file: Option<std::path::PathBuf>,
 }
 
 /// The vectors of an [`ModelManager::embed`] call and what made them.
@@ -99,12 +107,18 @@ pub struct EmbeddingOutput {
 pub(crate) struct EmbeddingCache {
     config: EmbeddingCacheConfig,
     vectors: Option<moka::sync::Cache<u128, Arc<[f32]>>>,
+    /// The on-disk second level, behind `vectors`.
+    store: Option<PersistentEmbeddingCache>,
     hits: AtomicU64,
     misses: AtomicU64,
+    persistent_hits: AtomicU64,
 }
 
 impl EmbeddingCache {
-    pub(crate) fn new(config: EmbeddingCacheConfig) -> Self {
+    pub(crate) fn new(
+        config: EmbeddingCacheConfig,
+        store: Option<PersistentEmbeddingCache>,
+    ) -> Self {
         let vectors = config.enabled.then(|| {
             let builder = moka::sync::Cache::builder().max_capacity(config.max_entries);
             match config.ttl {
@@ -115,8 +129,10 @@ impl EmbeddingCache {
         Self {
             config,
             vectors,
+            store: store.filter(|_| config.enabled),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            persistent_hits: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +147,8 @@ impl EmbeddingCache {
             ttl_s: self.config.ttl.map(|d| d.as_secs_f64()),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            persistent_hits: self.persistent_hits.load(Ordering::Relaxed),
+            persistent_file: self.store.as_ref().map(|s| s.path().to_path_buf()),
         }
     }
 }
@@ -282,7 +300,15 @@ impl ModelManager {
         let output = match (&cache.vectors, identities(&inputs)) {
             (Some(vectors), Some(ids)) if preset.makes_vectors() => {
                 let prefix = key_prefix(&entry.model_signature, preset.preprocess_signature());
-                cached_vectors(cache, vectors, &prefix, &ids, &compute, &inputs)?
+                cached_vectors(
+                    cache,
+                    vectors,
+                    &prefix,
+                    &ids,
+                    &spec.model_name,
+                    &compute,
+                    &inputs,
+                )?
             }
             _ => compute(inputs)?,
         };
@@ -356,6 +382,7 @@ fn cached_vectors(
     vectors: &moka::sync::Cache<u128, Arc<[f32]>>,
     prefix: &Sha256,
     ids: &[Vec<u8>],
+    model_name: &str,
     compute: &dyn Fn(PresetInputs<'_>) -> Result<PresetOutput, ModelError>,
     inputs: &PresetInputs<'_>,
 ) -> Result<PresetOutput, ModelError> {
@@ -374,6 +401,34 @@ fn cached_vectors(
             }
             slots.push(i);
         }
+    }
+    // The second level: vectors another run (or process) stored.
+    if let Some(store) = &cache.store
+        && !order.is_empty()
+    {
+        let keys: Vec<u128> = order.iter().map(|(key, _)| *key).collect();
+        let mut found: HashMap<u128, Vec<f32>> = keys
+            .iter()
+            .copied()
+            .zip(store.get_many(&keys))
+            .filter_map(|(key, vector)| vector.map(|v| (key, v)))
+            .collect();
+        let mut from_disk = 0;
+        order.retain(|(key, _)| {
+            let Some(vector) = found.remove(key) else {
+                return true;
+            };
+            let slots = missing.remove(key).unwrap_or_default();
+            from_disk += slots.len();
+            for &i in &slots {
+                out[i] = Some(vector.clone());
+            }
+            vectors.insert(*key, Arc::from(vector.as_slice()));
+            false
+        });
+        cache
+            .persistent_hits
+            .fetch_add(from_disk as u64, Ordering::Relaxed);
     }
     let hits = ids.len() - missing.values().map(Vec::len).sum::<usize>();
     cache.hits.fetch_add(hits as u64, Ordering::Relaxed);
@@ -400,11 +455,19 @@ fn cached_vectors(
                 }
             }
         };
-        for ((key, _), vector) in order.iter().zip(computed) {
+        for ((key, _), vector) in order.iter().zip(&computed) {
             vectors.insert(*key, Arc::from(vector.as_slice()));
             for &i in &missing[key] {
                 out[i] = Some(vector.clone());
             }
+        }
+        if let Some(store) = &cache.store {
+            let rows: Vec<(u128, &str, &[f32])> = order
+                .iter()
+                .zip(&computed)
+                .map(|((key, _), vector)| (*key, model_name, vector.as_slice()))
+                .collect();
+            store.put_many(&rows);
         }
     }
     Ok(PresetOutput::Vectors(

@@ -81,6 +81,7 @@ mod key;
 mod manager;
 mod offline;
 mod parity;
+mod persistent;
 mod reaper;
 mod rerank;
 mod resolve;
@@ -111,6 +112,9 @@ pub use key::CacheKey;
 pub use manager::{ModelManager, Preprocessed};
 pub use offline::{LOOPBACK_HOSTS, offline_env};
 pub use parity::EmbeddingParity;
+pub use persistent::{
+    CACHE_FILE, PersistentCacheConfig, PersistentCacheStats, PersistentEmbeddingCache,
+};
 pub use rerank::{RankedDocument, RerankOutput};
 pub use resolve::{RoleReason, RoleResolution};
 pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};
