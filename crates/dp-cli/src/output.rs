@@ -109,7 +109,8 @@ pub(crate) const fn exit_code_for(code: ErrorCode) -> u8 {
         | ErrorCode::InsufficientMemory
         | ErrorCode::VersionDrift
         | ErrorCode::ProviderUnavailable
-        | ErrorCode::Overloaded => EXIT_NOT_READY,
+        | ErrorCode::Overloaded
+        | ErrorCode::OutputDrift => EXIT_NOT_READY,
     }
 }
 

@@ -37,6 +37,11 @@ pub(crate) struct VerifyArgs {
     /// Read and hash every byte even when the verification cache knows the file.
     #[arg(long)]
     strict: bool,
+    /// Golden outputs: with --lock, run each locked model on its probe inputs and record
+    /// its outputs in the lock file; without, run them again and report `output_drift`
+    /// when they moved beyond the recorded tolerance.
+    #[arg(long)]
+    golden: bool,
     /// Lock file (default: `<catalog>.lock` beside the catalog directory, e.g.
     /// `specs/catalog.lock`).
     #[arg(long, value_name = "FILE")]
@@ -74,6 +79,9 @@ struct ModelOutcome {
     rejected: Vec<RejectedPath>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aggregate: Option<String>,
+    /// `--golden`: what was recorded, or how the outputs compare with the recorded ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    golden: Option<serde_json::Value>,
     files: usize,
     hashed_files: u64,
     cached_files: u64,
@@ -168,6 +176,11 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     {
         return Ok(report_model_error(cli, &err));
     }
+    if args.golden
+        && let Err(code) = golden(cli, args, &lock_path, &selected, &mut outcomes)
+    {
+        return Ok(code);
+    }
 
     let all_ready = outcomes.iter().all(ModelOutcome::ready);
     if cli.json {
@@ -221,6 +234,7 @@ fn verify_model(
         drift: None,
         rejected: Vec::new(),
         aggregate: None,
+        golden: None,
         files: 0,
         hashed_files: 0,
         cached_files: 0,
@@ -254,6 +268,77 @@ fn verify_model(
     Ok(outcome)
 }
 
+/// `--golden`: records golden outputs (with `--lock`) or checks them, for every model whose
+/// files verified and which runs in this process with a preset.
+fn golden(
+    cli: &Cli,
+    args: &VerifyArgs,
+    lock_path: &Path,
+    selected: &[&CatalogEntry],
+    outcomes: &mut [ModelOutcome],
+) -> Result<(), ExitCode> {
+    let cache = args.cache.clone().or_else(default_cache_path);
+    let manager = crate::providers::manager(cli, cache)?;
+    let lock = LockFile::read(lock_path).map_err(|err| report_model_error(cli, &err.into()))?;
+    let mut recorded = Vec::new();
+    for (entry, outcome) in selected.iter().zip(outcomes.iter_mut()) {
+        let spec = &entry.spec;
+        let runnable = spec.runtime == dp_spec::Runtime::Inprocess
+            && dp_manager::preset::status(spec.preprocess_preset.as_deref())
+                == dp_manager::preset::PresetStatus::Runnable;
+        if !outcome.ready() || !runnable {
+            continue;
+        }
+        let name = spec.model_name.as_str();
+        if args.lock {
+            match manager.golden_outputs(name) {
+                Ok(golden) => {
+                    outcome.golden = Some(serde_json::json!({
+                        "recorded": true,
+                        "inputs": golden.inputs.len(),
+                        "outputs_digest": golden.outputs_digest,
+                    }));
+                    recorded.push((spec.model_name.clone(), golden));
+                }
+                Err(err) => outcome.error = Some(err),
+            }
+        } else if let Some(golden) = lock.models.get(name).and_then(|e| e.golden.as_ref()) {
+            match manager.check_golden(name, golden) {
+                Ok(check) => outcome.golden = serde_json::to_value(check).ok(),
+                Err(err) => {
+                    if err.error_code == ErrorCode::OutputDrift {
+                        outcome.status = "output_drift";
+                        outcome.golden = Some(serde_json::json!({
+                            "within_tolerance": false,
+                            "min_cosine": err.details["min_cosine"],
+                            "max_abs_diff": err.details["max_abs_diff"],
+                            "worst_input": err.details["worst_input"],
+                        }));
+                    }
+                    outcome.error = Some(err);
+                }
+            }
+        } else {
+            outcome.golden = Some(serde_json::json!({
+                "recorded": false,
+                "hint": "no golden outputs in the lock file: run `dp verify --lock --golden`",
+            }));
+        }
+    }
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    LockFile::update(lock_path, |lock| {
+        for (name, golden) in recorded {
+            if let Some(entry) = lock.models.get_mut(&name) {
+                entry.golden = Some(golden);
+            }
+        }
+        Ok::<_, ModelError>(())
+    })
+    .map_err(|err| report_model_error(cli, &err))
+}
+
 /// Records the verified models in the lock file. A model is locked when its files could
 /// all be hashed and its pin (if any) matches; drift from an older entry is accepted (that
 /// is what `--lock` is for). Models that cannot be locked keep their error.
@@ -273,15 +358,19 @@ fn write_lock(
                 continue;
             };
             let spec = &entry.spec;
-            lock.models.insert(
-                spec.model_name.clone(),
-                LockEntry::new(
-                    spec.model_version.clone(),
-                    spec.weights_digest,
-                    manifest,
-                    now,
-                ),
+            let mut new_entry = LockEntry::new(
+                spec.model_version.clone(),
+                spec.weights_digest,
+                manifest,
+                now,
             );
+            // Golden outputs outlive a re-lock of the files: they are what later files
+            // must still compute.
+            new_entry.golden = lock
+                .models
+                .get(&spec.model_name)
+                .and_then(|old| old.golden.clone());
+            lock.models.insert(spec.model_name.clone(), new_entry);
             outcome.lock_written = true;
             outcome.error = None;
             if outcome.status == "drift" {
@@ -319,6 +408,19 @@ fn render_text(outcomes: &[ModelOutcome]) -> String {
             "{status:<15}  {:<width$}  {summary}\n",
             o.model_name
         ));
+        if let Some(golden) = &o.golden {
+            let line = if golden["recorded"] == true {
+                format!("recorded ({} probe inputs)", golden["inputs"])
+            } else if golden["recorded"] == false {
+                "none recorded: run `dp verify --lock --golden`".to_owned()
+            } else {
+                format!(
+                    "min cosine {}, max |Δ| {}",
+                    golden["min_cosine"], golden["max_abs_diff"]
+                )
+            };
+            text.push_str(&format!("    golden   {line}\n"));
+        }
         if o.error.is_some() {
             for path in &o.missing {
                 text.push_str(&format!("    missing  {path}\n"));

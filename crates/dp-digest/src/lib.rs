@@ -45,7 +45,7 @@ pub use hash::{
     HashStats, NoProgress, Progress, digest_bytes, digest_file, digest_reader,
     sha256_implementation,
 };
-pub use lock::{LOCK_FILE_VERSION, LockEntry, LockFile, rfc3339_utc};
+pub use lock::{GoldenOutputs, LOCK_FILE_VERSION, LockEntry, LockFile, rfc3339_utc};
 pub use manifest::{
     Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts, manifest_of_dir,
 };

@@ -26,7 +26,7 @@ use crate::weights_digest::WeightsDigest;
 pub const LOCK_FILE_VERSION: u32 = 1;
 
 /// A catalog's lock file: model name → what was verified for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockFile {
     /// Format version; this build reads and writes 1.
@@ -73,7 +73,7 @@ fn unique_models<'de, D: Deserializer<'de>>(
 }
 
 /// What was verified for one model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockEntry {
     /// The spec's `model_version` when the entry was written.
@@ -89,6 +89,31 @@ pub struct LockEntry {
     /// (`2025-01-31T12:00:00Z`).
     #[schemars(extend("format" = "date-time"))]
     pub last_verified: String,
+    /// What the model computed on its probe inputs when `dp verify --lock --golden` ran:
+    /// `dp verify --golden` runs them again and reports `output_drift` outside the
+    /// tolerances. Kept when `--lock` re-records the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenOutputs>,
+}
+
+/// A model's outputs on fixed probe inputs, pinned beside its file digests: a digest proves
+/// the bytes, these prove the numbers (another runtime version, provider or device, or a
+/// preprocessing change, can change outputs while every digest matches).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenOutputs {
+    /// The preprocess signature the outputs were made with (`pp1:…`).
+    pub preprocess_signature: String,
+    /// The probe inputs: texts (for a cross-encoder, the query first, then the documents).
+    pub inputs: Vec<String>,
+    /// One row per input (per document for a cross-encoder: its score).
+    pub outputs: Vec<Vec<f32>>,
+    /// SHA-256 of the outputs as little-endian f32, row after row (equal means bit for bit).
+    pub outputs_digest: String,
+    /// The lowest cosine similarity accepted per row (rows of more than one value).
+    pub min_cosine: f64,
+    /// The largest absolute difference accepted per value.
+    pub max_abs_diff: f64,
 }
 
 impl LockEntry {
@@ -106,6 +131,7 @@ impl LockEntry {
             aggregate: manifest.aggregate,
             files: manifest.files,
             last_verified: rfc3339_utc(verified_at),
+            golden: None,
         }
     }
 

@@ -51,11 +51,15 @@ pub enum ErrorCode {
     Io,
     /// The model's request queue is full: retry after a moment (nothing was run).
     Overloaded,
+    /// A model's outputs on its probe inputs differ from the golden outputs pinned in the
+    /// lock file beyond their tolerance (the bytes may all match: a runtime, device or
+    /// preprocessing change).
+    OutputDrift,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::ModelNotFound,
         Self::WeightsMissing,
         Self::WeightsDigestMismatch,
@@ -72,6 +76,7 @@ impl ErrorCode {
         Self::InvalidInput,
         Self::Io,
         Self::Overloaded,
+        Self::OutputDrift,
     ];
 
     /// The stable snake_case name, identical to the serialized form.
@@ -94,6 +99,7 @@ impl ErrorCode {
             Self::InvalidInput => "invalid_input",
             Self::Io => "io",
             Self::Overloaded => "overloaded",
+            Self::OutputDrift => "output_drift",
         }
     }
 }
