@@ -12,6 +12,7 @@ use std::sync::Arc;
 use dp_manager::ModelManager;
 use dp_provider_candle::CandleProvider;
 use dp_spec::{Catalog, Precision};
+use dp_tests::cosine;
 use serde::Deserialize;
 
 const MODEL: &str = "all-minilm-l6-v2";
@@ -56,17 +57,6 @@ fn embed_all(models_root: &Path, precision: Precision, sentences: &[&str]) -> Ve
     assert_eq!(output.models_used.len(), 1);
     assert_eq!(output.models_used[0].model_name, MODEL);
     output.embeddings
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -19,6 +19,7 @@ use dp_manager::{ModelManager, TaskData, TaskOutput, TaskRequest, TaskType};
 use dp_provider_candle::CandleProvider;
 use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
 use dp_spec::{Catalog, ErrorCode};
+use dp_tests::cosine;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -48,18 +49,6 @@ struct ImageReference {
 fn reference(config: &str) -> Reference {
     let path = dp_tests::data_dir().join(format!("reference/clip/{config}.json"));
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// The catalog and the models root with the CLIP assets, or `None` (not in CI) when

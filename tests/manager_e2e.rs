@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use dp_manager::ModelManager;
 use dp_manager::providers::candle::CandleProvider;
 use dp_manager::providers::onnx::{OnnxProvider, OnnxProviderConfig};
+use dp_manager::{EmbeddingCacheConfig, ModelManager};
 use dp_spec::{Catalog, ModelProvider};
 
 /// sentence-transformers' output (`tests/data/reference/…`): sentences and embeddings.
@@ -31,15 +31,11 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-#[test]
-fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
-    const TEST: &str = "candle_and_onnx_embed_like_sentence_transformers_through_the_manager";
-    let (Some(_), Some(models_root)) = (
-        dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", TEST),
-        dp_tests::asset("models", TEST),
-    ) else {
-        return;
-    };
+/// The sample catalog's MiniLM builds (candle and ONNX) behind one manager, or `None` (not in
+/// CI) without the setup's models.
+fn minilm_manager(test: &str, cache: EmbeddingCacheConfig) -> Option<ModelManager> {
+    dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", test)?;
+    let models_root = dp_tests::asset("models", test)?;
     let catalog = Catalog::load(&dp_tests::sample_catalog()).expect("sample catalog");
     let providers: Vec<Arc<dyn ModelProvider>> = vec![
         Arc::new(CandleProvider::new()),
@@ -47,9 +43,19 @@ fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
     ];
     let manager = ModelManager::builder(catalog, models_root)
         .providers(providers)
+        .embedding_cache(cache)
         .reaper(false)
         .build()
         .expect("builds");
+    Some(manager)
+}
+
+#[test]
+fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
+    const TEST: &str = "candle_and_onnx_embed_like_sentence_transformers_through_the_manager";
+    let Some(manager) = minilm_manager(TEST, EmbeddingCacheConfig::default()) else {
+        return;
+    };
     let (sentences, expected) = reference();
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
 
@@ -90,23 +96,9 @@ fn candle_and_onnx_embed_like_sentence_transformers_through_the_manager() {
 #[test]
 fn concurrent_single_text_callers_are_batched_and_each_gets_its_own_vector() {
     const TEST: &str = "concurrent_single_text_callers_are_batched_and_each_gets_its_own_vector";
-    let (Some(_), Some(models_root)) = (
-        dp_tests::asset("models/all-minilm-l6-v2-onnx/model.onnx", TEST),
-        dp_tests::asset("models", TEST),
-    ) else {
+    let Some(manager) = minilm_manager(TEST, EmbeddingCacheConfig::disabled()) else {
         return;
     };
-    let catalog = Catalog::load(&dp_tests::sample_catalog()).expect("sample catalog");
-    let providers: Vec<Arc<dyn ModelProvider>> = vec![
-        Arc::new(CandleProvider::new()),
-        Arc::new(OnnxProvider::new(OnnxProviderConfig::default())),
-    ];
-    let manager = ModelManager::builder(catalog, models_root)
-        .providers(providers)
-        .embedding_cache(dp_manager::EmbeddingCacheConfig::disabled())
-        .reaper(false)
-        .build()
-        .expect("builds");
     let (sentences, _) = reference();
     let texts: Vec<String> = (0..24)
         .map(|i| format!("{} ({i})", sentences[i % sentences.len()]))

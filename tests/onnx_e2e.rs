@@ -14,6 +14,7 @@ use dp_manager::ModelManager;
 use dp_provider_candle::CandleProvider;
 use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
 use dp_spec::Catalog;
+use dp_tests::cosine;
 use serde::Deserialize;
 
 const MODEL: &str = "all-minilm-l6-v2-onnx";
@@ -54,17 +55,6 @@ fn onnx_manager(models_root: &Path) -> ModelManager {
         .reaper(false)
         .build()
         .unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -75,21 +75,8 @@ fn vectors_survive_a_restart_and_a_modified_model_misses() {
     let value = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + 1e-3;
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
     std::fs::write(&weights, &bytes).unwrap();
-    let spec_path = root.join("catalog/text_embedding/tiny-bert.yaml");
-    let spec = std::fs::read_to_string(&spec_path).unwrap();
-    let old = spec
-        .lines()
-        .find_map(|l| l.strip_prefix("weights_digest: "))
-        .unwrap()
-        .to_owned();
     let new = dp_digest::digest_bytes(dp_digest::DigestAlgorithm::Sha256, &bytes).to_string();
-    let spec = spec
-        .replace(&old, &new)
-        .lines()
-        .filter(|l| !l.starts_with("artifacts_digest"))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
-    std::fs::write(&spec_path, spec).unwrap();
+    dp_tests::repin_weights(&root.join("catalog/text_embedding/tiny-bert.yaml"), &new);
     let modified = manager(&root, &cache);
     let out = modified.embed("tiny-bert", &TEXTS).unwrap();
     let status = modified.status().embedding_cache;

@@ -20,6 +20,7 @@ use dp_manager::{ModelManager, TaskData, TaskOutput, TaskRequest, TaskType};
 use dp_provider_candle::CandleProvider;
 use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
 use dp_spec::{Catalog, ErrorCode, TensorData};
+use dp_tests::cosine;
 use serde::Deserialize;
 
 /// The embedding models and the reference each is checked against.
@@ -100,18 +101,6 @@ fn manager(test: &str) -> Option<ModelManager> {
     .build()
     .unwrap();
     Some(manager)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {

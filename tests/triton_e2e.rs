@@ -23,6 +23,7 @@ use dp_spec::{
     Catalog, ErrorCode, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
     NamedTensors, Precision, ResolvedDevice, Tensor, TensorData,
 };
+use dp_tests::cosine;
 use dp_tests::triton_harness::{
     AFFINE_WEIGHTS_DIGEST, Deployment, MINILM_ONNX, REPOSITORY_TEMPLATES, TritonInstall,
     TritonServer, free_port, write_repository,
@@ -414,17 +415,6 @@ fn server_killed_in_flight_then_restarted_and_the_same_provider_recovers() {
 struct Reference {
     sentences: Vec<String>,
     embeddings: Vec<Vec<f32>>,
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

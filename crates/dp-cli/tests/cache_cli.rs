@@ -16,16 +16,13 @@ fn demo() -> PathBuf {
 }
 
 fn dp_command(cache: &Path, args: &[&str]) -> Command {
-    let verify = cache.with_extension("verify.json");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dp"));
-    command
-        .current_dir(dp_tests::workspace_root())
-        .env_remove("RUST_LOG")
-        .env("DP_CATALOG", demo().join("catalog"))
-        .env("DP_MODELS_ROOT", demo().join("models"))
-        .env("DP_VERIFY_CACHE", verify)
-        .env("DP_EMBEDDING_CACHE", cache)
-        .args(args);
+    let mut command = dp_tests::cli::command(
+        env!("CARGO_BIN_EXE_dp"),
+        &demo().join("catalog"),
+        &demo().join("models"),
+        cache.parent().unwrap(),
+    );
+    command.env("DP_EMBEDDING_CACHE", cache).args(args);
     command
 }
 
@@ -34,13 +31,8 @@ fn dp(cache: &Path, args: &[&str]) -> Output {
 }
 
 fn json(out: &Output) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    dp_tests::cli::assert_exit(out, 0);
+    dp_tests::cli::json(out)
 }
 
 /// `n` distinct short texts, one per line, starting at `from`.

@@ -6,32 +6,25 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 fn dp(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dp"))
-        .current_dir(dp_tests::workspace_root())
-        .env_remove("RUST_LOG")
-        .env_remove("DP_EMBEDDING_CACHE")
-        .env("DP_CATALOG", root.join("catalog"))
-        .env("DP_MODELS_ROOT", root.join("models"))
-        .env("DP_VERIFY_CACHE", root.join("verify-cache.json"))
-        .args(args)
-        .output()
-        .unwrap()
+    dp_tests::cli::command(
+        env!("CARGO_BIN_EXE_dp"),
+        &root.join("catalog"),
+        &root.join("models"),
+        root,
+    )
+    .args(args)
+    .output()
+    .unwrap()
 }
 
 fn json(out: &Output, code: i32) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    dp_tests::cli::assert_exit(out, code);
+    dp_tests::cli::json(out)
 }
 
 /// Adds `delta` to the first value of tensor `name` in a safetensors file.
@@ -84,21 +77,8 @@ fn golden_outputs_are_recorded_checked_and_their_drift_reported() {
         "encoder.layer.1.output.LayerNorm.weight",
         1e-3,
     );
-    let spec_path = root.join("catalog/text_embedding/tiny-bert.yaml");
-    let spec = std::fs::read_to_string(&spec_path).unwrap();
-    let old = spec
-        .lines()
-        .find_map(|l| l.strip_prefix("weights_digest: "))
-        .unwrap()
-        .to_owned();
     let new = dp_digest::digest_bytes(dp_digest::DigestAlgorithm::Sha256, &bytes).to_string();
-    let spec: String = spec
-        .replace(&old, &new)
-        .lines()
-        .filter(|l| !l.starts_with("artifacts_digest"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&spec_path, spec).unwrap();
+    dp_tests::repin_weights(&root.join("catalog/text_embedding/tiny-bert.yaml"), &new);
     json(&dp(root, &["--json", "verify", "--lock"]), 0);
     let lock: Value =
         serde_json::from_slice(&std::fs::read(root.join("catalog.lock")).unwrap()).unwrap();

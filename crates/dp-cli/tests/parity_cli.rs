@@ -6,8 +6,9 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use dp_tests::cli::{assert_exit, json};
 use serde_json::Value;
 
 fn workspace_root() -> PathBuf {
@@ -16,13 +17,8 @@ fn workspace_root() -> PathBuf {
 
 /// Runs `dp` with `catalog` and `models`, a private verify cache.
 fn dp_in(catalog: &Path, models: &Path, args: &[&str]) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_dp"))
-        .current_dir(workspace_root())
-        .env_remove("RUST_LOG")
-        .env("DP_CATALOG", catalog)
-        .env("DP_MODELS_ROOT", models)
-        .env("DP_VERIFY_CACHE", cache.path().join("verify-cache.json"))
+    let scratch = tempfile::tempdir().unwrap();
+    dp_tests::cli::command(env!("CARGO_BIN_EXE_dp"), catalog, models, scratch.path())
         .args(args)
         .output()
         .unwrap()
@@ -35,26 +31,6 @@ fn dp(args: &[&str]) -> Output {
         &workspace_root().join(".dp-assets/models"),
         args,
     )
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
-        panic!(
-            "not JSON ({err}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// Asserts `dp`'s exit code, showing its stderr when it differs.
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn vectors(embed: &Value) -> Vec<Vec<f64>> {

@@ -150,18 +150,7 @@ impl SentenceEmbeddingConfig {
             None => None,
         };
 
-        let max_length = match params.get("max_length") {
-            Some(v) => {
-                let n = v
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| files.param_error("max_length", "a positive integer"))?;
-                agree(spec, "max_length", &n, file_max_length.as_ref())?;
-                n
-            }
-            None => file_max_length.map_or(DEFAULT_MAX_LENGTH, |(n, _)| n),
-        };
+        let max_length = resolve_max_length(files, file_max_length)?;
         let pooling = match params.get("pooling") {
             Some(v) => {
                 let p = v.as_str().and_then(Pooling::parse).ok_or_else(|| {
@@ -212,6 +201,26 @@ impl SentenceEmbeddingConfig {
             prompts,
             default_prompt_name,
         })
+    }
+}
+
+/// The maximum length: `preprocess_params.max_length` (checked against what the model's
+/// file says), else the file's, else [`DEFAULT_MAX_LENGTH`].
+pub(super) fn resolve_max_length(
+    files: &ArtifactFiles<'_>,
+    from_file: Option<(usize, std::path::PathBuf)>,
+) -> Result<usize, PresetError> {
+    match files.spec.preprocess_params.get("max_length") {
+        Some(v) => {
+            let n = v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| files.param_error("max_length", "a positive integer"))?;
+            agree(files.spec, "max_length", &n, from_file.as_ref())?;
+            Ok(n)
+        }
+        None => Ok(from_file.map_or(DEFAULT_MAX_LENGTH, |(n, _)| n)),
     }
 }
 

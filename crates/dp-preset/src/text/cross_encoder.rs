@@ -24,7 +24,6 @@ use dp_spec::tensor_names::{LOGITS, TEXT_INPUTS};
 use dp_spec::{ModelSpec, NamedTensors, TensorData, VerifiedArtifacts};
 use serde_json::Value;
 
-use super::config::DEFAULT_MAX_LENGTH;
 use super::{PAD_TOKENS, TextTokenizer, batch_size_of, text_tensors};
 use crate::artifacts::{ArtifactFiles, agree};
 use crate::error::PresetError;
@@ -117,19 +116,7 @@ impl CrossEncoder {
                 "max_length or activation (preset cross_encoder takes no other parameter)",
             ));
         }
-        let file_max_length = file_max_length(&files)?;
-        let max_length = match params.get("max_length") {
-            Some(v) => {
-                let n = v
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| files.param_error("max_length", "a positive integer"))?;
-                agree(spec, "max_length", &n, file_max_length.as_ref())?;
-                n
-            }
-            None => file_max_length.map_or(DEFAULT_MAX_LENGTH, |(n, _)| n),
-        };
+        let max_length = super::config::resolve_max_length(&files, file_max_length(&files)?)?;
         let file_activation = file_activation(&files, &config_path, &config)?;
         let activation = match params.get("activation") {
             Some(v) => {
