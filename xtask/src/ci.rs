@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::process::{self, cargo_command};
 use crate::setup::{self, SetupArgs};
 use crate::stress::{self, StressArgs};
-use crate::{deps, schema};
+use crate::{deps, schema, wheel};
 
 /// One CI step: the name in its `== name ==` header and what it runs.
 struct Step {
@@ -79,6 +79,12 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    // The Python bindings: a dev-profile wheel (reusing the `test` step's build), installed
+    // into a fresh venv, and its pytest suite on the real models.
+    Step {
+        name: "python",
+        run: |root, setup| wheel::ci(root, setup),
+    },
     // The manager's stress test (ignored by `test`), short: the debug build `test` made.
     Step {
         name: "stress",
@@ -143,6 +149,7 @@ mod tests {
                 "deps",
                 "cargo-deny",
                 "test",
+                "python",
                 "stress"
             ]
         );

