@@ -31,6 +31,8 @@ const MATURIN_VENV: &str = ".dp-assets/wheel-venv";
 const MATURIN_REQUIREMENTS: &str = "xtask/requirements/wheel.txt";
 /// The venv the wheel is tested in, made fresh on every `--test` run.
 const TEST_VENV: &str = ".dp-assets/wheel-test-venv";
+/// The venv `cargo xtask bench embed` times the release wheel in.
+const BENCH_VENV: &str = ".dp-assets/bench-wheel-venv";
 /// The pinned requirements of the test venv.
 const TEST_REQUIREMENTS: &str = "xtask/requirements/python-wheel-test.txt";
 /// The hash-checked wheels of [`TEST_REQUIREMENTS`], downloaded once.
@@ -202,15 +204,38 @@ fn test(root: &Path, python: &OsStr, wheel: &Path) -> Result<()> {
         ),
         "the dp binary does not build; see the errors above",
     )?;
+    let venv_python = install_fresh(root, python, wheel, &root.join(TEST_VENV))?;
+    let mut pytest = Command::new(&venv_python);
+    pytest
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join(TESTS))
+        .env("DP_REPO_ROOT", root)
+        .env("DP_BIN", root.join("target/debug/dp"))
+        // The package under test is the installed wheel, never the source folder.
+        .env_remove("PYTHONPATH")
+        .current_dir(root);
+    process::run(&mut pytest, "fix the failing Python tests above")
+}
+
+/// The release wheel, built and installed into a fresh `.dp-assets/bench-wheel-venv` (with
+/// the pinned test requirements: numpy); returns that venv's Python. For `cargo xtask
+/// bench embed`, which times the binding as users get it.
+pub(crate) fn release_venv(root: &Path, python: &OsStr) -> Result<PathBuf> {
+    let wheel = build(root, python, Profile::Release)?;
+    install_fresh(root, python, &wheel, &root.join(BENCH_VENV))
+}
+
+/// A fresh venv at `venv` with the pinned test requirements (from the wheelhouse, offline
+/// once filled) and `wheel`; returns its Python.
+fn install_fresh(root: &Path, python: &OsStr, wheel: &Path, venv: &Path) -> Result<PathBuf> {
     let requirements = root.join(TEST_REQUIREMENTS);
     let wheelhouse = fill_wheelhouse(root, python, &requirements)?;
-    let venv = root.join(TEST_VENV);
     if venv.exists() {
-        std::fs::remove_dir_all(&venv)
+        std::fs::remove_dir_all(venv)
             .with_context(|| format!("cannot remove {}", venv.display()))?;
     }
     process::run(
-        Command::new(python).args(["-m", "venv"]).arg(&venv),
+        Command::new(python).args(["-m", "venv"]).arg(venv),
         "install Python's venv module (Debian: the python3-venv package) or pass --python",
     )?;
     let venv_python = venv.join("bin/python");
@@ -245,16 +270,7 @@ fn test(root: &Path, python: &OsStr, wheel: &Path) -> Result<()> {
         &mut pip(&[wheel.as_os_str()]),
         "the wheel does not install; see pip's message above",
     )?;
-    let mut pytest = Command::new(&venv_python);
-    pytest
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join(TESTS))
-        .env("DP_REPO_ROOT", root)
-        .env("DP_BIN", root.join("target/debug/dp"))
-        // The package under test is the installed wheel, never the source folder.
-        .env_remove("PYTHONPATH")
-        .current_dir(root);
-    process::run(&mut pytest, "fix the failing Python tests above")
+    Ok(venv_python)
 }
 
 /// Downloads the pinned test wheels once (hash-checked) into [`WHEELHOUSE`]; returns it.

@@ -445,7 +445,10 @@ fn cached_vectors(
             for &i in &slots {
                 out[i] = Some(vector.clone());
             }
-            vectors.insert(*key, Arc::from(vector.as_slice()));
+            // Into the first level too, unless it holds nothing at all.
+            if cache.config.max_entries > 0 {
+                vectors.insert(*key, Arc::from(vector.as_slice()));
+            }
             false
         });
         cache

@@ -175,29 +175,56 @@ impl PersistentEmbeddingCache {
     }
 
     fn try_get_many(&self, keys: &[u128]) -> rusqlite::Result<Vec<Option<Vec<f32>>>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        /// Keys per query: well under SQLite's limit of bound parameters.
+        const CHUNK: usize = 256;
+        let conn = self.conn();
         let now = now_ms();
-        let mut out = Vec::with_capacity(keys.len());
-        {
-            let mut select = tx.prepare("SELECT data, used FROM vectors WHERE key = ?1")?;
-            let mut touch = tx.prepare("UPDATE vectors SET used = ?2 WHERE key = ?1")?;
-            for key in keys {
-                let k = key.to_le_bytes();
-                let row: Option<(Vec<u8>, i64)> = select
-                    .query_row(params![k.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                out.push(row.and_then(|(data, used)| {
+        let mut found: std::collections::HashMap<[u8; 16], Vec<f32>> =
+            std::collections::HashMap::with_capacity(keys.len());
+        let mut stale: Vec<[u8; 16]> = Vec::new();
+        // One statement per chunk of keys (`key IN (…)`), read without a write lock: a
+        // hit costs a B-tree probe, not a statement and a transaction.
+        for chunk in keys.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut select = conn.prepare_cached(&format!(
+                "SELECT key, data, used FROM vectors WHERE key IN ({marks})"
+            ))?;
+            let bound: Vec<[u8; 16]> = chunk.iter().map(|k| k.to_le_bytes()).collect();
+            let mut rows = select.query(rusqlite::params_from_iter(bound.iter()))?;
+            while let Some(row) = rows.next()? {
+                let key: Vec<u8> = row.get(0)?;
+                let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
+                    continue;
+                };
+                let data: Vec<u8> = row.get(1)?;
+                let used: i64 = row.get(2)?;
+                if let Some(vector) = decode(&data) {
                     if used < now - USED_REFRESH_MS {
-                        // Best effort: a busy writer elsewhere only delays the refresh.
-                        let _refreshed = touch.execute(params![k.as_slice(), now]);
+                        stale.push(key);
                     }
-                    decode(&data)
-                }));
+                    found.insert(key, vector);
+                }
             }
         }
-        tx.commit()?;
-        Ok(out)
+        if !stale.is_empty() {
+            // Best effort: a busy writer elsewhere only delays the refresh.
+            let refresh = || -> rusqlite::Result<()> {
+                let tx = conn.unchecked_transaction()?;
+                {
+                    let mut touch =
+                        tx.prepare_cached("UPDATE vectors SET used = ?2 WHERE key = ?1")?;
+                    for key in &stale {
+                        touch.execute(params![key.as_slice(), now])?;
+                    }
+                }
+                tx.commit()
+            };
+            let _refreshed = refresh();
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.remove(&k.to_le_bytes()))
+            .collect())
     }
 
     /// Stores `rows` (key, model name, vector), then drops the least recently used vectors
@@ -217,7 +244,7 @@ impl PersistentEmbeddingCache {
         let now = now_ms();
         let mut added: i64 = 0;
         {
-            let mut insert = tx.prepare(
+            let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO vectors (key, model, data, used) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for (key, model, vector) in rows {
@@ -343,6 +370,10 @@ fn decode(data: &[u8]) -> Option<Vec<f32>> {
 fn open_checked(path: &Path) -> Result<Connection, String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    // Large pages keep a vector inside its B-tree leaf (with 4 KiB pages a 384-value vector
+    // spills into an overflow page, one more read per hit). Only a new file takes it.
+    conn.pragma_update(None, "page_size", 16_384)
         .map_err(|e| e.to_string())?;
     // WAL: readers and the writer of several processes do not block each other, and an
     // interrupted write is rolled back on the next open.

@@ -23,9 +23,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::Executables;
 use super::pairs::{CommandLine, figure_rounds, median_series, peak_rss_pairs, series};
 use super::report::{Row, Side, Target, Unit};
+use super::{Executables, serving};
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
 
@@ -41,6 +41,9 @@ const ST_RUNNER: &str = "xtask/src/bench/embed_sentence_transformers.py";
 /// The Python ONNX Runtime runner and its venv (`cargo xtask setup`, `python-onnx`).
 const ORT_RUNNER: &str = "xtask/src/bench/embed_onnxruntime.py";
 const ONNX_VENV: &str = ".dp-assets/venv-onnx";
+
+/// The `dp_models` runner (the release wheel from Python).
+const PYTHON_BINDING_RUNNER: &str = "xtask/src/bench/embed_python_binding.py";
 
 /// The two specs and model folders (`cargo xtask setup`, `minilm` and `minilm-onnx`).
 const CANDLE_SPEC: &str = "specs/catalog/text_embedding/all-minilm-l6-v2.yaml";
@@ -74,8 +77,8 @@ pub(crate) const WORKLOADS: [(&str, &str); 4] = [
     ("long_b1", "1 long text (256 tokens) per call"),
 ];
 
-/// One batch of 32 short sentences.
-const SENTENCES: [&str; 32] = [
+/// One batch of 32 short sentences (the `text` group's too).
+pub(crate) const SENTENCES: [&str; 32] = [
     "A man is eating food.",
     "A man is eating a piece of bread.",
     "The girl is carrying a baby.",
@@ -236,13 +239,87 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         ORT_RUNNER,
         ONNX_MODEL,
     )?;
+    // The serving runners (batching, persistent cache) and the Python binding, in the
+    // same rounds: their anchors are the rounds' own figures.
+    let serving_exe = path_arg(&exes.serving)?;
+    let serving_common = [
+        "--models-root",
+        models_root.as_str(),
+        "--texts",
+        texts_s.as_str(),
+        "--threads",
+        threads.as_str(),
+        "--min-seconds",
+        MIN_SECONDS,
+    ];
+    let onnx_library = path_arg(&root.join(".dp-assets/onnxruntime/libonnxruntime.so"))?;
+    let serving_candle = serving::runner(
+        &serving_exe,
+        "candle",
+        &path_arg(&root.join(CANDLE_SPEC))?,
+        &serving_common,
+        &["--restart-texts", serving::RESTART_TEXTS],
+    );
+    let serving_onnx = serving::runner(
+        &serving_exe,
+        "onnx",
+        &path_arg(&root.join(ONNX_SPEC))?,
+        &serving_common,
+        &["--onnx-library", &onnx_library],
+    );
+    let python = std::env::var_os("DP_PYTHON").unwrap_or_else(|| "python3".into());
+    let wheel_python = crate::wheel::release_venv(root, &python)?;
+    let binding = serving::python_runner(
+        &wheel_python,
+        &root.join(PYTHON_BINDING_RUNNER),
+        &[
+            "--catalog",
+            &path_arg(&root.join("specs/catalog"))?,
+            "--models-root",
+            &models_root,
+            "--model",
+            ONNX_MODEL,
+            "--texts",
+            &texts_s,
+            "--min-seconds",
+            MIN_SECONDS,
+            "--threads",
+            &threads,
+            "--st-python",
+            &st_python,
+            "--st-model-dir",
+            &path_arg(&root.join(".dp-assets/models").join(CANDLE_MODEL))?,
+        ],
+    )?;
     println!(
         "embed: {THREADS} threads, {pairs} rounds of candle, onnx, onnx int8, \
-         sentence-transformers, Python onnxruntime"
+         sentence-transformers, Python onnxruntime, serving (candle, onnx), dp_models"
     );
-    let rounds = figure_rounds(&[&candle, &onnx, &onnx_int8, &st, &ort], pairs)?;
-    let [candle_r, onnx_r, int8_r, st_r, ort_r] = rounds.as_slice() else {
-        bail!("expected the figures of five runners");
+    let rounds = figure_rounds(
+        &[
+            &candle,
+            &onnx,
+            &onnx_int8,
+            &st,
+            &ort,
+            &serving_candle,
+            &serving_onnx,
+            &binding,
+        ],
+        pairs,
+    )?;
+    let [
+        candle_r,
+        onnx_r,
+        int8_r,
+        st_r,
+        ort_r,
+        serving_candle_r,
+        serving_onnx_r,
+        binding_r,
+    ] = rounds.as_slice()
+    else {
+        bail!("expected the figures of eight runners");
     };
     let versions = format!(
         "torch {} (OMP_WAIT_POLICY=PASSIVE), onnxruntime {}",
@@ -409,5 +486,11 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         )?
         .with_note(&note),
     );
+    for row in serving::rows(serving_candle_r, serving_onnx_r)?
+        .into_iter()
+        .chain(serving::python_rows(binding_r, st_r, onnx_r)?)
+    {
+        push(row);
+    }
     Ok(rows)
 }

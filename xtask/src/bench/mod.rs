@@ -16,6 +16,8 @@ mod manager;
 mod markdown;
 mod pairs;
 mod report;
+mod serving;
+mod text;
 mod triton;
 
 use std::path::{Path, PathBuf};
@@ -57,8 +59,11 @@ enum Group {
     /// The manager's hot path and embedding cache, with the Python manager as anchor.
     Manager,
     /// Sentence embedding (cold load, throughput, peak memory) with the candle and ONNX
-    /// providers against sentence-transformers and Python onnxruntime.
+    /// providers against sentence-transformers and Python onnxruntime; runs `text` too.
     Embed,
+    /// The text models of issue 15 (an XLM-R E5 embedder with its prompt, a cross-encoder
+    /// reranker) with the candle and ONNX providers against sentence-transformers.
+    Text,
     /// CLIP: the `image_clip` preset's preprocessing against transformers'
     /// `CLIPImageProcessorPil`, and the ViT-B/32 image tower with the candle and ONNX
     /// providers against transformers on PyTorch CPU and Python onnxruntime.
@@ -79,9 +84,12 @@ impl Group {
                 Self::Digest,
                 Self::Manager,
                 Self::Embed,
+                Self::Text,
                 Self::Clip,
                 Self::Triton,
             ],
+            // The issue's `cargo xtask bench embed` measures the text models too.
+            Self::Embed => vec![Self::Embed, Self::Text],
             group => vec![group],
         }
     }
@@ -93,6 +101,7 @@ impl Group {
             Self::Digest => "digest",
             Self::Manager => "manager",
             Self::Embed => "embed",
+            Self::Text => "text",
             Self::Clip => "clip",
             Self::Triton => "triton",
             Self::All => "all",
@@ -111,6 +120,7 @@ impl Group {
                 "minilm-onnx",
                 "minilm-onnx-int8",
             ],
+            Self::Text => &["minilm", "python-onnx", "onnxruntime"],
             Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
             Self::Triton => &["triton"],
         }
@@ -171,6 +181,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             Group::Digest => digest::run(root, &exes, args.pairs),
             Group::Manager => manager::run(root, &exes, args.pairs),
             Group::Embed => embed::run(root, &exes, args.pairs),
+            Group::Text => text::run(root, &exes, args.pairs),
             Group::Clip => clip::run(root, &exes, args.pairs),
             Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
@@ -239,6 +250,12 @@ pub(crate) struct Executables {
     pub embed_candle: PathBuf,
     /// `tests/benches/embed_onnx.rs`.
     pub embed_onnx: PathBuf,
+    /// `tests/benches/serving.rs`.
+    pub serving: PathBuf,
+    /// `tests/benches/text_candle.rs`.
+    pub text_candle: PathBuf,
+    /// `tests/benches/text_onnx.rs`.
+    pub text_onnx: PathBuf,
     /// `tests/benches/clip_candle.rs`.
     pub clip_candle: PathBuf,
     /// `tests/benches/clip_onnx.rs`.
@@ -248,12 +265,15 @@ pub(crate) struct Executables {
 }
 
 /// The targets of [`Executables`]: (package, target kind, target name).
-const TARGETS: [(&str, &str, &str); 8] = [
+const TARGETS: [(&str, &str, &str); 11] = [
     ("dp-cli", "bin", "dp"),
     ("dp-spec", "bench", "catalog"),
     ("dp-manager", "bench", "manager"),
     ("dp-tests", "bench", "embed_candle"),
     ("dp-tests", "bench", "embed_onnx"),
+    ("dp-tests", "bench", "serving"),
+    ("dp-tests", "bench", "text_candle"),
+    ("dp-tests", "bench", "text_onnx"),
     ("dp-tests", "bench", "clip_candle"),
     ("dp-tests", "bench", "clip_onnx"),
     ("dp-provider-triton", "example", "triton_load"),
@@ -299,16 +319,22 @@ impl Executables {
             manager,
             embed_candle,
             embed_onnx,
+            serving,
+            text_candle,
+            text_onnx,
             clip_candle,
             clip_onnx,
             triton_load,
-        ] = <[PathBuf; 8]>::try_from(paths).map_err(|_| anyhow::anyhow!("eight executables"))?;
+        ] = <[PathBuf; 11]>::try_from(paths).map_err(|_| anyhow::anyhow!("eleven executables"))?;
         Ok(Self {
             dp,
             catalog,
             manager,
             embed_candle,
             embed_onnx,
+            serving,
+            text_candle,
+            text_onnx,
             clip_candle,
             clip_onnx,
             triton_load,
@@ -374,7 +400,8 @@ mod tests {
     fn all_expands_to_every_group_in_report_order() {
         let names: Vec<&str> = Group::All.expand().iter().map(|g| g.name()).collect();
         assert_eq!(names, report::GROUP_ORDER);
-        assert_eq!(Group::Embed.expand(), vec![Group::Embed]);
+        assert_eq!(Group::Embed.expand(), vec![Group::Embed, Group::Text]);
+        assert_eq!(Group::Text.expand(), vec![Group::Text]);
         assert_eq!(selected(Group::All).count(), BENCHES.len());
         assert_eq!(selected(Group::Triton).count(), 0);
     }

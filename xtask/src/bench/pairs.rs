@@ -167,6 +167,15 @@ impl Figures {
         Ok(super::report::median(&samples))
     }
 
+    /// The numbers of the array under `key`, if any (a runner's output values, which
+    /// are compared between sides, never timed).
+    pub(crate) fn values(&self, key: &str) -> Option<Vec<f64>> {
+        self.map
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|values| values.iter().filter_map(Value::as_f64).collect())
+    }
+
     /// The string under `key`, if any (versions, for notes).
     pub(crate) fn text(&self, key: &str) -> Option<String> {
         self.map.get(key).and_then(Value::as_str).map(str::to_owned)

@@ -32,6 +32,8 @@ pub(crate) enum Unit {
     SentencesPerSecond,
     /// Requests per second: higher is better.
     RequestsPerSecond,
+    /// (query, document) pairs scored per second: higher is better.
+    PairsPerSecond,
     /// Bytes (peak resident memory): lower is better.
     Bytes,
 }
@@ -39,7 +41,10 @@ pub(crate) enum Unit {
 impl Unit {
     /// Whether a larger value is the better one.
     pub(crate) fn higher_is_better(self) -> bool {
-        matches!(self, Self::SentencesPerSecond | Self::RequestsPerSecond)
+        matches!(
+            self,
+            Self::SentencesPerSecond | Self::RequestsPerSecond | Self::PairsPerSecond
+        )
     }
 
     /// `value` with a unit that keeps 3–4 significant digits.
@@ -59,6 +64,7 @@ impl Unit {
             }
             Self::SentencesPerSecond => format!("{}/s", significant(value)),
             Self::RequestsPerSecond => format!("{} req/s", significant(value)),
+            Self::PairsPerSecond => format!("{} pairs/s", significant(value)),
             Self::Bytes => format!("{} MiB", significant(value / f64::from(1_u32 << 20))),
         }
     }
@@ -283,8 +289,9 @@ The digest, Triton and peak-memory pairs follow one discarded warm-up pair; the 
 manager and embedding runners time themselves after warming up in-process.";
 
 /// Groups in report order.
-pub(crate) const GROUP_ORDER: [&str; 6] =
-    ["catalog", "digest", "manager", "embed", "clip", "triton"];
+pub(crate) const GROUP_ORDER: [&str; 7] = [
+    "catalog", "digest", "manager", "embed", "text", "clip", "triton",
+];
 
 /// `target/bench/report.json`.
 pub(crate) fn json_path(root: &Path) -> PathBuf {
@@ -560,6 +567,7 @@ mod tests {
         assert_eq!(Unit::Seconds.format(0.1234), "123 ms");
         assert_eq!(Unit::Seconds.format(2.0), "2.00 s");
         assert_eq!(Unit::SentencesPerSecond.format(812.4), "812/s");
+        assert_eq!(Unit::PairsPerSecond.format(156.04), "156 pairs/s");
         assert_eq!(Unit::Bytes.format(150.0 * 1024.0 * 1024.0), "150 MiB");
     }
 
