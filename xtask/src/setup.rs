@@ -18,6 +18,7 @@ use crate::process;
 mod clip;
 mod minilm;
 mod onnx;
+mod t5;
 mod text;
 pub(crate) mod triton;
 
@@ -106,6 +107,11 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "tiny-text-onnx",
         ensure: text::tiny_text_onnx,
+    },
+    // The tiny T5 generation models use the ONNX venv (numpy) too.
+    Asset {
+        name: "tiny-t5",
+        ensure: t5::tiny_t5,
     },
     Asset {
         name: "triton",

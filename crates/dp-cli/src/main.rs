@@ -14,6 +14,7 @@ mod classify;
 mod demo;
 mod digest;
 mod embed;
+mod generate;
 mod health;
 mod images;
 mod list;
@@ -103,6 +104,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Score documents against a query with a cross-encoder (reranking).
     Rerank(rerank::RerankArgs),
+    /// Generate one text per input text with an encoder–decoder (T5), greedy or beam search.
+    Generate(generate::GenerateArgs),
     /// Print the tensors a model would be fed for some images or texts (its preset's output).
     Preprocess(preprocess::PreprocessArgs),
     /// Show or clear the persistent embedding cache (`--embedding-cache DIR`).
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(&cli, args),
         Command::Classify(args) => classify::run(&cli, args),
         Command::Rerank(args) => rerank::run(&cli, args),
+        Command::Generate(args) => generate::run(&cli, args),
         Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),

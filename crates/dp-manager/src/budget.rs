@@ -135,6 +135,42 @@ impl Accounting {
         Ok(Reservation {
             accounting: Arc::clone(self),
             demand,
+            slot: true,
+        })
+    }
+
+    /// Reserves memory a running request holds (a generation's key/value cache) if it
+    /// fits now: it counts against the RAM and VRAM budgets like a model, but takes no
+    /// model slot.
+    pub(crate) fn try_reserve_transient(
+        self: &Arc<Self>,
+        demand: Demand,
+    ) -> Result<Reservation, Shortfall> {
+        let b = self.budgets;
+        let mut usage = self.lock();
+        let ram = b
+            .ram_bytes
+            .is_some_and(|budget| usage.ram.saturating_add(demand.ram) > budget);
+        let vram = b
+            .vram_bytes
+            .is_some_and(|budget| usage.vram.saturating_add(demand.vram) > budget);
+        if ram || vram {
+            return Err(Shortfall {
+                slots: false,
+                ram,
+                vram,
+                usage: *usage,
+            });
+        }
+        usage.ram = usage.ram.saturating_add(demand.ram);
+        usage.vram = usage.vram.saturating_add(demand.vram);
+        usage.ram_peak = usage.ram_peak.max(usage.ram);
+        usage.vram_peak = usage.vram_peak.max(usage.vram);
+        drop(usage);
+        Ok(Reservation {
+            accounting: Arc::clone(self),
+            demand,
+            slot: false,
         })
     }
 }
@@ -144,6 +180,8 @@ impl Accounting {
 pub(crate) struct Reservation {
     accounting: Arc<Accounting>,
     demand: Demand,
+    /// Whether it holds a model slot (a loaded instance) or only memory (a request's).
+    slot: bool,
 }
 
 impl Reservation {
@@ -157,7 +195,9 @@ impl Drop for Reservation {
         let mut usage = self.accounting.lock();
         usage.ram = usage.ram.saturating_sub(self.demand.ram);
         usage.vram = usage.vram.saturating_sub(self.demand.vram);
-        usage.count = usage.count.saturating_sub(1);
+        if self.slot {
+            usage.count = usage.count.saturating_sub(1);
+        }
     }
 }
 
@@ -193,6 +233,18 @@ mod tests {
         assert_eq!((usage.ram_peak, usage.count_peak), (100, 2));
         drop(b);
         assert_eq!(accounting.usage().count, 0);
+        // A request's memory counts against the budgets but takes no slot.
+        let kv = accounting
+            .try_reserve_transient(Demand { ram: 70, vram: 0 })
+            .expect("fits");
+        assert_eq!((accounting.usage().ram, accounting.usage().count), (70, 0));
+        assert!(
+            accounting
+                .try_reserve_transient(Demand { ram: 31, vram: 0 })
+                .is_err()
+        );
+        drop(kv);
+        assert_eq!(accounting.usage().ram, 0);
         assert!(accounting.fits_alone(Demand { ram: 101, vram: 0 }).ram);
     }
 }

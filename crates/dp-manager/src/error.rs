@@ -101,6 +101,32 @@ pub enum ManagerError {
         in_use: u64,
     },
 
+    /// A generation's key/value cache does not fit the memory budget next to what is held.
+    #[error(
+        "generating with model {model} needs up to {need} bytes of key/value cache on \
+         {device} ({rows} decoder rows × {positions} positions) but the {limit} is {budget} \
+         and {in_use} bytes are held; lower max_new_tokens, num_beams or the number of texts \
+         per call, or raise the budget"
+    )]
+    GenerationOverBudget {
+        /// The model.
+        model: String,
+        /// Where it runs.
+        device: ResolvedDevice,
+        /// Decoder rows (inputs × beams) of one batch.
+        rows: usize,
+        /// Encoder plus decoder positions each row holds at most.
+        positions: usize,
+        /// `RAM budget` or `VRAM budget`.
+        limit: &'static str,
+        /// The cache at its largest.
+        need: u64,
+        /// The configured budget.
+        budget: u64,
+        /// What models and other requests hold now.
+        in_use: u64,
+    },
+
     /// The provider unwound (panicked) in the middle of a load.
     #[error(
         "provider {provider} stopped (panicked) while loading model {model}; the failure is \
@@ -331,6 +357,10 @@ impl ManagerError {
                 ErrorCode::InsufficientMemory
             }
             Self::InsufficientGpuMemory { .. } => ErrorCode::InsufficientGpuMemory,
+            Self::GenerationOverBudget { device, .. } => match device {
+                ResolvedDevice::Cpu => ErrorCode::InsufficientMemory,
+                ResolvedDevice::Cuda(_) => ErrorCode::InsufficientGpuMemory,
+            },
             Self::CatalogTooLarge { .. } => ErrorCode::InvalidSpec,
             Self::NetworkForbidden { .. } => ErrorCode::NetworkForbidden,
             Self::BadTask { .. } => ErrorCode::InvalidInput,
@@ -446,6 +476,27 @@ impl From<ManagerError> for ModelError {
                 .with_detail("need", need)
                 .with_detail("budget", budget)
                 .with_detail("in_use", in_use),
+            ManagerError::GenerationOverBudget {
+                model,
+                device,
+                need,
+                budget,
+                in_use,
+                ..
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail(
+                    "resource",
+                    if device == ResolvedDevice::Cpu {
+                        "ram"
+                    } else {
+                        "vram"
+                    },
+                )
+                .with_detail("need", need)
+                .with_detail("budget", budget)
+                .with_detail("in_use", in_use)
+                .with_detail("reason", "kv_cache_over_budget"),
             ManagerError::InsufficientGpuMemory {
                 model,
                 device,

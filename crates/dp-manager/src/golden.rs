@@ -4,7 +4,8 @@
 //! preprocessing bug) is caught as `output_drift`.
 //!
 //! Probe inputs come from the spec's `metadata.golden_inputs` (a list of texts; for a
-//! cross-encoder the first is the query) or, by default, a few fixed texts per preset.
+//! cross-encoder the first is the query) or, by default, a few fixed texts per preset. A
+//! generator's outputs are the token ids of a short greedy generation.
 
 use dp_digest::GoldenOutputs;
 use dp_preset::{PresetInputs, PresetOutput};
@@ -28,6 +29,9 @@ const DEFAULT_RERANK: [&str; 4] = [
     "The stock market closed higher on Friday.",
     "Chlorophyll absorbs sunlight in the leaves.",
 ];
+
+/// New tokens a generator's golden probe generates per text (greedy).
+const GOLDEN_NEW_TOKENS: usize = 16;
 
 /// Accepted per row by default: one build on one machine gives the same bits; other CPUs
 /// (another SIMD width) move the last digits, around 1e-6.
@@ -217,6 +221,21 @@ impl ModelManager {
             )
         })?;
         let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        if preset.seq2seq().is_some() {
+            // A generator's outputs are its token ids (exact in f32): greedy, a fixed length,
+            // so any change of one id is a difference of at least 1.
+            let options = crate::GenerationOptions {
+                max_new_tokens: Some(GOLDEN_NEW_TOKENS),
+                ..crate::GenerationOptions::default()
+            };
+            let generated = self.generate(model, &texts, &options)?;
+            #[allow(clippy::cast_precision_loss, reason = "token ids are below 2^24")]
+            return Ok(generated
+                .token_ids
+                .iter()
+                .map(|ids| ids.iter().map(|&id| id as f32).collect())
+                .collect());
+        }
         let output = if rerank {
             let (query, documents) = texts.split_first().ok_or_else(|| {
                 ModelError::new(ErrorCode::InvalidInput, "golden probe without a query")

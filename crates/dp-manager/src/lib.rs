@@ -75,6 +75,7 @@ mod cache;
 mod clock;
 mod embedding;
 mod error;
+mod generation;
 mod golden;
 mod health;
 pub mod integrity;
@@ -86,6 +87,7 @@ mod persistent;
 mod reaper;
 mod rerank;
 mod resolve;
+mod search;
 mod single_flight;
 mod status;
 mod task;
@@ -108,6 +110,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dp_preset as preset;
 pub use embedding::{EmbeddingCacheConfig, EmbeddingCacheStatus, EmbeddingOutput, PresetRun};
 pub use error::ManagerError;
+pub use generation::{
+    DEFAULT_MAX_NEW_TOKENS, EarlyStopping, GeneratedPiece, GenerationOptions, GenerationOutput,
+    MAX_BEAMS, MAX_NEW_TOKENS_LIMIT, OnPiece,
+};
 pub use golden::GoldenCheck;
 pub use health::{DigestHealth, HealthReport, ModelHealth, TierSummary};
 pub use key::CacheKey;

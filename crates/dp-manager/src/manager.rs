@@ -572,7 +572,7 @@ impl Inner {
 
     /// Evicts the least recently used idle model whose removal helps with `shortfall`.
     /// Returns `false` when there is none.
-    fn evict_one(&self, shortfall: &Shortfall) -> bool {
+    pub(crate) fn evict_one(&self, shortfall: &Shortfall) -> bool {
         let mut victim: Option<(Duration, u64, PackedKey)> = None;
         for item in &self.slots {
             let Slot::Ready(resident) = item.value() else {

@@ -28,7 +28,7 @@ pub enum TaskType {
     Rerank,
     /// Named tensors in, named tensors out, no pre/post-processing.
     Infer,
-    /// Reserved: text generation is not served yet (`invalid_input`).
+    /// Texts → one generated text each, through an encoder–decoder (`text_generation`).
     TextGeneration,
 }
 
@@ -50,7 +50,7 @@ impl TaskType {
 /// The data of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskData {
-    /// Texts (for `embedding`).
+    /// Texts (for `embedding` and `text_generation`).
     Texts(Vec<String>),
     /// Images (for `image_embedding`).
     Images(Vec<ImageInput>),
@@ -84,9 +84,10 @@ pub struct TaskRequest {
     /// How long the model stays loaded once idle (default: the manager's).
     pub keep_alive: Option<Duration>,
     /// Task options: `prompt_name` (a string; `embedding`: the model's named prompt to
-    /// prepend, e.g. `query`) and `top_k` (a positive integer; `rerank`: return the best
-    /// `top_k` documents, sorted). Any other option, or one the task type does not take,
-    /// is refused rather than ignored.
+    /// prepend, e.g. `query`), `top_k` (a positive integer; `rerank`: return the best
+    /// `top_k` documents, sorted), and for `text_generation` those of
+    /// [`crate::GenerationOptions`] (`max_new_tokens`, `num_beams`…). Any other option, or
+    /// one the task type does not take, is refused rather than ignored.
     pub options: BTreeMap<String, serde_json::Value>,
 }
 
@@ -117,6 +118,8 @@ pub enum TaskOutput {
     Scores(Vec<f32>),
     /// The best documents, best first (`rerank` with `top_k`).
     Ranking(Vec<RankedDocument>),
+    /// One generated text per input, in input order (`text_generation`).
+    Texts(Vec<String>),
     /// The model's named outputs.
     Tensors(NamedTensors),
     /// The model's named outputs per batch, for presets whose results are the model's own
@@ -176,6 +179,7 @@ impl TaskOptions {
                         })?;
                     parsed.top_k = Some(k);
                 }
+                (_, TaskType::TextGeneration) => {}
                 _ => {
                     let takes = match task_type {
                         TaskType::Embedding => "only prompt_name",
@@ -204,16 +208,16 @@ impl ModelManager {
     /// let manager = ModelManager::builder(dp_spec::Catalog::default(), "/srv/models")
     ///     .reaper(false)
     ///     .build()?;
-    /// let err = manager
-    ///     .task(TaskRequest::new(TaskType::TextGeneration, "any", None))
-    ///     .unwrap_err();
+    /// let mut request = TaskRequest::new(TaskType::TextGeneration, "any", None);
+    /// request.options.insert("num_beams".into(), serde_json::json!(0));
+    /// let err = manager.task(request).unwrap_err();
     /// assert_eq!(err.error_code, dp_spec::ErrorCode::InvalidInput);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// `invalid_input` for `text_generation`, for data that does not fit the task type, and
-    /// for options; otherwise as [`Self::get`], [`Self::embed`] and the model's `infer`.
+    /// `invalid_input` for data that does not fit the task type and for options; otherwise
+    /// as [`Self::get`], [`Self::embed`], [`Self::generate`] and the model's `infer`.
     pub fn task(&self, request: TaskRequest) -> Result<TaskResponse, ModelError> {
         let TaskRequest {
             task_type,
@@ -222,11 +226,20 @@ impl ModelManager {
             keep_alive,
             options,
         } = request;
-        if task_type == TaskType::TextGeneration {
-            return Err(bad(format!(
-                "task type text_generation is not supported yet (model {model}); use embedding or infer"
-            )));
-        }
+        let generation = if task_type == TaskType::TextGeneration {
+            let parsed = crate::GenerationOptions::from_task_options(&options)?;
+            if parsed.num_beams == 0 || parsed.num_beams > crate::MAX_BEAMS {
+                // Checked again against the model; refused here before any load.
+                return Err(bad(format!(
+                    "option num_beams is {}; use 1 (greedy) to {}",
+                    parsed.num_beams,
+                    crate::MAX_BEAMS
+                )));
+            }
+            Some(parsed)
+        } else {
+            None
+        };
         let options = TaskOptions::parse(task_type, &options)?;
         let Some(data) = data else {
             self.preload(&model, keep_alive)?;
@@ -261,6 +274,15 @@ impl ModelManager {
                 };
                 (output, reranked.model_signature, reranked.models_used)
             }
+            (TaskType::TextGeneration, TaskData::Texts(texts)) => {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let generated = self.generate(&model, &texts, &generation.unwrap_or_default())?;
+                (
+                    TaskOutput::Texts(generated.texts),
+                    generated.model_signature,
+                    generated.models_used,
+                )
+            }
             (TaskType::ImageEmbedding, TaskData::Images(images)) => {
                 preset_output(run(PresetInputs::Images(&images))?)
             }
@@ -283,7 +305,7 @@ impl ModelManager {
             }
             (task_type, data) => {
                 let want = match task_type {
-                    TaskType::Embedding => "texts",
+                    TaskType::Embedding | TaskType::TextGeneration => "texts",
                     TaskType::ImageEmbedding => "images",
                     TaskType::ZeroShotClassification => "images with labels",
                     TaskType::Rerank => "a query with documents",

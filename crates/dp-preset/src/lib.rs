@@ -37,7 +37,9 @@ pub use crate::error::PresetError;
 pub use crate::input::{ImageInput, InputKind, PresetInputs, PresetOutput};
 pub use crate::pixels::ImagePixels;
 pub use crate::registry::{PresetStatus, load, status};
-pub use crate::text::{CrossEncoder, Pooling, SentenceEmbedding, SentenceEmbeddingConfig};
+pub use crate::text::{
+    CrossEncoder, Pooling, SentenceEmbedding, SentenceEmbeddingConfig, TextGeneration,
+};
 
 /// A batch of inputs made into the tensors a model takes, plus what the preset needs to
 /// read the model's outputs back (an attention mask, the number of images…).
@@ -116,6 +118,12 @@ pub trait Preset: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// What the preset does for a generating model (encoder inputs in, token ids back to
+    /// text); `None` (the default) for presets of one-shot models.
+    fn seq2seq(&self) -> Option<&dyn Seq2SeqPreset> {
+        None
+    }
+
     /// Makes one batch (at most [`Self::batch_size`] inputs) into the model's tensors.
     ///
     /// # Errors
@@ -179,6 +187,36 @@ pub trait Preset: Send + Sync + fmt::Debug {
             PresetOutput::Vectors(rows)
         })
     }
+}
+
+/// A batch of inputs made into a generating model's encoder inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceBatch {
+    /// The encoder's inputs, by name.
+    pub tensors: NamedTensors,
+    /// Inputs in the batch.
+    pub len: usize,
+    /// Per input, whether it was truncated to the encoder's maximum.
+    pub truncated: Vec<bool>,
+}
+
+/// The preset side of generation: what an encoder–decoder's encoder takes, and the text of
+/// the token ids its decoder produced. The search between them is the manager's.
+pub trait Seq2SeqPreset: Send + Sync {
+    /// Makes one batch (at most the preset's batch size) into encoder inputs.
+    ///
+    /// # Errors
+    /// `invalid_input` (with a `reason`) for an input the preset cannot prepare.
+    fn encode_sources(&self, inputs: PresetInputs<'_>) -> Result<SourceBatch, PresetError>;
+
+    /// The text of generated ids (special tokens skipped).
+    ///
+    /// # Errors
+    /// `invalid_input` when the ids cannot be decoded.
+    fn decode_tokens(&self, ids: &[u32]) -> Result<String, PresetError>;
+
+    /// The most encoder tokens an input keeps.
+    fn max_source_tokens(&self) -> usize;
 }
 
 /// The error for a request kind a preset does not serve.

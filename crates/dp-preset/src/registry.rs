@@ -7,7 +7,7 @@
 use dp_spec::{ModelSpec, VerifiedArtifacts};
 
 use crate::error::PresetError;
-use crate::{CrossEncoder, ImageClip, ImagePixels, Preset, SentenceEmbedding};
+use crate::{CrossEncoder, ImageClip, ImagePixels, Preset, SentenceEmbedding, TextGeneration};
 
 /// Builds a preset from a spec and the model's verified files.
 type Constructor = fn(&ModelSpec, &VerifiedArtifacts) -> Result<Box<dyn Preset>, PresetError>;
@@ -40,6 +40,10 @@ const REGISTRY: &[Entry] = &[
     Entry {
         name: crate::text::CROSS_ENCODER,
         build: Some(|spec, artifacts| Ok(Box::new(CrossEncoder::from_spec(spec, artifacts)?))),
+    },
+    Entry {
+        name: crate::text::TEXT_GENERATION,
+        build: Some(|spec, artifacts| Ok(Box::new(TextGeneration::from_spec(spec, artifacts)?))),
     },
     Entry {
         name: "audio_log_mel",

@@ -101,7 +101,7 @@ pub(crate) fn model_type(file: &ModelFile) -> Result<Option<String>, CandleError
 }
 
 /// The `model_type`s this provider runs, for error messages.
-pub(crate) const SUPPORTED_MODEL_TYPES: &str = "bert, roberta, xlm-roberta, clip";
+pub(crate) const SUPPORTED_MODEL_TYPES: &str = "bert, roberta, xlm-roberta, clip, t5";
 
 /// The error for a `model_type` this provider does not run.
 pub(crate) fn unsupported_model_type(file: &Path, model_type: &str) -> CandleError {
@@ -540,4 +540,72 @@ pub(crate) fn check_tensor(
         ));
     }
     Ok(())
+}
+
+/// A candle `VarBuilder` over verified safetensors bytes (tensors are copied out of them;
+/// no file is opened again), and the dtype the model computes in. CPU kernels lack bf16
+/// convolutions and are slow at bf16 matmuls: a bf16 model on the CPU keeps bf16-rounded
+/// weights in f32 and computes in f32.
+pub(crate) fn verified_var_builder<'a>(
+    bytes: &'a [u8],
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<(candle_nn::VarBuilder<'a>, candle_core::DType), CandleError> {
+    use candle_core::DType;
+    let tensors = candle_core::safetensors::SliceSafetensors::new(bytes)?;
+    let (dtype, rounding) = if dtype == DType::BF16 && device.is_cpu() {
+        (DType::F32, Some(DType::BF16))
+    } else {
+        (dtype, None)
+    };
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(RoundedWeights { tensors, rounding }),
+        dtype,
+        device.clone(),
+    );
+    Ok((vb, dtype))
+}
+
+/// The safetensors view, each tensor optionally rounded through a narrower dtype.
+struct RoundedWeights<'a> {
+    tensors: candle_core::safetensors::SliceSafetensors<'a>,
+    rounding: Option<candle_core::DType>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for RoundedWeights<'_> {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            });
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let tensor = self.tensors.load(name, device)?;
+        match self.rounding {
+            Some(narrow) => tensor.to_dtype(narrow)?.to_dtype(dtype),
+            None => tensor.to_dtype(dtype),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
 }

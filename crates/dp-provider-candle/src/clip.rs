@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor as CandleTensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Linear, Module};
 use candle_transformers::models::clip::text_model::{
     Activation, ClipTextConfig, ClipTextTransformer,
 };
@@ -29,7 +29,7 @@ use dp_spec::{ModelError, ModelSpec, NamedTensors, Tensor, TensorDType, TensorDa
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use crate::artifacts::{ModelFile, check_tensor, small};
+use crate::artifacts::{ModelFile, check_tensor, small, verified_var_builder};
 use crate::error::CandleError;
 use crate::{indices, same_shape};
 
@@ -455,17 +455,7 @@ impl Clip {
         // A view over the verified bytes: tensors are copied out of them, no file is
         // opened again. CPU kernels lack bf16 convolutions: a bf16 model on the CPU keeps
         // bf16-rounded weights in f32 and computes in f32 (as the BERT path does).
-        let tensors = candle_core::safetensors::SliceSafetensors::new(bytes)?;
-        let (dtype, rounding) = if dtype == DType::BF16 && device.is_cpu() {
-            (DType::F32, Some(DType::BF16))
-        } else {
-            (dtype, None)
-        };
-        let vb = VarBuilder::from_backend(
-            Box::new(RoundedWeights { tensors, rounding }),
-            dtype,
-            device.clone(),
-        );
+        let (vb, dtype) = verified_var_builder(bytes, dtype, device)?;
         let text = ClipTextTransformer::new(vb.pp("text_model"), &config.candle_text())?;
         let vision = ClipVisionTransformer::new(vb.pp("vision_model"), &config.candle_vision())?;
         let text_projection = candle_nn::linear_no_bias(
@@ -531,50 +521,6 @@ impl Clip {
         let pooled = self.vision.forward(&pixels)?;
         let embeds = self.visual_projection.forward(&pooled)?;
         Ok(embeds.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-    }
-}
-
-/// The safetensors view, each tensor optionally rounded through a narrower dtype.
-struct RoundedWeights<'a> {
-    tensors: candle_core::safetensors::SliceSafetensors<'a>,
-    rounding: Option<DType>,
-}
-
-impl candle_nn::var_builder::SimpleBackend for RoundedWeights<'_> {
-    fn get(
-        &self,
-        shape: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<CandleTensor> {
-        let tensor = self.get_unchecked(name, dtype, device)?;
-        if tensor.shape() != &shape {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: shape,
-                got: tensor.shape().clone(),
-            });
-        }
-        Ok(tensor)
-    }
-
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<CandleTensor> {
-        let tensor = self.tensors.load(name, device)?;
-        match self.rounding {
-            Some(narrow) => tensor.to_dtype(narrow)?.to_dtype(dtype),
-            None => tensor.to_dtype(dtype),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
     }
 }
 

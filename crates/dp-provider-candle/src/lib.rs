@@ -15,6 +15,10 @@
 //!   (+ `attention_mask`) → `text_embeds`, and `logit_scale` with either (see
 //!   [`dp_spec::tensor_names`]).
 //!
+//! - `t5`: T5 v1.0 / v1.1 / flan in the Hugging Face layout, as a generator
+//!   ([`dp_spec::Seq2SeqGenerator`]): `input_ids` and `attention_mask` start a decoding
+//!   session whose steps return next-token logits; `infer` is refused.
+//!
 //! Every file is read from the model's verified artifacts, never from disk again.
 //!
 //! It owns loading and running the encoder only: tokenization, pooling and normalization
@@ -35,6 +39,7 @@ mod artifacts;
 mod bert;
 mod clip;
 mod error;
+mod t5;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
@@ -53,6 +58,7 @@ use crate::artifacts::{
 use crate::bert::{Bert, EncoderInput};
 use crate::clip::{Clip, ClipConfig};
 pub use crate::error::CandleError;
+use crate::t5::{T5, T5Config, T5Generator};
 
 /// The output tensor names of text encoders and of sequence classifiers (defined once, in
 /// dp-spec).
@@ -144,6 +150,7 @@ impl CandleProvider {
         let files = ModelFiles::locate(spec, artifacts)?;
         let architecture = match model_type(&files.config)?.as_deref() {
             Some("clip") => Architecture::Clip(ClipConfig::read(&files.config)?),
+            Some("t5") => Architecture::T5(T5Config::read(&files.config)?),
             kind if BertConfig::is_bert_family(kind) => {
                 let config = BertConfig::read(&files.config)?;
                 // Only sentence-transformers encoders have a module list; cross-encoders
@@ -215,6 +222,8 @@ enum Architecture {
     Bert(BertConfig),
     /// CLIP (Hugging Face `CLIPModel` layout).
     Clip(ClipConfig),
+    /// T5 (Hugging Face `T5ForConditionalGeneration` layout): a generator.
+    T5(T5Config),
 }
 
 /// The candle device for a resolved device, or why it is unavailable.
@@ -274,6 +283,10 @@ impl ModelProvider for CandleProvider {
                 clip::check_schema(config, spec)?;
                 clip::check_tensors(config, &view, weights.path())?;
             }
+            Architecture::T5(config) => {
+                t5::check_schema(spec)?;
+                t5::check_tensors(config, &view, weights.path())?;
+            }
         }
         Ok(())
     }
@@ -291,6 +304,13 @@ impl ModelProvider for CandleProvider {
                     Clip::load(&config, weights.bytes(), weights.path(), dtype, &device)
                 })?;
                 return Ok(Box::new(ClipModel { clip, pool }));
+            }
+            Architecture::T5(config) => {
+                t5::check_schema(request.spec)?;
+                let t5 = pool.install(|| {
+                    T5::load(&config, weights.bytes(), weights.path(), dtype, &device)
+                })?;
+                return Ok(Box::new(T5Generator { t5, pool }));
             }
         };
         check_classifier_schema(&config, request.spec)?;
@@ -348,6 +368,21 @@ impl LoadedModel for CandleModel {
         };
         let output = Tensor::new(self.bert.output_shape(batch, seq), TensorData::Fp32(values))?;
         Ok(NamedTensors::from([(self.output_name.clone(), output)]))
+    }
+}
+
+impl LoadedModel for T5Generator {
+    fn infer(&self, _: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        Err(CandleError::InvalidInput(
+            "a T5 model generates text: run it with task text_generation (`dp generate`), \
+             not as one tensor call"
+                .to_owned(),
+        )
+        .into())
+    }
+
+    fn generator(&self) -> Option<&dyn dp_spec::Seq2SeqGenerator> {
+        Some(self)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::convert::{
 use crate::error::Error;
 use crate::settings::{Settings, verify_cache};
 
-/// Every task type, as `task_type` takes it (`text_generation` is refused for now).
+/// Every task type, as `task_type` takes it.
 const TASK_TYPES: [TaskType; 6] = [
     TaskType::Embedding,
     TaskType::ImageEmbedding,
@@ -31,8 +31,7 @@ const TASK_TYPES: [TaskType; 6] = [
     TaskType::TextGeneration,
 ];
 
-/// The task type names `ModelManager.task` knows (`text_generation` is refused with
-/// `InvalidInput`).
+/// The task type names `ModelManager.task` knows.
 #[pyfunction]
 pub(crate) fn task_types() -> Vec<&'static str> {
     TASK_TYPES.iter().map(|t| t.as_str()).collect()
@@ -450,6 +449,8 @@ pub(crate) struct TaskResult {
     scores: Option<Py<PyAny>>,
     /// `rerank` with `top_k`: a list of `(index, score)`, best first.
     ranking: Option<Py<PyAny>>,
+    /// `text_generation`: a list of generated texts, one per input.
+    texts: Option<Vec<String>>,
     /// `infer`: a dict of output name → NumPy array.
     tensors: Option<Py<PyAny>>,
     /// Presets whose results are the model's own tensors: a list of such dicts, per batch.
@@ -471,6 +472,7 @@ impl TaskResult {
             probabilities: None,
             scores: None,
             ranking: None,
+            texts: None,
             tensors: None,
             tensor_batches: None,
             models_used: to_py(py, &response.models_used)?.unbind(),
@@ -499,6 +501,7 @@ impl TaskResult {
                 }
                 result.ranking = Some(list.into_any().unbind());
             }
+            TaskOutput::Texts(texts) => result.texts = Some(texts),
             TaskOutput::Tensors(tensors) => {
                 result.tensors = Some(tensors_to_py(py, &tensors)?.unbind());
             }

@@ -111,6 +111,24 @@ def test_rerank_scores_and_ranking_match_the_reference(manager):
         assert abs(score - r["score"]) < 1e-4
 
 
+def test_text_generation_matches_transformers(manager):
+    asset("models/tiny-t5")
+    ref = json.loads(
+        (ROOT / "tests" / "data" / "reference" / "generation" / "tiny-t5.json").read_text()
+    )
+    texts = [i["text"] for i in ref["inputs"][:3]]
+    greedy = manager.task(texts, "text_generation", "tiny-t5", max_new_tokens=20)
+    assert greedy.texts == ref["single"]["greedy"]["texts"][:3]
+    assert greedy.embeddings is None
+    check_models_used(greedy, "tiny-t5")
+    assert greedy.models_used[0]["generation"]["decoding"] == "greedy"
+    beams = manager.task(texts, "text_generation", "tiny-t5", max_new_tokens=20, num_beams=4)
+    assert beams.texts == ref["single"]["beam4"]["texts"][:3]
+    assert beams.models_used[0]["generation"]["num_beams"] == 4
+    with pytest.raises(dp_models.InvalidInput):
+        manager.task(texts, "text_generation", "tiny-t5", temperature=0.7)
+
+
 def test_image_embedding_and_zero_shot_on_tiny_clip(manager):
     asset("models/tiny-clip")
     images = [

@@ -64,6 +64,11 @@ pub struct ModelsUsedEntry {
     /// used one; its text is part of `preprocess_signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_name: Option<String>,
+    /// The options a generation ran with (`max_new_tokens`, `num_beams`…, defaults
+    /// filled in), when the output is generated text: they shape the output but are not
+    /// part of the model signature, which names the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// The pinned digest of the weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_digest: Option<WeightsDigest>,
@@ -116,6 +121,7 @@ impl ModelsUsedEntry {
                 .get("prompt_name")
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned),
+            generation: None,
             weights_digest: spec.weights_digest,
             artifacts_digest: identity.artifacts_digest,
             model_signature_short: signature.short().to_owned(),

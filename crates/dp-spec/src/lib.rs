@@ -15,6 +15,7 @@ mod diagnostic;
 mod document;
 mod downloader;
 mod error;
+mod generation;
 mod layering;
 mod model_spec;
 mod provider;
@@ -35,6 +36,7 @@ pub use downloader::{
 };
 pub use dp_digest::{ArtifactBytes, VerifiedArtifacts, VerifiedFile, WeightsDigest};
 pub use error::{ErrorCode, ModelError};
+pub use generation::{DecoderInfo, DecodingSession, Seq2SeqGenerator};
 pub use layering::{Layer, ProfileFile, ResolvedCatalog, resolve};
 pub use model_spec::{
     DEVICE_POLICY_PATTERN, DevicePolicy, DevicePolicyError, Engine, MODEL_NAME_PATTERN, ModelSpec,

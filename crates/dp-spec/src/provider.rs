@@ -240,6 +240,12 @@ pub trait LoadedModel: Send + Sync {
     /// # Errors
     /// Inputs that do not fit the model (`invalid_input`) or a runtime failure.
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError>;
+
+    /// The model's generation capability, when it is an encoder–decoder that can generate
+    /// (T5, Whisper); `None` (the default) for every other model.
+    fn generator(&self) -> Option<&dyn crate::Seq2SeqGenerator> {
+        None
+    }
 }
 
 /// Tensors by name.

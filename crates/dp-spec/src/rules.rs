@@ -321,6 +321,7 @@ pub const PRESET_NAMES: &[&str] = &[
     "image_resize_normalize",
     "image_letterbox",
     "cross_encoder",
+    "text_generation",
     "audio_log_mel",
     "audio_waveform",
     "optical_flow_pair",

@@ -229,7 +229,9 @@ fn check_classifier(
 }
 
 /// The maximum pair length the model's files give.
-fn file_max_length(files: &ArtifactFiles<'_>) -> Result<Option<(usize, PathBuf)>, PresetError> {
+pub(super) fn file_max_length(
+    files: &ArtifactFiles<'_>,
+) -> Result<Option<(usize, PathBuf)>, PresetError> {
     for (file, key) in [
         ("sentence_bert_config.json", "max_seq_length"),
         ("tokenizer_config.json", "model_max_length"),

@@ -25,6 +25,7 @@
 
 mod config;
 pub mod cross_encoder;
+pub mod generation;
 mod pooling;
 mod tokenize;
 
@@ -37,6 +38,7 @@ use serde_json::Value;
 
 pub use self::config::{DEFAULT_MAX_LENGTH, SentenceEmbeddingConfig};
 pub use self::cross_encoder::{CROSS_ENCODER, CrossEncoder, ScoreActivation};
+pub use self::generation::{TEXT_GENERATION, TextGeneration};
 pub use self::pooling::{Pooling, pool};
 pub use self::tokenize::{TextTokenizer, TokenizedBatch};
 use crate::artifacts::ArtifactFiles;

@@ -128,6 +128,18 @@ impl TextTokenizer {
         texts: &[&str],
         prefix: Option<&str>,
     ) -> Result<TokenizedBatch, PresetError> {
+        self.encode_reporting(texts, prefix).map(|(batch, _)| batch)
+    }
+
+    /// As [`Self::encode`], and says which texts truncation shortened.
+    ///
+    /// # Errors
+    /// `invalid_input` when the tokenizer fails on a text.
+    pub fn encode_reporting(
+        &self,
+        texts: &[&str],
+        prefix: Option<&str>,
+    ) -> Result<(TokenizedBatch, Vec<bool>), PresetError> {
         let failed = |err: tokenizers::Error| {
             PresetError::input(
                 "tokenizer_failed",
@@ -135,16 +147,39 @@ impl TextTokenizer {
             )
         };
         let mut inputs = Vec::with_capacity(texts.len());
+        let mut cut = Vec::with_capacity(texts.len());
         for text in texts {
             let whole = match prefix {
                 Some(prefix) => std::borrow::Cow::Owned(format!("{prefix}{text}")),
                 None => std::borrow::Cow::Borrowed(*text),
             };
             let used = self.truncation_prefix(&whole).map_err(failed)?;
+            cut.push(used.len() < whole.len());
             inputs.push(used.to_owned());
         }
         let encodings = self.tokenizer.encode_batch(inputs, true).map_err(failed)?;
-        Ok(batch_of(&encodings))
+        let truncated = encodings
+            .iter()
+            .zip(cut)
+            .map(|(encoding, cut)| cut || !encoding.get_overflowing().is_empty())
+            .collect();
+        Ok((batch_of(&encodings), truncated))
+    }
+
+    /// The text of `ids`, special tokens left out, as the tokenizer's decoder joins them.
+    ///
+    /// # Errors
+    /// `invalid_input` when the tokenizer cannot decode the ids.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, PresetError> {
+        self.tokenizer.decode(ids, true).map_err(|err| {
+            PresetError::input(
+                "tokenizer_failed",
+                format!(
+                    "tokenizer {} cannot decode {ids:?}: {err}",
+                    self.path.display()
+                ),
+            )
+        })
     }
 
     /// Tokenizes `first` paired with each of `seconds` (a query with its documents, as

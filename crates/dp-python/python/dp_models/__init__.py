@@ -44,7 +44,7 @@ __version__: str = _native.__version__
 #: Every stable error code, in the order of ``dp_spec::ErrorCode``.
 ERROR_CODES: "list[str]" = list(_native.error_codes())
 
-#: The task types ``ModelManager.task`` knows (``text_generation`` is refused for now).
+#: The task types ``ModelManager.task`` knows.
 TASK_TYPES: "list[str]" = list(_native.task_types())
 
 

@@ -29,6 +29,8 @@ class TaskResult:
     scores: Optional[npt.NDArray[np.float32]]
     #: ``rerank`` with ``top_k``: ``(index, score)``, best first.
     ranking: Optional[List[Tuple[int, float]]]
+    #: ``text_generation``: one generated text per input.
+    texts: Optional[List[str]]
     #: ``infer``: output name -> array.
     tensors: Optional[Dict[str, Any]]
     #: Presets whose results are the model's own tensors: one dict per batch.
