@@ -15,6 +15,7 @@ use clap::Args;
 use crate::fsutil::{sha256_file, write_atomic};
 use crate::process;
 
+mod audio;
 mod clip;
 mod minilm;
 mod onnx;
@@ -112,6 +113,11 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "tiny-t5",
         ensure: t5::tiny_t5,
+    },
+    // The test audio of the audio presets has its own venv (numpy, soundfile).
+    Asset {
+        name: "audio",
+        ensure: audio::audio,
     },
     Asset {
         name: "triton",

@@ -1,4 +1,4 @@
-//! `dp preprocess`: prints what a model would be fed for some images or texts (its
+//! `dp preprocess`: prints what a model would be fed for some images, texts or audio (its
 //! preset's tensors), without loading the model: for debugging, and for clients that send
 //! tensors themselves (a Triton deployment fed by another language).
 
@@ -17,7 +17,7 @@ use crate::providers::manager;
 
 /// Options of `dp preprocess`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("data").required(true).args(["images", "input"])))]
+#[command(group(clap::ArgGroup::new("data").required(true).args(["images", "input", "audio"])))]
 pub(crate) struct PreprocessArgs {
     /// The model, by name or alias.
     #[arg(long)]
@@ -28,7 +28,11 @@ pub(crate) struct PreprocessArgs {
     /// Texts: a JSON array of strings, or one text per line; `-` reads stdin.
     #[arg(long, value_name = "FILE|-")]
     input: Option<PathBuf>,
-    /// The most bytes read (all images, or the text input).
+    /// An audio file (WAV, FLAC, MP3, Ogg/Vorbis); repeat for several. An audio_log_mel
+    /// model prints one row of features per 30-second chunk.
+    #[arg(long = "audio", value_name = "FILE")]
+    audio: Vec<PathBuf>,
+    /// The most bytes read (all images, all audio files, or the text input).
     #[arg(
         long,
         value_name = "BYTES",
@@ -58,7 +62,16 @@ enum PrintedData<'a> {
 }
 
 pub(crate) fn run(cli: &Cli, args: &PreprocessArgs) -> anyhow::Result<ExitCode> {
-    let (images, texts) = if let Some(input) = &args.input {
+    let audio = match crate::images::read_files(&args.audio, args.max_input_bytes, "audio") {
+        Ok(files) => files
+            .into_iter()
+            .map(dp_manager::preset::AudioInput::Encoded)
+            .collect::<Vec<_>>(),
+        Err(err) => return Ok(report_model_error(cli, &err)),
+    };
+    let (images, texts) = if !audio.is_empty() {
+        (Vec::new(), Vec::new())
+    } else if let Some(input) = &args.input {
         let texts = match crate::embed::read_texts(
             input,
             args.max_input_bytes,
@@ -83,7 +96,9 @@ pub(crate) fn run(cli: &Cli, args: &PreprocessArgs) -> anyhow::Result<ExitCode> 
         Err(code) => return Ok(code),
     };
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let inputs = if args.input.is_some() {
+    let inputs = if !audio.is_empty() {
+        PresetInputs::Audio(&audio)
+    } else if args.input.is_some() {
         PresetInputs::Texts(&text_refs)
     } else {
         PresetInputs::Images(&images)

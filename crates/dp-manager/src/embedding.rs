@@ -207,7 +207,9 @@ fn identities(inputs: &PresetInputs<'_>) -> Option<Vec<Vec<u8>>> {
                 .collect(),
         ),
         PresetInputs::Images(images) => Some(images.iter().map(ImageInput::identity).collect()),
-        PresetInputs::ImagesWithLabels { .. } | PresetInputs::QueryWithDocuments { .. } => None,
+        PresetInputs::ImagesWithLabels { .. }
+        | PresetInputs::QueryWithDocuments { .. }
+        | PresetInputs::Audio(_) => None,
     }
 }
 
@@ -475,9 +477,9 @@ fn cached_vectors(
                     let images: Vec<ImageInput> = first.map(|i| all[i].clone()).collect();
                     compute(PresetInputs::Images(&images))?.into_rows()
                 }
-                PresetInputs::ImagesWithLabels { .. } | PresetInputs::QueryWithDocuments { .. } => {
-                    compute(*inputs)?.into_rows()
-                }
+                PresetInputs::ImagesWithLabels { .. }
+                | PresetInputs::QueryWithDocuments { .. }
+                | PresetInputs::Audio(_) => compute(*inputs)?.into_rows(),
             }
         };
         for ((key, _), vector) in order.iter().zip(&computed) {

@@ -367,7 +367,7 @@ impl Preset for ImageClip {
                 tensors = text_tensors(&batch, [true, true, false])?;
                 tensors.insert(PIXEL_VALUES.to_owned(), self.pixel_values(images)?);
             }
-            PresetInputs::QueryWithDocuments { .. } => {
+            PresetInputs::QueryWithDocuments { .. } | PresetInputs::Audio(_) => {
                 return Err(crate::refused(IMAGE_CLIP, inputs.kind()));
             }
         }
@@ -422,8 +422,8 @@ impl Preset for ImageClip {
                     &images, &texts, scale,
                 )))
             }
-            InputKind::QueryWithDocuments => {
-                Err(crate::refused(IMAGE_CLIP, InputKind::QueryWithDocuments))
+            kind @ (InputKind::QueryWithDocuments | InputKind::Audio) => {
+                Err(crate::refused(IMAGE_CLIP, kind))
             }
         }
     }

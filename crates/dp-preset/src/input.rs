@@ -55,9 +55,56 @@ impl std::fmt::Debug for ImageInput {
     }
 }
 
+/// One audio input, as a caller has it.
+#[derive(Clone, PartialEq)]
+pub enum AudioInput {
+    /// The bytes of an audio file (WAV, FLAC, MP3, Ogg/Vorbis); the container is sniffed
+    /// from the bytes, never from a file name.
+    Encoded(Vec<u8>),
+    /// Decoded mono samples in [-1, 1] at `sample_rate`.
+    Samples {
+        /// Samples per second.
+        sample_rate: u32,
+        /// The samples.
+        samples: Vec<f32>,
+    },
+}
+
+impl AudioInput {
+    /// The bytes that identify this input in caches (the file, or the rate and samples
+    /// after a header that tells the two kinds apart).
+    #[must_use]
+    pub fn identity(&self) -> Vec<u8> {
+        match self {
+            Self::Encoded(bytes) => [b"audio\0".as_slice(), bytes].concat(),
+            Self::Samples {
+                sample_rate,
+                samples,
+            } => {
+                let mut out = b"samples\0".to_vec();
+                out.extend_from_slice(&sample_rate.to_le_bytes());
+                out.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+                out
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AudioInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Encoded(bytes) => write!(f, "Encoded({} bytes)", bytes.len()),
+            Self::Samples {
+                sample_rate,
+                samples,
+            } => write!(f, "Samples({} at {sample_rate} Hz)", samples.len()),
+        }
+    }
+}
+
 /// What one preset call works on. Each variant is one kind of request; a preset says
 /// which it accepts ([`crate::Preset::accepts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PresetInputs<'a> {
     /// Texts to embed.
     Texts(&'a [&'a str]),
@@ -70,6 +117,8 @@ pub enum PresetInputs<'a> {
         /// The candidate labels, as texts.
         labels: &'a [&'a str],
     },
+    /// Audio (speech, music): features or samples for the model.
+    Audio(&'a [AudioInput]),
     /// A query and the documents to score against it (reranking): one score per document.
     QueryWithDocuments {
         /// The query, paired with every document.
@@ -88,6 +137,7 @@ impl<'a> PresetInputs<'a> {
             Self::Images(_) => InputKind::Images,
             Self::ImagesWithLabels { .. } => InputKind::ImagesWithLabels,
             Self::QueryWithDocuments { .. } => InputKind::QueryWithDocuments,
+            Self::Audio(_) => InputKind::Audio,
         }
     }
 
@@ -98,6 +148,7 @@ impl<'a> PresetInputs<'a> {
             Self::Texts(texts) => texts.len(),
             Self::Images(images) | Self::ImagesWithLabels { images, .. } => images.len(),
             Self::QueryWithDocuments { documents, .. } => documents.len(),
+            Self::Audio(audio) => audio.len(),
         }
     }
 
@@ -121,6 +172,7 @@ impl<'a> PresetInputs<'a> {
                 query,
                 documents: &documents[range],
             },
+            Self::Audio(audio) => Self::Audio(&audio[range]),
         }
     }
 }
@@ -136,6 +188,8 @@ pub enum InputKind {
     ImagesWithLabels,
     /// [`PresetInputs::QueryWithDocuments`].
     QueryWithDocuments,
+    /// [`PresetInputs::Audio`].
+    Audio,
 }
 
 impl InputKind {
@@ -147,6 +201,7 @@ impl InputKind {
             Self::Images => "images",
             Self::ImagesWithLabels => "images with labels",
             Self::QueryWithDocuments => "a query with documents",
+            Self::Audio => "audio",
         }
     }
 }

@@ -18,6 +18,7 @@
 //! a provider or on the manager.
 
 mod artifacts;
+pub mod audio;
 pub mod clip;
 mod error;
 pub mod image;
@@ -34,7 +35,7 @@ use serde_json::Value;
 
 pub use crate::clip::ImageClip;
 pub use crate::error::PresetError;
-pub use crate::input::{ImageInput, InputKind, PresetInputs, PresetOutput};
+pub use crate::input::{AudioInput, ImageInput, InputKind, PresetInputs, PresetOutput};
 pub use crate::pixels::ImagePixels;
 pub use crate::registry::{PresetStatus, load, status};
 pub use crate::text::{
@@ -226,6 +227,7 @@ pub fn refused(preset: &str, kind: InputKind) -> PresetError {
         InputKind::Texts => "texts_unsupported",
         InputKind::Images | InputKind::ImagesWithLabels => "images_unsupported",
         InputKind::QueryWithDocuments => "rerank_unsupported",
+        InputKind::Audio => "audio_unsupported",
     };
     PresetError::input(
         reason,

@@ -46,12 +46,20 @@ const REGISTRY: &[Entry] = &[
         build: Some(|spec, artifacts| Ok(Box::new(TextGeneration::from_spec(spec, artifacts)?))),
     },
     Entry {
-        name: "audio_log_mel",
-        build: None,
+        name: crate::audio::AUDIO_LOG_MEL,
+        build: Some(|spec, artifacts| {
+            Ok(Box::new(crate::audio::AudioLogMel::from_spec(
+                spec, artifacts,
+            )?))
+        }),
     },
     Entry {
-        name: "audio_waveform",
-        build: None,
+        name: crate::audio::AUDIO_WAVEFORM,
+        build: Some(|spec, artifacts| {
+            Ok(Box::new(crate::audio::AudioWaveform::from_spec(
+                spec, artifacts,
+            )?))
+        }),
     },
     Entry {
         name: "optical_flow_pair",
@@ -79,7 +87,8 @@ pub enum PresetStatus {
 /// use dp_preset::{PresetStatus, status};
 ///
 /// assert_eq!(status(Some("sentence_embedding")), PresetStatus::Runnable);
-/// assert_eq!(status(Some("audio_log_mel")), PresetStatus::NotImplemented);
+/// assert_eq!(status(Some("audio_log_mel")), PresetStatus::Runnable);
+/// assert_eq!(status(Some("optical_flow_pair")), PresetStatus::NotImplemented);
 /// assert_eq!(status(Some("no_such_preset")), PresetStatus::Unknown);
 /// assert_eq!(status(None), PresetStatus::None);
 /// ```
