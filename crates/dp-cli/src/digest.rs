@@ -3,17 +3,17 @@
 //! the terminal progress bar shared with `dp verify`.
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 
 use clap::{Args, ValueEnum};
 use dp_digest::{
-    DigestAlgorithm, DigestError, Manifest, ManifestOptions, NoProgress, Progress,
-    VerificationCache, digest_file, manifest_of_artifacts, manifest_of_dir,
+    DigestAlgorithm, ManifestOptions, NoProgress, PathDigest, Progress, VerificationCache,
+    digest_path,
 };
-use dp_spec::{ErrorCode, ModelError};
-use serde_json::json;
+use dp_manager::integrity;
+use dp_spec::ModelError;
 
 use crate::Cli;
 use crate::output::report_path_error;
@@ -54,29 +54,9 @@ impl From<Algo> for DigestAlgorithm {
 }
 
 pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
-    let algorithm = DigestAlgorithm::from(args.algo);
-    let meta = match std::fs::metadata(&args.path) {
+    let meta = match integrity::digest_target(&args.path) {
         Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let err = ModelError::new(
-                ErrorCode::InvalidInput,
-                format!(
-                    "no file or directory at {} (or a symlink there is dangling); check the path",
-                    args.path.display()
-                ),
-            )
-            .with_detail("path", args.path.display().to_string());
-            return Ok(report_path_error(cli, &err));
-        }
-        Err(source) => {
-            return Ok(report_path_error(
-                cli,
-                &ModelError::from(DigestError::Read {
-                    path: args.path.clone(),
-                    source,
-                }),
-            ));
-        }
+        Err(err) => return Ok(report_path_error(cli, &err)),
     };
     // A directory is hashed as a manifest; anything else must be a regular file, refused
     // before it is opened (a FIFO would block the read forever).
@@ -96,26 +76,13 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
     let cache = args.cache.as_ref().map(VerificationCache::load);
     let bar = TerminalProgress::for_stderr();
     let options = ManifestOptions {
-        algorithm,
+        algorithm: DigestAlgorithm::from(args.algo),
         strict: args.strict,
         cache: cache.as_ref(),
         progress: bar.as_progress(),
         ..ManifestOptions::default()
     };
-    let outcome = if meta.is_dir() {
-        // Cache entries are keyed by path: an absolute one stays valid from any directory.
-        let dir = std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone());
-        manifest_of_dir(&dir, &options).map(Hashed::Directory)
-    } else if cache.is_some() {
-        // The cache is keyed by the paths a manifest walks, so a cached single file is
-        // hashed as the one-file manifest of its directory.
-        file_through_manifest(&args.path, &options).map(Hashed::File)
-    } else {
-        digest_file(&args.path, algorithm, options.progress)
-            .map(|d| d.to_string())
-            .map(Hashed::File)
-    };
-    let hashed = match outcome {
+    let hashed = match digest_path(&args.path, meta.is_dir(), &options) {
         Ok(hashed) => hashed,
         Err(err) => return Ok(report_path_error(cli, &ModelError::from(err))),
     };
@@ -127,70 +94,24 @@ pub(crate) fn run(cli: &Cli, args: &DigestArgs) -> anyhow::Result<ExitCode> {
             "dp: warning: could not save the verification cache: {err}"
         ));
     }
-    crate::output::stdout(&hashed.render(cli.json)?)?;
+    crate::output::stdout(&render(&hashed, cli.json)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// What was hashed.
-enum Hashed {
-    /// A file's digest, in `<algorithm>:<hex>` form.
-    File(String),
-    /// A directory's manifest.
-    Directory(Manifest),
-}
-
-impl Hashed {
-    /// The text `dp digest` prints: the digest; or the aggregate then the per-file lines
-    /// exactly as `sha256sum` (`b3sum`) prints them. `--json`: `{"digest"}` or
-    /// `{"aggregate","files":[{"path","digest"}]}`.
-    fn render(&self, as_json: bool) -> anyhow::Result<String> {
-        let mut text = match (self, as_json) {
-            (Self::File(digest), false) => digest.clone(),
-            (Self::Directory(manifest), false) => {
-                let mut text = format!("{}\n{}", manifest.aggregate, manifest.sha256sum_lines());
-                text.pop();
-                text
-            }
-            (Self::File(digest), true) => {
-                serde_json::to_string_pretty(&json!({ "digest": digest }))?
-            }
-            (Self::Directory(manifest), true) => {
-                let files: Vec<_> = manifest
-                    .files
-                    .iter()
-                    .map(|f| json!({ "path": f.path, "digest": f.digest }))
-                    .collect();
-                serde_json::to_string_pretty(
-                    &json!({ "aggregate": manifest.aggregate, "files": files }),
-                )?
-            }
-        };
-        text.push('\n');
-        Ok(text)
-    }
-}
-
-/// The digest of one file, through the manifest of its directory (so the cache applies).
-fn file_through_manifest(
-    path: &Path,
-    options: &ManifestOptions<'_>,
-) -> Result<String, DigestError> {
-    // Resolved first, so that a link to a file elsewhere is hashed like the file itself.
-    let absolute = std::fs::canonicalize(path).map_err(|source| DigestError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
-        return digest_file(path, options.algorithm, options.progress).map(|d| d.to_string());
+/// The text `dp digest` prints: the digest; or the aggregate then the per-file lines
+/// exactly as `sha256sum` (`b3sum`) prints them. `--json`: [`PathDigest::to_json`].
+fn render(hashed: &PathDigest, as_json: bool) -> anyhow::Result<String> {
+    let mut text = match (hashed, as_json) {
+        (_, true) => serde_json::to_string_pretty(&hashed.to_json())?,
+        (PathDigest::File(digest), false) => digest.clone(),
+        (PathDigest::Directory(manifest), false) => {
+            let mut text = format!("{}\n{}", manifest.aggregate, manifest.sha256sum_lines());
+            text.pop();
+            text
+        }
     };
-    let name = name.to_string_lossy().into_owned();
-    let manifest = manifest_of_artifacts(dir, &[name], options)?;
-    Ok(manifest
-        .files
-        .first()
-        .map(|f| f.digest)
-        .unwrap_or(manifest.aggregate)
-        .to_string())
+    text.push('\n');
+    Ok(text)
 }
 
 /// Jobs smaller than this finish too fast for a bar to help.

@@ -9,17 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use clap::Args;
-use dp_digest::{
-    DigestAlgorithm, LockEntry, LockFile, ManifestDiff, PinCheck, RejectedPath, VerificationCache,
-    VerifyOptions, VerifyReport, VerifyStatus,
-};
+use dp_digest::{DigestAlgorithm, LockFile, VerificationCache, VerifyOptions};
+use dp_manager::integrity::{self, ModelOutcome};
 use dp_spec::{CatalogEntry, ErrorCode, ModelError};
-use serde::Serialize;
-
-use dp_manager::integrity;
 
 use crate::digest::TerminalProgress;
 use crate::output::{EXIT_NOT_READY, report_diagnostics, report_model_error, stdout};
@@ -53,48 +47,6 @@ pub(crate) struct VerifyArgs {
     cache: Option<PathBuf>,
 }
 
-/// One model's outcome, as `dp verify --json` prints it.
-#[derive(Debug, Serialize)]
-struct ModelOutcome {
-    model_name: String,
-    /// `ok`, `missing`, `digest_mismatch`, `drift` or `skipped` (no local artifacts).
-    status: &'static str,
-    /// Whether the lock file had an entry for the model before this run.
-    locked: bool,
-    /// Whether this run wrote the model's lock entry (`--lock`).
-    lock_written: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ModelError>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    missing: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pin: Option<PinCheck>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    all_pin: Option<PinCheck>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    lock_conflicts: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    drift: Option<ManifestDiff>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    rejected: Vec<RejectedPath>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aggregate: Option<String>,
-    /// `--golden`: what was recorded, or how the outputs compare with the recorded ones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    golden: Option<serde_json::Value>,
-    files: usize,
-    hashed_files: u64,
-    cached_files: u64,
-    #[serde(skip)]
-    report: Option<VerifyReport>,
-}
-
-impl ModelOutcome {
-    fn ready(&self) -> bool {
-        self.error.is_none()
-    }
-}
-
 pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let resolved = match load_resolved(cli) {
         Ok(resolved) => resolved,
@@ -114,30 +66,10 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     {
         return Ok(report_model_error(cli, &err));
     }
-    let mut selected: Vec<&CatalogEntry> = Vec::new();
-    for name in &args.names {
-        match resolved.catalog.get(name) {
-            Some(entry) => {
-                if !selected
-                    .iter()
-                    .any(|e| e.spec.model_name == entry.spec.model_name)
-                {
-                    selected.push(entry);
-                }
-            }
-            None => {
-                let err = ModelError::new(
-                    ErrorCode::ModelNotFound,
-                    format!("no model named {name:?} in the catalog; run `dp list`"),
-                )
-                .with_detail("model", name.clone());
-                return Ok(report_model_error(cli, &err));
-            }
-        }
-    }
-    if args.names.is_empty() {
-        selected = resolved.catalog.entries().iter().collect();
-    }
+    let selected = match integrity::select_models(&resolved.catalog, &args.names) {
+        Ok(selected) => selected,
+        Err(err) => return Ok(report_model_error(cli, &err)),
+    };
 
     let lock_path = args
         .lock_file
@@ -156,14 +88,10 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         progress: bar.as_progress(),
     };
 
-    let mut outcomes = Vec::with_capacity(selected.len());
-    for entry in &selected {
-        let locked = lock.models.get(&entry.spec.model_name);
-        match verify_model(entry, &models_root, locked, &options) {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(err) => return Ok(report_model_error(cli, &err)),
-        }
-    }
+    let mut outcomes = match integrity::verify_models(&selected, &models_root, &lock, &options) {
+        Ok(outcomes) => outcomes,
+        Err(err) => return Ok(report_model_error(cli, &err)),
+    };
     if let Some(cache) = &cache
         && let Err(err) = cache.save_if_changed()
     {
@@ -172,7 +100,7 @@ pub(crate) fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     if args.lock
-        && let Err(err) = write_lock(&lock_path, &selected, &mut outcomes)
+        && let Err(err) = integrity::write_lock(&lock_path, &selected, &mut outcomes)
     {
         return Ok(report_model_error(cli, &err));
     }
@@ -212,60 +140,6 @@ pub(crate) fn default_cache_path() -> Option<PathBuf> {
         .filter(|dir| dir.is_absolute())
         .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(base.join("dp-models").join("verify-cache.json"))
-}
-
-fn verify_model(
-    entry: &CatalogEntry,
-    models_root: &Path,
-    locked: Option<&LockEntry>,
-    options: &VerifyOptions<'_>,
-) -> Result<ModelOutcome, ModelError> {
-    let spec = &entry.spec;
-    let mut outcome = ModelOutcome {
-        model_name: spec.model_name.clone(),
-        status: "skipped",
-        locked: locked.is_some(),
-        lock_written: false,
-        error: None,
-        missing: Vec::new(),
-        pin: None,
-        all_pin: None,
-        lock_conflicts: Vec::new(),
-        drift: None,
-        rejected: Vec::new(),
-        aggregate: None,
-        golden: None,
-        files: 0,
-        hashed_files: 0,
-        cached_files: 0,
-        report: None,
-    };
-    if spec.local_artifacts.is_empty() {
-        // A Triton model's weights live on the server; its provider compares the pin.
-        return Ok(outcome);
-    }
-    let report = integrity::verify_spec(spec, models_root, locked, options)?;
-    let status = report.status();
-    outcome.status = match status {
-        VerifyStatus::Ok => "ok",
-        VerifyStatus::Missing => "missing",
-        VerifyStatus::DigestMismatch => "digest_mismatch",
-        VerifyStatus::Drift => "drift",
-    };
-    // The library's wording, as `dp embed` and `dp health` report the same problem.
-    outcome.error = integrity::report_error(spec, models_root, &report);
-    outcome.missing.clone_from(&report.missing);
-    outcome.pin.clone_from(&report.pin);
-    outcome.all_pin.clone_from(&report.all_pin);
-    outcome.lock_conflicts.clone_from(&report.lock_conflicts);
-    outcome.drift.clone_from(&report.drift);
-    outcome.rejected.clone_from(&report.rejected);
-    outcome.aggregate = report.manifest.as_ref().map(|m| m.aggregate.to_string());
-    outcome.files = report.manifest.as_ref().map_or(0, |m| m.files.len());
-    outcome.hashed_files = report.stats.hashed_files;
-    outcome.cached_files = report.stats.cached_files;
-    outcome.report = Some(report);
-    Ok(outcome)
 }
 
 /// `--golden`: records golden outputs (with `--lock`) or checks them, for every model whose
@@ -337,48 +211,6 @@ fn golden(
         Ok::<_, ModelError>(())
     })
     .map_err(|err| report_model_error(cli, &err))
-}
-
-/// Records the verified models in the lock file. A model is locked when its files could
-/// all be hashed and its pin (if any) matches; drift from an older entry is accepted (that
-/// is what `--lock` is for). Models that cannot be locked keep their error.
-fn write_lock(
-    lock_path: &Path,
-    selected: &[&CatalogEntry],
-    outcomes: &mut [ModelOutcome],
-) -> Result<(), ModelError> {
-    let now = SystemTime::now();
-    LockFile::update(lock_path, |lock| {
-        for (entry, outcome) in selected.iter().zip(outcomes.iter_mut()) {
-            let Some(report) = &outcome.report else {
-                continue;
-            };
-            let lockable = matches!(report.status(), VerifyStatus::Ok | VerifyStatus::Drift);
-            let Some(manifest) = report.manifest.clone().filter(|_| lockable) else {
-                continue;
-            };
-            let spec = &entry.spec;
-            let mut new_entry = LockEntry::new(
-                spec.model_version.clone(),
-                spec.weights_digest,
-                manifest,
-                now,
-            );
-            // Golden outputs outlive a re-lock of the files: they are what later files
-            // must still compute.
-            new_entry.golden = lock
-                .models
-                .get(&spec.model_name)
-                .and_then(|old| old.golden.clone());
-            lock.models.insert(spec.model_name.clone(), new_entry);
-            outcome.lock_written = true;
-            outcome.error = None;
-            if outcome.status == "drift" {
-                outcome.status = "ok";
-            }
-        }
-        Ok::<_, ModelError>(())
-    })
 }
 
 fn render_text(outcomes: &[ModelOutcome]) -> String {

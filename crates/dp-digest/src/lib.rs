@@ -47,7 +47,8 @@ pub use hash::{
 };
 pub use lock::{GoldenOutputs, LOCK_FILE_VERSION, LockEntry, LockFile, rfc3339_utc};
 pub use manifest::{
-    Manifest, ManifestDiff, ManifestEntry, ManifestOptions, manifest_of_artifacts, manifest_of_dir,
+    Manifest, ManifestDiff, ManifestEntry, ManifestOptions, PathDigest, digest_path,
+    manifest_of_artifacts, manifest_of_dir,
 };
 pub use regular::{check_regular_file, read_regular_file};
 pub use schema::generated_schemas;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::VerificationCache;
 use crate::error::DigestError;
-use crate::hash::{HashSettings, NoProgress, Progress, digest_bytes, hash_files};
+use crate::hash::{HashSettings, NoProgress, Progress, digest_bytes, digest_file, hash_files};
 use crate::walk::{build_ignore, walk_artifacts};
 use crate::weights_digest::{DigestAlgorithm, WeightsDigest};
 
@@ -230,6 +230,82 @@ pub fn manifest_of_artifacts(
     };
     let (files, _) = hash_files(&walk.files, &hashing)?;
     Ok(Manifest::from_entries(options.algorithm, files))
+}
+
+/// The digest of a path (`dp digest`): a file's digest, or a directory's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathDigest {
+    /// A file's digest, in `<algorithm>:<hex>` form.
+    File(String),
+    /// A directory's manifest.
+    Directory(Manifest),
+}
+
+impl PathDigest {
+    /// The JSON form (what `dp digest --json` prints): `{"digest"}` for a file,
+    /// `{"aggregate", "files": [{"path", "digest"}]}` for a directory.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::File(digest) => serde_json::json!({ "digest": digest }),
+            Self::Directory(manifest) => {
+                let files: Vec<_> = manifest
+                    .files
+                    .iter()
+                    .map(|f| serde_json::json!({ "path": f.path, "digest": f.digest }))
+                    .collect();
+                serde_json::json!({ "aggregate": manifest.aggregate, "files": files })
+            }
+        }
+    }
+}
+
+/// The digest of `path`, a directory when `is_dir`, else a file (which the caller has
+/// checked to be a regular file). A directory is hashed as its manifest, by absolute path
+/// (cache entries are keyed by path: an absolute one stays valid from any directory). A
+/// file is hashed directly, or, when `options` has a cache, as the one-file manifest of its
+/// directory (the cache is keyed by the paths a manifest walks).
+///
+/// # Errors
+///
+/// As [`manifest_of_dir`], [`manifest_of_artifacts`] and [`digest_file`].
+pub fn digest_path(
+    path: &Path,
+    is_dir: bool,
+    options: &ManifestOptions<'_>,
+) -> Result<PathDigest, DigestError> {
+    if is_dir {
+        let dir = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        manifest_of_dir(&dir, options).map(PathDigest::Directory)
+    } else if options.cache.is_some() {
+        file_through_manifest(path, options).map(PathDigest::File)
+    } else {
+        digest_file(path, options.algorithm, options.progress)
+            .map(|d| PathDigest::File(d.to_string()))
+    }
+}
+
+/// The digest of one file, through the manifest of its directory (so the cache applies).
+fn file_through_manifest(
+    path: &Path,
+    options: &ManifestOptions<'_>,
+) -> Result<String, DigestError> {
+    // Resolved first, so that a link to a file elsewhere is hashed like the file itself.
+    let absolute = std::fs::canonicalize(path).map_err(|source| DigestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return digest_file(path, options.algorithm, options.progress).map(|d| d.to_string());
+    };
+    let name = name.to_string_lossy().into_owned();
+    let manifest = manifest_of_artifacts(dir, &[name], options)?;
+    Ok(manifest
+        .files
+        .first()
+        .map(|f| f.digest)
+        .unwrap_or(manifest.aggregate)
+        .to_string())
 }
 
 /// How two file lists differ, by path: files only in the second (`added`), only in the

@@ -9,12 +9,15 @@
 //!   spec's `model_version` and `weights_digest`.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use dp_digest::{
-    ArtifactPins, LockEntry, LockFile, OpenedArtifacts, VerificationCache, VerifyOptions,
-    VerifyReport, VerifyStatus, open_verified, verify_model,
+    ArtifactPins, DigestError, LockEntry, LockFile, ManifestDiff, OpenedArtifacts, PinCheck,
+    RejectedPath, VerificationCache, VerifyOptions, VerifyReport, VerifyStatus, open_verified,
+    verify_model,
 };
-use dp_spec::{ModelError, ModelSpec, Runtime};
+use dp_spec::{Catalog, CatalogEntry, ErrorCode, ModelError, ModelSpec, Runtime};
+use serde::Serialize;
 
 use crate::error::ManagerError;
 
@@ -171,5 +174,234 @@ pub(crate) fn report_problem(
 fn report_refuses(report: &VerifyReport, artifact: &str) -> bool {
     report.rejected.iter().any(|r| {
         artifact == "." || r.path == artifact || r.path.starts_with(&format!("{artifact}/"))
+    })
+}
+
+/// One model's outcome of a verification against its pins and its lock entry: an entry of
+/// the `models` list that `dp verify --json` prints and the Python `verify` returns.
+/// Made by [`verify_outcome`] (the default, with an empty status, is only its base).
+#[derive(Debug, Default, Serialize)]
+pub struct ModelOutcome {
+    /// The model's name.
+    pub model_name: String,
+    /// `ok`, `missing`, `digest_mismatch`, `drift` or `skipped` (no local artifacts); `dp
+    /// verify --golden` adds `output_drift`.
+    pub status: &'static str,
+    /// Whether the lock file had an entry for the model before this run.
+    pub locked: bool,
+    /// Whether this run wrote the model's lock entry ([`write_lock`]).
+    pub lock_written: bool,
+    /// What is wrong and what to do, when the model is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ModelError>,
+    /// The artifacts that are not there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// The check of the pin of the first artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinCheck>,
+    /// The check of the pin of all artifacts together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_pin: Option<PinCheck>,
+    /// Why the lock entry does not apply to the spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock_conflicts: Vec<String>,
+    /// How the files differ from the lock entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<ManifestDiff>,
+    /// The entries that were refused (special files, links leaving the model directory).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedPath>,
+    /// The aggregate digest of the model's files, when they could all be hashed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    /// `dp verify --golden`: what was recorded, or how the outputs compare with the
+    /// recorded ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub golden: Option<serde_json::Value>,
+    /// How many files the manifest holds.
+    pub files: usize,
+    /// How many files were read and hashed.
+    pub hashed_files: u64,
+    /// How many digests came from the verification cache.
+    pub cached_files: u64,
+    /// The full report, for [`write_lock`] (not printed).
+    #[serde(skip)]
+    pub report: Option<VerifyReport>,
+}
+
+impl ModelOutcome {
+    /// Whether the model is ready: no error.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The catalog entries named by `names` (names or aliases, each model once, in the order
+/// first named), or every entry of `catalog` when `names` is empty.
+///
+/// # Errors
+/// `model_not_found` for the first name the catalog does not know.
+pub fn select_models<'a>(
+    catalog: &'a Catalog,
+    names: &[String],
+) -> Result<Vec<&'a CatalogEntry>, ModelError> {
+    if names.is_empty() {
+        return Ok(catalog.entries().iter().collect());
+    }
+    let mut selected: Vec<&CatalogEntry> = Vec::new();
+    for name in names {
+        let entry = catalog.get(name).ok_or_else(|| {
+            ModelError::new(
+                ErrorCode::ModelNotFound,
+                format!("no model named {name:?} in the catalog; run `dp list`"),
+            )
+            .with_detail("model", name.clone())
+        })?;
+        if !selected
+            .iter()
+            .any(|e| e.spec.model_name == entry.spec.model_name)
+        {
+            selected.push(entry);
+        }
+    }
+    Ok(selected)
+}
+
+/// Verifies each of `selected` against its pins and its entry in `lock` ([`verify_outcome`]),
+/// in order.
+///
+/// # Errors
+/// The first error that prevents a model's report.
+pub fn verify_models(
+    selected: &[&CatalogEntry],
+    models_root: &Path,
+    lock: &LockFile,
+    options: &VerifyOptions<'_>,
+) -> Result<Vec<ModelOutcome>, ModelError> {
+    selected
+        .iter()
+        .map(|entry| {
+            let locked = lock.models.get(&entry.spec.model_name);
+            verify_outcome(&entry.spec, models_root, locked, options)
+        })
+        .collect()
+}
+
+/// Verifies `spec`'s local artifacts ([`verify_spec`]) and describes the outcome, with the
+/// error [`report_error`] words. A model without local artifacts is `skipped` (a Triton
+/// model's weights live on the server; its provider compares the pin).
+///
+/// # Errors
+/// What prevents a report (an unreadable directory, an invalid artifact path).
+pub fn verify_outcome(
+    spec: &ModelSpec,
+    models_root: &Path,
+    locked: Option<&LockEntry>,
+    options: &VerifyOptions<'_>,
+) -> Result<ModelOutcome, ModelError> {
+    let mut outcome = ModelOutcome {
+        model_name: spec.model_name.clone(),
+        status: "skipped",
+        locked: locked.is_some(),
+        ..ModelOutcome::default()
+    };
+    if spec.local_artifacts.is_empty() {
+        return Ok(outcome);
+    }
+    let report = verify_spec(spec, models_root, locked, options)?;
+    outcome.status = match report.status() {
+        VerifyStatus::Ok => "ok",
+        VerifyStatus::Missing => "missing",
+        VerifyStatus::DigestMismatch => "digest_mismatch",
+        VerifyStatus::Drift => "drift",
+    };
+    // The library's wording, as loads and health checks report the same problem.
+    outcome.error = report_error(spec, models_root, &report);
+    outcome.missing.clone_from(&report.missing);
+    outcome.pin.clone_from(&report.pin);
+    outcome.all_pin.clone_from(&report.all_pin);
+    outcome.lock_conflicts.clone_from(&report.lock_conflicts);
+    outcome.drift.clone_from(&report.drift);
+    outcome.rejected.clone_from(&report.rejected);
+    outcome.aggregate = report.manifest.as_ref().map(|m| m.aggregate.to_string());
+    outcome.files = report.manifest.as_ref().map_or(0, |m| m.files.len());
+    outcome.hashed_files = report.stats.hashed_files;
+    outcome.cached_files = report.stats.cached_files;
+    outcome.report = Some(report);
+    Ok(outcome)
+}
+
+/// Records the verified models (`selected`, with their `outcomes` in the same order) in the
+/// lock file at `lock_path`, atomically and under its file lock (`dp verify --lock`). A
+/// model is locked when its files could all be hashed and its pin (if any) matches; drift
+/// from an older entry is accepted (that is what locking is for), and the older entry's
+/// golden outputs are kept (they are what later files must still compute). A locked
+/// model's outcome loses its error and a `drift` status becomes `ok`; models that cannot
+/// be locked keep their error.
+///
+/// # Errors
+/// A lock file that cannot be read, locked or written.
+pub fn write_lock(
+    lock_path: &Path,
+    selected: &[&CatalogEntry],
+    outcomes: &mut [ModelOutcome],
+) -> Result<(), ModelError> {
+    let now = SystemTime::now();
+    LockFile::update(lock_path, |lock| {
+        for (entry, outcome) in selected.iter().zip(outcomes.iter_mut()) {
+            let Some(report) = &outcome.report else {
+                continue;
+            };
+            let lockable = matches!(report.status(), VerifyStatus::Ok | VerifyStatus::Drift);
+            let Some(manifest) = report.manifest.clone().filter(|_| lockable) else {
+                continue;
+            };
+            let spec = &entry.spec;
+            let mut new_entry = LockEntry::new(
+                spec.model_version.clone(),
+                spec.weights_digest,
+                manifest,
+                now,
+            );
+            new_entry.golden = lock
+                .models
+                .get(&spec.model_name)
+                .and_then(|old| old.golden.clone());
+            lock.models.insert(spec.model_name.clone(), new_entry);
+            outcome.lock_written = true;
+            outcome.error = None;
+            if outcome.status == "drift" {
+                outcome.status = "ok";
+            }
+        }
+        Ok::<_, ModelError>(())
+    })
+}
+
+/// The metadata of `path`, the file or directory `dp digest` is asked to hash (symlinks
+/// followed).
+///
+/// # Errors
+/// `invalid_input` naming the path when nothing is there (or a symlink there is dangling);
+/// any other failure to read it as the digest library's read error.
+pub fn digest_target(path: &Path) -> Result<std::fs::Metadata, ModelError> {
+    std::fs::metadata(path).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            ModelError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "no file or directory at {} (or a symlink there is dangling); check the path",
+                    path.display()
+                ),
+            )
+            .with_detail("path", path.display().to_string())
+        } else {
+            ModelError::from(DigestError::Read {
+                path: path.to_owned(),
+                source: err,
+            })
+        }
     })
 }

@@ -404,7 +404,9 @@ fn task_data_from_py(task: TaskType, value: &Bound<'_, PyAny>) -> Result<Option<
         })
     };
     Ok(Some(match task {
-        TaskType::Embedding => TaskData::Texts(texts(value, "task_data")?),
+        TaskType::Embedding | TaskType::TextGeneration => {
+            TaskData::Texts(texts(value, "task_data")?)
+        }
         TaskType::ImageEmbedding => TaskData::Images(images(value, "task_data")?),
         TaskType::ZeroShotClassification => {
             let dict = as_dict()?;
@@ -430,8 +432,13 @@ fn task_data_from_py(task: TaskType, value: &Bound<'_, PyAny>) -> Result<Option<
             }
         }
         TaskType::Infer => TaskData::Tensors(tensors_from_py(value)?),
-        // Refused by the manager before it looks at the data.
-        _ => return Ok(None),
+        // A task type added to the manager but not yet to the bindings.
+        other => {
+            return Err(Error::invalid(format!(
+                "task type {} is not served by this build of dp_models",
+                other.as_str()
+            )));
+        }
     }))
 }
 

@@ -2,20 +2,17 @@
 //! verify` do, through the same library functions, returning what their `--json` prints.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use dp_digest::{
-    DigestAlgorithm, DigestError, LockEntry, LockFile, ManifestDiff, ManifestOptions, NoProgress,
-    PinCheck, RejectedPath, VerificationCache, VerifyOptions, VerifyReport, VerifyStatus,
-    digest_file, manifest_of_artifacts, manifest_of_dir,
+    DigestAlgorithm, LockFile, ManifestOptions, NoProgress, VerificationCache, VerifyOptions,
+    digest_path,
 };
-use dp_manager::integrity;
+use dp_manager::integrity::{self, ModelOutcome};
 use dp_spec::{
-    Catalog, CatalogEntry, Diagnostic, ErrorCode, Layer, ModelError, ParseLimits, SourceDocument,
-    sort_diagnostics, validate_document,
+    Catalog, Diagnostic, Layer, ModelError, ParseLimits, SourceDocument, sort_diagnostics,
+    validate_document,
 };
 use pyo3::prelude::*;
-use serde::Serialize;
 use serde_json::json;
 
 use crate::convert::{json_to_py, to_py};
@@ -144,27 +141,7 @@ fn digest_json(
     cache: Option<PathBuf>,
     strict: bool,
 ) -> Result<serde_json::Value, Error> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Model(
-                ModelError::new(
-                    ErrorCode::InvalidInput,
-                    format!(
-                        "no file or directory at {} (or a symlink there is dangling); check the path",
-                        path.display()
-                    ),
-                )
-                .with_detail("path", path.display().to_string()),
-            ));
-        }
-        Err(source) => {
-            return Err(Error::Model(ModelError::from(DigestError::Read {
-                path: path.to_owned(),
-                source,
-            })));
-        }
-    };
+    let meta = integrity::digest_target(path)?;
     if !meta.is_dir() {
         refuse_special_file(path, "file to hash")?;
     }
@@ -181,79 +158,14 @@ fn digest_json(
         progress: &NoProgress,
         ..ManifestOptions::default()
     };
-    let doc = if meta.is_dir() {
-        let dir = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let manifest = manifest_of_dir(&dir, &options).map_err(ModelError::from)?;
-        let files: Vec<_> = manifest
-            .files
-            .iter()
-            .map(|f| json!({ "path": f.path, "digest": f.digest }))
-            .collect();
-        json!({ "aggregate": manifest.aggregate, "files": files })
-    } else if cache.is_some() {
-        json!({ "digest": file_through_manifest(path, &options).map_err(ModelError::from)? })
-    } else {
-        let digest = digest_file(path, algorithm, options.progress).map_err(ModelError::from)?;
-        json!({ "digest": digest.to_string() })
-    };
+    let doc = digest_path(path, meta.is_dir(), &options)
+        .map_err(ModelError::from)?
+        .to_json();
     if let Some(cache) = &cache {
         // A failed save only makes the next run slower; the digest is right.
         let _ = cache.save_if_changed();
     }
     Ok(doc)
-}
-
-/// The digest of one file through the manifest of its directory (so the cache applies).
-fn file_through_manifest(
-    path: &Path,
-    options: &ManifestOptions<'_>,
-) -> Result<String, DigestError> {
-    let absolute = std::fs::canonicalize(path).map_err(|source| DigestError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
-        return digest_file(path, options.algorithm, options.progress).map(|d| d.to_string());
-    };
-    let name = name.to_string_lossy().into_owned();
-    let manifest = manifest_of_artifacts(dir, &[name], options)?;
-    Ok(manifest
-        .files
-        .first()
-        .map(|f| f.digest)
-        .unwrap_or(manifest.aggregate)
-        .to_string())
-}
-
-/// One model's outcome, as `dp verify --json` prints it.
-#[derive(Debug, Serialize)]
-struct ModelOutcome {
-    model_name: String,
-    /// `ok`, `missing`, `digest_mismatch`, `drift` or `skipped` (no local artifacts).
-    status: &'static str,
-    locked: bool,
-    lock_written: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ModelError>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    missing: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pin: Option<PinCheck>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    all_pin: Option<PinCheck>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    lock_conflicts: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    drift: Option<ManifestDiff>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    rejected: Vec<RejectedPath>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aggregate: Option<String>,
-    files: usize,
-    hashed_files: u64,
-    cached_files: u64,
-    #[serde(skip)]
-    report: Option<VerifyReport>,
 }
 
 /// Verifies models' local artifacts against their pins and the lock file, as `dp verify
@@ -298,25 +210,7 @@ fn verify_json(
     let models_root = std::fs::canonicalize(&settings.models_root)
         .unwrap_or_else(|_| settings.models_root.clone());
     let cache_path = verify_cache(cache, &models_root)?;
-    let mut selected: Vec<&CatalogEntry> = Vec::new();
-    for name in names {
-        let entry = resolved.catalog.get(name).ok_or_else(|| {
-            ModelError::new(
-                ErrorCode::ModelNotFound,
-                format!("no model named {name:?} in the catalog; run `dp list`"),
-            )
-            .with_detail("model", name.clone())
-        })?;
-        if !selected
-            .iter()
-            .any(|e| e.spec.model_name == entry.spec.model_name)
-        {
-            selected.push(entry);
-        }
-    }
-    if names.is_empty() {
-        selected = resolved.catalog.entries().iter().collect();
-    }
+    let selected = integrity::select_models(&resolved.catalog, names)?;
     let lock_path = lock_file.unwrap_or_else(|| integrity::default_lock_path(&settings.catalog));
     let lock_state = LockFile::read(&lock_path).map_err(ModelError::from)?;
     let cache = cache_path.map(VerificationCache::load);
@@ -326,110 +220,18 @@ fn verify_json(
         cache: cache.as_ref(),
         progress: &NoProgress,
     };
-    let mut outcomes = Vec::with_capacity(selected.len());
-    for entry in &selected {
-        let locked = lock_state.models.get(&entry.spec.model_name);
-        outcomes.push(verify_model(entry, &models_root, locked, &options)?);
-    }
+    let mut outcomes = integrity::verify_models(&selected, &models_root, &lock_state, &options)?;
     if let Some(cache) = &cache {
         // A failed save only makes the next run slower.
         let _ = cache.save_if_changed();
     }
     if lock {
-        write_lock(&lock_path, &selected, &mut outcomes)?;
+        integrity::write_lock(&lock_path, &selected, &mut outcomes)?;
     }
-    let ok = outcomes.iter().all(|o| o.error.is_none());
+    let ok = outcomes.iter().all(ModelOutcome::ready);
     Ok(json!({
         "lock_file": lock_path.display().to_string(),
         "ok": ok,
         "models": serde_json::to_value(&outcomes).unwrap_or(serde_json::Value::Null),
     }))
-}
-
-/// One model, as `dp verify` checks it (`integrity::verify_spec`, `integrity::report_error`).
-fn verify_model(
-    entry: &CatalogEntry,
-    models_root: &Path,
-    locked: Option<&LockEntry>,
-    options: &VerifyOptions<'_>,
-) -> Result<ModelOutcome, ModelError> {
-    let spec = &entry.spec;
-    let mut outcome = ModelOutcome {
-        model_name: spec.model_name.clone(),
-        status: "skipped",
-        locked: locked.is_some(),
-        lock_written: false,
-        error: None,
-        missing: Vec::new(),
-        pin: None,
-        all_pin: None,
-        lock_conflicts: Vec::new(),
-        drift: None,
-        rejected: Vec::new(),
-        aggregate: None,
-        files: 0,
-        hashed_files: 0,
-        cached_files: 0,
-        report: None,
-    };
-    if spec.local_artifacts.is_empty() {
-        return Ok(outcome);
-    }
-    let report = integrity::verify_spec(spec, models_root, locked, options)?;
-    outcome.status = match report.status() {
-        VerifyStatus::Ok => "ok",
-        VerifyStatus::Missing => "missing",
-        VerifyStatus::DigestMismatch => "digest_mismatch",
-        VerifyStatus::Drift => "drift",
-    };
-    outcome.error = integrity::report_error(spec, models_root, &report);
-    outcome.missing.clone_from(&report.missing);
-    outcome.pin.clone_from(&report.pin);
-    outcome.all_pin.clone_from(&report.all_pin);
-    outcome.lock_conflicts.clone_from(&report.lock_conflicts);
-    outcome.drift.clone_from(&report.drift);
-    outcome.rejected.clone_from(&report.rejected);
-    outcome.aggregate = report.manifest.as_ref().map(|m| m.aggregate.to_string());
-    outcome.files = report.manifest.as_ref().map_or(0, |m| m.files.len());
-    outcome.hashed_files = report.stats.hashed_files;
-    outcome.cached_files = report.stats.cached_files;
-    outcome.report = Some(report);
-    Ok(outcome)
-}
-
-/// Records the verified models in the lock file, as `dp verify --lock` does: a model is
-/// locked when its files could all be hashed and its pin (if any) matches.
-fn write_lock(
-    lock_path: &Path,
-    selected: &[&CatalogEntry],
-    outcomes: &mut [ModelOutcome],
-) -> Result<(), ModelError> {
-    let now = SystemTime::now();
-    LockFile::update(lock_path, |lock| {
-        for (entry, outcome) in selected.iter().zip(outcomes.iter_mut()) {
-            let Some(report) = &outcome.report else {
-                continue;
-            };
-            let lockable = matches!(report.status(), VerifyStatus::Ok | VerifyStatus::Drift);
-            let Some(manifest) = report.manifest.clone().filter(|_| lockable) else {
-                continue;
-            };
-            let spec = &entry.spec;
-            lock.models.insert(
-                spec.model_name.clone(),
-                LockEntry::new(
-                    spec.model_version.clone(),
-                    spec.weights_digest,
-                    manifest,
-                    now,
-                ),
-            );
-            outcome.lock_written = true;
-            outcome.error = None;
-            if outcome.status == "drift" {
-                outcome.status = "ok";
-            }
-        }
-        Ok::<_, ModelError>(())
-    })
 }
