@@ -1,12 +1,10 @@
 //! `dp validate [PATH…]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use dp_spec::{
-    Catalog, Diagnostic, Layer, ParseLimits, SourceDocument, sort_diagnostics, validate_document,
-};
+use dp_spec::sort_diagnostics;
 
 use crate::output::{outln, report_diagnostics};
 use crate::{Cli, load_resolved};
@@ -19,16 +17,9 @@ pub(crate) struct ValidateArgs {
     pub(crate) paths: Vec<PathBuf>,
 }
 
-/// What a validated path held.
-#[derive(Debug, Default)]
-struct Tally {
-    models: usize,
-    profiles: usize,
-}
-
 pub(crate) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut diagnostics = Vec::new();
-    let mut tally = Tally::default();
+    let mut tally = dp_spec::ValidationTally::default();
     if args.paths.is_empty() {
         match load_resolved(cli) {
             Ok(resolved) => {
@@ -39,7 +30,7 @@ pub(crate) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         for path in &args.paths {
-            validate_path(path, &mut tally, &mut diagnostics);
+            dp_spec::validate_path(path, &mut tally, &mut diagnostics);
         }
     }
     if !diagnostics.is_empty() {
@@ -62,33 +53,4 @@ pub(crate) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn validate_path(path: &Path, tally: &mut Tally, diagnostics: &mut Vec<Diagnostic>) {
-    if path.is_dir() {
-        match Catalog::load(path) {
-            Ok(catalog) => tally.models += catalog.len(),
-            Err(found) => diagnostics.extend(found),
-        }
-        return;
-    }
-    let doc = match SourceDocument::read(path, ParseLimits::default()) {
-        Ok(doc) => doc,
-        Err(err) => {
-            diagnostics.push(err.into());
-            return;
-        }
-    };
-    // A profile is recognised by its top-level `profile` key; anything else is a spec.
-    if doc.value.get("profile").is_some() {
-        match Layer::from_profile_document(&doc) {
-            Ok(_) => tally.profiles += 1,
-            Err(found) => diagnostics.extend(found),
-        }
-    } else {
-        match validate_document(&doc) {
-            Ok(_) => tally.models += 1,
-            Err(found) => diagnostics.extend(found),
-        }
-    }
 }

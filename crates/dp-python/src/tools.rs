@@ -8,10 +8,7 @@ use dp_digest::{
     digest_path,
 };
 use dp_manager::integrity::{self, ModelOutcome};
-use dp_spec::{
-    Catalog, Diagnostic, Layer, ModelError, ParseLimits, SourceDocument, sort_diagnostics,
-    validate_document,
-};
+use dp_spec::{ModelError, sort_diagnostics};
 use pyo3::prelude::*;
 use serde_json::json;
 
@@ -58,9 +55,11 @@ pub(crate) fn validate<'py>(
                 Err(found) => diagnostics.extend(found),
             },
             None => {
+                let mut tally = dp_spec::ValidationTally::default();
                 for path in &paths {
-                    validate_path(path, &mut models, &mut profile_count, &mut diagnostics);
+                    dp_spec::validate_path(path, &mut tally, &mut diagnostics);
                 }
+                (models, profile_count) = (tally.models, tally.profiles);
             }
         }
         (diagnostics, models, profile_count)
@@ -71,41 +70,6 @@ pub(crate) fn validate<'py>(
     out.set_item("models", models)?;
     out.set_item("profiles", profile_count)?;
     Ok(out.into_any())
-}
-
-/// One path of `validate`, as `dp validate` reads it: a directory is a catalog, a file with
-/// a top-level `profile` key a profile, any other file a spec.
-fn validate_path(
-    path: &Path,
-    models: &mut usize,
-    profiles: &mut usize,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    if path.is_dir() {
-        match Catalog::load(path) {
-            Ok(catalog) => *models += catalog.len(),
-            Err(found) => diagnostics.extend(found),
-        }
-        return;
-    }
-    let doc = match SourceDocument::read(path, ParseLimits::default()) {
-        Ok(doc) => doc,
-        Err(err) => {
-            diagnostics.push(err.into());
-            return;
-        }
-    };
-    if doc.value.get("profile").is_some() {
-        match Layer::from_profile_document(&doc) {
-            Ok(_) => *profiles += 1,
-            Err(found) => diagnostics.extend(found),
-        }
-    } else {
-        match validate_document(&doc) {
-            Ok(_) => *models += 1,
-            Err(found) => diagnostics.extend(found),
-        }
-    }
 }
 
 /// The digest of a file (`{"digest": "sha256:…"}`) or of a directory (`{"aggregate",

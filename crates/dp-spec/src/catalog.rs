@@ -304,3 +304,47 @@ fn check_placement(doc: &SourceDocument, spec: &ModelSpec, role_dir: &str) -> Ve
     }
     out
 }
+/// What [`validate_path`] found valid: model specs and profiles.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationTally {
+    /// Valid model specs (a catalog directory counts each of its models).
+    pub models: usize,
+    /// Valid profile files.
+    pub profiles: usize,
+}
+
+/// Validates one path as `dp validate` reads it: a directory is a catalog, a file with a
+/// top-level `profile` key a profile, any other file a spec. What is valid is counted in
+/// `tally`; the problems are appended to `diagnostics` (unsorted).
+pub fn validate_path(
+    path: &std::path::Path,
+    tally: &mut ValidationTally,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if path.is_dir() {
+        match Catalog::load(path) {
+            Ok(catalog) => tally.models += catalog.len(),
+            Err(found) => diagnostics.extend(found),
+        }
+        return;
+    }
+    let doc = match crate::SourceDocument::read(path, crate::ParseLimits::default()) {
+        Ok(doc) => doc,
+        Err(err) => {
+            diagnostics.push(err.into());
+            return;
+        }
+    };
+    // A profile is recognised by its top-level `profile` key; anything else is a spec.
+    if doc.value.get("profile").is_some() {
+        match crate::Layer::from_profile_document(&doc) {
+            Ok(_) => tally.profiles += 1,
+            Err(found) => diagnostics.extend(found),
+        }
+    } else {
+        match crate::validate_document(&doc) {
+            Ok(_) => tally.models += 1,
+            Err(found) => diagnostics.extend(found),
+        }
+    }
+}

@@ -24,7 +24,7 @@ mod schema;
 mod terminal;
 mod yaml_writer;
 
-pub use catalog::{Catalog, CatalogEntry};
+pub use catalog::{Catalog, CatalogEntry, ValidationTally, validate_path};
 pub use diagnostic::{Diagnostic, sort_diagnostics, validate_document, validate_value};
 pub use document::{
     DocumentError, LocationIndex, ParseLimits, SourceDocument, SourceFormat, TextPosition,
