@@ -75,13 +75,13 @@ fn max_diff(ours: &[f32], reference: &Value, name: &str) -> f32 {
     worst
 }
 
-/// The largest |Δ| over the cells at least 20 dB above the reference's floor (`pad_value`
-/// + 0.5: the features are `(log10 + 4) / 4`) and not among the first and last three
-/// frames of the audio (where a resampler's or codec's start and end transients sit), and
-/// the mean |Δ| over all cells: where the
-/// exact signal has no energy, any resampler or codec noise (even 80 dB down) moves the
-/// clamped floor, so the maximum over every cell says little about an input that is not
-/// the reference's own samples.
+/// The largest |Δ| over the cells at least 20 dB above the reference's floor (the padding
+/// value plus 0.5, since the features are `(log10 + 4) / 4`) and not among the first and
+/// last three frames of the audio (where a resampler's or codec's start and end
+/// transients sit), and the mean |Δ| over all cells. Where the exact signal has no
+/// energy, any resampler or codec noise (even 80 dB down) moves the clamped floor, so the
+/// maximum over every cell says little about an input that is not the reference's own
+/// samples.
 fn loud_max_and_mean(ours: &[f32], reference: &Value, name: &str) -> (f32, f32) {
     let entry = &reference["features"][name];
     let n_mels = usize::try_from(entry["n_mels"].as_u64().unwrap()).unwrap();

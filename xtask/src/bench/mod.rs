@@ -11,6 +11,7 @@ mod catalog;
 mod clip;
 mod digest;
 mod embed;
+mod generate;
 mod machine;
 mod manager;
 mod markdown;
@@ -68,6 +69,10 @@ enum Group {
     /// `CLIPImageProcessorPil`, and the ViT-B/32 image tower with the candle and ONNX
     /// providers against transformers on PyTorch CPU and Python onnxruntime.
     Clip,
+    /// Text generation (issue 16): a T5 of t5-small's shapes, greedy, 64 new tokens at
+    /// batch 1 and 8, with the candle provider against transformers on PyTorch CPU, and the
+    /// key/value cache per running request.
+    Generate,
     /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
     /// one real tritonserver.
     Triton,
@@ -86,6 +91,7 @@ impl Group {
                 Self::Embed,
                 Self::Text,
                 Self::Clip,
+                Self::Generate,
                 Self::Triton,
             ],
             // The issue's `cargo xtask bench embed` measures the text models too.
@@ -103,6 +109,7 @@ impl Group {
             Self::Embed => "embed",
             Self::Text => "text",
             Self::Clip => "clip",
+            Self::Generate => "generate",
             Self::Triton => "triton",
             Self::All => "all",
         }
@@ -122,6 +129,7 @@ impl Group {
             ],
             Self::Text => &["minilm", "python-onnx", "onnxruntime"],
             Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
+            Self::Generate => &["python-onnx"],
             Self::Triton => &["triton"],
         }
     }
@@ -183,6 +191,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             Group::Embed => embed::run(root, &exes, args.pairs),
             Group::Text => text::run(root, &exes, args.pairs),
             Group::Clip => clip::run(root, &exes, args.pairs),
+            Group::Generate => generate::run(root, &exes, args.pairs),
             Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
         }
@@ -260,12 +269,14 @@ pub(crate) struct Executables {
     pub clip_candle: PathBuf,
     /// `tests/benches/clip_onnx.rs`.
     pub clip_onnx: PathBuf,
+    /// `tests/benches/generate_candle.rs`.
+    pub generate_candle: PathBuf,
     /// `crates/dp-provider-triton/examples/triton_load.rs`.
     pub triton_load: PathBuf,
 }
 
 /// The targets of [`Executables`]: (package, target kind, target name).
-const TARGETS: [(&str, &str, &str); 11] = [
+const TARGETS: [(&str, &str, &str); 12] = [
     ("dp-cli", "bin", "dp"),
     ("dp-spec", "bench", "catalog"),
     ("dp-manager", "bench", "manager"),
@@ -276,6 +287,7 @@ const TARGETS: [(&str, &str, &str); 11] = [
     ("dp-tests", "bench", "text_onnx"),
     ("dp-tests", "bench", "clip_candle"),
     ("dp-tests", "bench", "clip_onnx"),
+    ("dp-tests", "bench", "generate_candle"),
     ("dp-provider-triton", "example", "triton_load"),
 ];
 
@@ -324,8 +336,9 @@ impl Executables {
             text_onnx,
             clip_candle,
             clip_onnx,
+            generate_candle,
             triton_load,
-        ] = <[PathBuf; 11]>::try_from(paths).map_err(|_| anyhow::anyhow!("eleven executables"))?;
+        ] = <[PathBuf; 12]>::try_from(paths).map_err(|_| anyhow::anyhow!("twelve executables"))?;
         Ok(Self {
             dp,
             catalog,
@@ -337,6 +350,7 @@ impl Executables {
             text_onnx,
             clip_candle,
             clip_onnx,
+            generate_candle,
             triton_load,
         })
     }
@@ -402,6 +416,8 @@ mod tests {
         assert_eq!(names, report::GROUP_ORDER);
         assert_eq!(Group::Embed.expand(), vec![Group::Embed, Group::Text]);
         assert_eq!(Group::Text.expand(), vec![Group::Text]);
+        assert_eq!(Group::Generate.expand(), vec![Group::Generate]);
+        assert!(!Group::Embed.expand().contains(&Group::Generate));
         assert_eq!(selected(Group::All).count(), BENCHES.len());
         assert_eq!(selected(Group::Triton).count(), 0);
     }

@@ -176,6 +176,12 @@ impl Figures {
             .map(|values| values.iter().filter_map(Value::as_f64).collect())
     }
 
+    /// The array under `key`, if any (structured outputs, such as one list of generated
+    /// token ids per text, compared between sides, never timed).
+    pub(crate) fn array(&self, key: &str) -> Option<&[Value]> {
+        self.map.get(key).and_then(Value::as_array).map(Vec::as_slice)
+    }
+
     /// The string under `key`, if any (versions, for notes).
     pub(crate) fn text(&self, key: &str) -> Option<String> {
         self.map.get(key).and_then(Value::as_str).map(str::to_owned)

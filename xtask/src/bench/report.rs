@@ -34,7 +34,9 @@ pub(crate) enum Unit {
     RequestsPerSecond,
     /// (query, document) pairs scored per second: higher is better.
     PairsPerSecond,
-    /// Bytes (peak resident memory): lower is better.
+    /// Generated tokens per second: higher is better.
+    TokensPerSecond,
+    /// Bytes (peak resident memory, a key/value cache): lower is better.
     Bytes,
 }
 
@@ -43,7 +45,10 @@ impl Unit {
     pub(crate) fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Self::SentencesPerSecond | Self::RequestsPerSecond | Self::PairsPerSecond
+            Self::SentencesPerSecond
+                | Self::RequestsPerSecond
+                | Self::PairsPerSecond
+                | Self::TokensPerSecond
         )
     }
 
@@ -65,6 +70,7 @@ impl Unit {
             Self::SentencesPerSecond => format!("{}/s", significant(value)),
             Self::RequestsPerSecond => format!("{} req/s", significant(value)),
             Self::PairsPerSecond => format!("{} pairs/s", significant(value)),
+            Self::TokensPerSecond => format!("{} tokens/s", significant(value)),
             Self::Bytes => format!("{} MiB", significant(value / f64::from(1_u32 << 20))),
         }
     }
@@ -289,8 +295,8 @@ The digest, Triton and peak-memory pairs follow one discarded warm-up pair; the 
 manager and embedding runners time themselves after warming up in-process.";
 
 /// Groups in report order.
-pub(crate) const GROUP_ORDER: [&str; 7] = [
-    "catalog", "digest", "manager", "embed", "text", "clip", "triton",
+pub(crate) const GROUP_ORDER: [&str; 8] = [
+    "catalog", "digest", "manager", "embed", "text", "clip", "generate", "triton",
 ];
 
 /// `target/bench/report.json`.
@@ -568,6 +574,7 @@ mod tests {
         assert_eq!(Unit::Seconds.format(2.0), "2.00 s");
         assert_eq!(Unit::SentencesPerSecond.format(812.4), "812/s");
         assert_eq!(Unit::PairsPerSecond.format(156.04), "156 pairs/s");
+        assert_eq!(Unit::TokensPerSecond.format(98.76), "98.8 tokens/s");
         assert_eq!(Unit::Bytes.format(150.0 * 1024.0 * 1024.0), "150 MiB");
     }
 
