@@ -7,6 +7,7 @@
 //! bench venv (sentence-transformers, matplotlib; hash-pinned) and `b3sum` (a pinned
 //! crates.io release). The criterion benches stay available with `--criterion`.
 
+mod audio;
 mod catalog;
 mod clip;
 mod digest;
@@ -73,6 +74,10 @@ enum Group {
     /// batch 1 and 8, with the candle provider against transformers on PyTorch CPU, and the
     /// key/value cache per running request.
     Generate,
+    /// Whisper's log-mel features of ten minutes of 16 kHz audio (the `audio_log_mel`
+    /// preset's extractor) against transformers' `WhisperFeatureExtractor` (NumPy, and
+    /// PyTorch without target).
+    Audio,
     /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
     /// one real tritonserver.
     Triton,
@@ -92,6 +97,7 @@ impl Group {
                 Self::Text,
                 Self::Clip,
                 Self::Generate,
+                Self::Audio,
                 Self::Triton,
             ],
             // The issue's `cargo xtask bench embed` measures the text models too.
@@ -110,6 +116,7 @@ impl Group {
             Self::Text => "text",
             Self::Clip => "clip",
             Self::Generate => "generate",
+            Self::Audio => "audio",
             Self::Triton => "triton",
             Self::All => "all",
         }
@@ -130,6 +137,7 @@ impl Group {
             Self::Text => &["minilm", "python-onnx", "onnxruntime"],
             Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
             Self::Generate => &["python-onnx"],
+            Self::Audio => &[],
             Self::Triton => &["triton"],
         }
     }
@@ -192,6 +200,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             Group::Text => text::run(root, &exes, args.pairs),
             Group::Clip => clip::run(root, &exes, args.pairs),
             Group::Generate => generate::run(root, &exes, args.pairs),
+            Group::Audio => audio::run(root, &exes, args.pairs),
             Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
         }
@@ -271,12 +280,14 @@ pub(crate) struct Executables {
     pub clip_onnx: PathBuf,
     /// `tests/benches/generate_candle.rs`.
     pub generate_candle: PathBuf,
+    /// `tests/benches/log_mel.rs`.
+    pub log_mel: PathBuf,
     /// `crates/dp-provider-triton/examples/triton_load.rs`.
     pub triton_load: PathBuf,
 }
 
 /// The targets of [`Executables`]: (package, target kind, target name).
-const TARGETS: [(&str, &str, &str); 12] = [
+const TARGETS: [(&str, &str, &str); 13] = [
     ("dp-cli", "bin", "dp"),
     ("dp-spec", "bench", "catalog"),
     ("dp-manager", "bench", "manager"),
@@ -288,6 +299,7 @@ const TARGETS: [(&str, &str, &str); 12] = [
     ("dp-tests", "bench", "clip_candle"),
     ("dp-tests", "bench", "clip_onnx"),
     ("dp-tests", "bench", "generate_candle"),
+    ("dp-tests", "bench", "log_mel"),
     ("dp-provider-triton", "example", "triton_load"),
 ];
 
@@ -337,8 +349,10 @@ impl Executables {
             clip_candle,
             clip_onnx,
             generate_candle,
+            log_mel,
             triton_load,
-        ] = <[PathBuf; 12]>::try_from(paths).map_err(|_| anyhow::anyhow!("twelve executables"))?;
+        ] = <[PathBuf; 13]>::try_from(paths)
+            .map_err(|_| anyhow::anyhow!("thirteen executables"))?;
         Ok(Self {
             dp,
             catalog,
@@ -351,6 +365,7 @@ impl Executables {
             clip_candle,
             clip_onnx,
             generate_candle,
+            log_mel,
             triton_load,
         })
     }

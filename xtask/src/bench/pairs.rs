@@ -179,7 +179,10 @@ impl Figures {
     /// The array under `key`, if any (structured outputs, such as one list of generated
     /// token ids per text, compared between sides, never timed).
     pub(crate) fn array(&self, key: &str) -> Option<&[Value]> {
-        self.map.get(key).and_then(Value::as_array).map(Vec::as_slice)
+        self.map
+            .get(key)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
     }
 
     /// The string under `key`, if any (versions, for notes).

@@ -295,8 +295,8 @@ The digest, Triton and peak-memory pairs follow one discarded warm-up pair; the 
 manager and embedding runners time themselves after warming up in-process.";
 
 /// Groups in report order.
-pub(crate) const GROUP_ORDER: [&str; 8] = [
-    "catalog", "digest", "manager", "embed", "text", "clip", "generate", "triton",
+pub(crate) const GROUP_ORDER: [&str; 9] = [
+    "catalog", "digest", "manager", "embed", "text", "clip", "generate", "audio", "triton",
 ];
 
 /// `target/bench/report.json`.
