@@ -65,11 +65,12 @@ request only, never by setup:
 
 import json
 import math
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from build_tiny_text import safetensors_bytes, write_json
 
 MODELS = {
     "tiny-t5": {
@@ -427,29 +428,8 @@ def t5_weights(spec: dict, vocab_size: int) -> dict:
     return init.tensors
 
 
-def safetensors_bytes(tensors: dict) -> bytes:
-    """The safetensors encoding: u64 header length, JSON header (names sorted, padded with spaces
-    to 8 bytes), then the little-endian data in header order."""
-    header = {"__metadata__": {"format": "pt"}}
-    chunks = []
-    offset = 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
-
-
 # ----------------------------------------------------------------------------------------------
-# Writing.
-
-
-def write_json(path: Path, value, newline: str = "\n") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + newline, encoding="utf-8")
+# Writing: the safetensors encoder and JSON writer of build_tiny_text.py (the same bytes).
 
 
 def write_model(folder: Path, spec: dict, vocab: list) -> None:

@@ -135,7 +135,11 @@ fn ensure_assets(root: &Path) -> Result<PathBuf> {
     let catalog = root.join(CATALOG_DIR);
     // Whatever decides the bytes: the script, the ONNX venv's pins, the spec's template.
     let mut inputs = String::new();
-    for file in [T5_SCRIPT, ONNX_REQUIREMENTS] {
+    for file in [
+        T5_SCRIPT,
+        "xtask/scripts/build_tiny_text.py",
+        ONNX_REQUIREMENTS,
+    ] {
         inputs.push_str(&sha256_file(&root.join(file))?);
         inputs.push('\n');
     }

@@ -26,6 +26,9 @@ const ONNX_REQUIREMENTS: &str = "xtask/requirements/python-onnx.txt";
 /// The script that writes both model folders.
 const TINY_T5_SCRIPT: &str = "xtask/scripts/build_tiny_t5.py";
 
+/// The script whose safetensors and JSON writers it imports.
+const TINY_TEXT_SCRIPT: &str = "xtask/scripts/build_tiny_text.py";
+
 /// The tokenizer and generation files, the same in both models.
 const TOKENIZER_JSON: &str = "a8936509f7772ff2f3abacaae7b21582cb609cee83121fbf53712769f1e0e777";
 const TOKENIZER_CONFIG: &str = "d3312ce993fea6a9b2e32c06a870d20c233c1aee2ac0e50568cc0b2f45aa552b";
@@ -92,8 +95,9 @@ pub(super) fn tiny_t5(cx: &StepContext<'_>) -> Result<String> {
     // The stamp covers what decides the bytes: the script, the venv's pins and the pinned
     // outputs (a changed pin rebuilds and checks again).
     let mut inputs = format!(
-        "{}\n{}\n",
+        "{}\n{}\n{}\n",
         sha256_file(&script)?,
+        sha256_file(&cx.root.join(TINY_TEXT_SCRIPT))?,
         sha256_file(&cx.root.join(ONNX_REQUIREMENTS))?
     );
     for model in &MODELS {
