@@ -313,7 +313,11 @@ fn tasks_preload_embed_infer_and_refuse_what_they_cannot_do() {
     );
 
     let refused = [
-        TaskRequest::new(TaskType::TextGeneration, "emb", None),
+        TaskRequest::new(
+            TaskType::TextGeneration,
+            "emb",
+            Some(TaskData::Tensors(tensors.clone())),
+        ),
         TaskRequest::new(TaskType::Embedding, "emb", Some(TaskData::Tensors(tensors))),
         TaskRequest::new(TaskType::Infer, "emb", Some(TaskData::Texts(vec![]))),
         TaskRequest {
@@ -326,13 +330,18 @@ fn tasks_preload_embed_infer_and_refuse_what_they_cannot_do() {
         let err = s.manager.task(request).expect_err(&what);
         assert_eq!(err.error_code, ErrorCode::InvalidInput, "{what}: {err}");
     }
-    assert!(
-        s.manager
-            .task(TaskRequest::new(TaskType::TextGeneration, "emb", None))
-            .expect_err("unsupported")
-            .message
-            .contains("text_generation is not supported")
-    );
+    // An embedder has no decoder: generation is refused by name, after the load it needed.
+    let err = s
+        .manager
+        .task(TaskRequest::new(
+            TaskType::TextGeneration,
+            "emb",
+            Some(TaskData::Texts(vec!["mat".to_owned()])),
+        ))
+        .expect_err("an embedder cannot generate");
+    assert_eq!(err.error_code, ErrorCode::InvalidInput, "{err}");
+    assert_eq!(err.details["reason"], "generation_unsupported", "{err}");
+    assert!(err.message.contains("model emb cannot generate text"), "{err}");
     let err = s
         .manager
         .task(TaskRequest::new(TaskType::Embedding, "nope", None))
