@@ -341,7 +341,10 @@ fn tasks_preload_embed_infer_and_refuse_what_they_cannot_do() {
         .expect_err("an embedder cannot generate");
     assert_eq!(err.error_code, ErrorCode::InvalidInput, "{err}");
     assert_eq!(err.details["reason"], "generation_unsupported", "{err}");
-    assert!(err.message.contains("model emb cannot generate text"), "{err}");
+    assert!(
+        err.message.contains("model emb cannot generate text"),
+        "{err}"
+    );
     let err = s
         .manager
         .task(TaskRequest::new(TaskType::Embedding, "nope", None))
