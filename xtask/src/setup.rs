@@ -22,6 +22,7 @@ mod onnx;
 mod t5;
 mod text;
 pub(crate) mod triton;
+mod whisper;
 
 /// The git-ignored folder that holds every asset, relative to the workspace root.
 pub(crate) const ASSETS_DIR: &str = ".dp-assets";
@@ -113,6 +114,11 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "tiny-t5",
         ensure: t5::tiny_t5,
+    },
+    // The tiny Whisper speech-recognition models use the ONNX venv (numpy) too.
+    Asset {
+        name: "tiny-whisper",
+        ensure: whisper::tiny_whisper,
     },
     // The test audio of the audio presets has its own venv (numpy, soundfile).
     Asset {

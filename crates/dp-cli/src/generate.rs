@@ -30,17 +30,11 @@ enum EarlyStoppingArg {
     Never,
 }
 
-/// Options of `dp generate`.
+/// The search flags `dp generate` and `dp transcribe` share.
 #[derive(Debug, Args)]
-pub(crate) struct GenerateArgs {
-    /// The model, by name or alias (its preset must be `text_generation`).
-    #[arg(long)]
-    model: String,
-    /// The input texts: a JSON array of strings, or one per line (empty lines skipped).
-    /// `-` (the default) reads stdin.
-    #[arg(long, value_name = "FILE|-", default_value = "-")]
-    input: PathBuf,
-    /// New tokens at most per text (default 64, at most the model's limit).
+pub(crate) struct SearchArgs {
+    /// New tokens at most per text (`dp generate`: default 64; `dp transcribe`: per
+    /// 30-second chunk, default all the decoder's positions; at most the model's limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_new_tokens: Option<u64>,
     /// New tokens before the end of the text may be chosen.
@@ -63,6 +57,38 @@ pub(crate) struct GenerateArgs {
     /// When beam search stops.
     #[arg(long, value_enum, default_value = "false")]
     early_stopping: EarlyStoppingArg,
+}
+
+impl SearchArgs {
+    /// The manager's options for these flags.
+    pub(crate) fn options(&self) -> GenerationOptions {
+        GenerationOptions {
+            max_new_tokens: self.max_new_tokens.map(count),
+            min_new_tokens: count(self.min_new_tokens),
+            num_beams: count(self.num_beams),
+            length_penalty: self.length_penalty,
+            no_repeat_ngram_size: count(self.no_repeat_ngram_size),
+            early_stopping: match self.early_stopping {
+                EarlyStoppingArg::False => EarlyStopping::Heuristic,
+                EarlyStoppingArg::True => EarlyStopping::WhenFull,
+                EarlyStoppingArg::Never => EarlyStopping::Never,
+            },
+        }
+    }
+}
+
+/// Options of `dp generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The model, by name or alias (its preset must be `text_generation`).
+    #[arg(long)]
+    model: String,
+    /// The input texts: a JSON array of strings, or one per line (empty lines skipped).
+    /// `-` (the default) reads stdin.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    input: PathBuf,
+    #[command(flatten)]
+    search: SearchArgs,
     /// The largest input accepted, in bytes.
     #[arg(
         long,
@@ -88,18 +114,7 @@ pub(crate) fn run(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         Ok(texts) => texts,
         Err(err) => return Ok(report_model_error(cli, &err)),
     };
-    let options = GenerationOptions {
-        max_new_tokens: args.max_new_tokens.map(count),
-        min_new_tokens: count(args.min_new_tokens),
-        num_beams: count(args.num_beams),
-        length_penalty: args.length_penalty,
-        no_repeat_ngram_size: count(args.no_repeat_ngram_size),
-        early_stopping: match args.early_stopping {
-            EarlyStoppingArg::False => EarlyStopping::Heuristic,
-            EarlyStoppingArg::True => EarlyStopping::WhenFull,
-            EarlyStoppingArg::Never => EarlyStopping::Never,
-        },
-    };
+    let options = args.search.options();
     let cache = args
         .cache
         .clone()

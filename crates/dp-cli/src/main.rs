@@ -25,6 +25,7 @@ mod providers;
 mod rerank;
 mod resolve;
 mod sync_downloader;
+mod transcribe;
 mod validate;
 mod verify;
 
@@ -106,6 +107,8 @@ enum Command {
     Rerank(rerank::RerankArgs),
     /// Generate one text per input text with an encoder–decoder (T5), greedy or beam search.
     Generate(generate::GenerateArgs),
+    /// Transcribe (or translate) speech in audio files with a Whisper model.
+    Transcribe(transcribe::TranscribeArgs),
     /// Print the tensors a model would be fed for some images or texts (its preset's output).
     Preprocess(preprocess::PreprocessArgs),
     /// Show or clear the persistent embedding cache (`--embedding-cache DIR`).
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&cli, args),
         Command::Rerank(args) => rerank::run(&cli, args),
         Command::Generate(args) => generate::run(&cli, args),
+        Command::Transcribe(args) => transcribe::run(&cli, args),
         Command::Preprocess(args) => preprocess::run(&cli, args),
         Command::Health(args) => health::run(&cli, args),
         Command::Cache(args) => cache::run(&cli, args),

@@ -84,7 +84,7 @@ impl Default for GenerationOptions {
 const OPTION_NAMES: &str = "max_new_tokens, min_new_tokens, num_beams, length_penalty, \
                             no_repeat_ngram_size, early_stopping";
 
-fn bad_option(name: &str, message: String) -> ModelError {
+pub(crate) fn bad_option(name: &str, message: String) -> ModelError {
     ModelError::from(ManagerError::BadTask { message })
         .with_detail("reason", "invalid_option")
         .with_detail("option", name)
@@ -170,7 +170,7 @@ impl GenerationOptions {
     }
 
     /// The options checked against the model's limits.
-    fn resolve(&self, limit: usize, model: &str) -> Result<SearchOptions, ModelError> {
+    pub(crate) fn resolve(&self, limit: usize, model: &str) -> Result<SearchOptions, ModelError> {
         let max_new_tokens = self
             .max_new_tokens
             .unwrap_or(DEFAULT_MAX_NEW_TOKENS.min(limit));
@@ -220,7 +220,7 @@ impl GenerationOptions {
 
 impl SearchOptions {
     /// The record of these options in `models_used.generation`.
-    fn record(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn record(&self) -> BTreeMap<String, Value> {
         let early_stopping = match self.early_stopping {
             EarlyStopping::Heuristic => Value::from(false),
             EarlyStopping::WhenFull => Value::from(true),
@@ -435,6 +435,7 @@ impl ModelManager {
                     session.as_mut(),
                     info,
                     &search_options,
+                    &search::SearchStart::decoder_start(info, chunk.len()),
                     &mut on_token,
                     &mut out.kv_cache_peak_bytes,
                 )?
@@ -466,7 +467,7 @@ impl ModelManager {
 
     /// Reserves a batch's key/value cache against the budget of `device`, evicting idle
     /// models if that makes room.
-    fn reserve_generation(
+    pub(crate) fn reserve_generation(
         &self,
         model: &str,
         device: ResolvedDevice,

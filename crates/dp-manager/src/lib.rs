@@ -91,6 +91,7 @@ mod search;
 mod single_flight;
 mod status;
 mod task;
+mod transcription;
 
 /// The primitives [`single_flight`] is written against: std's here; `tests/loom.rs`
 /// compiles that module against loom's instead.
@@ -127,6 +128,7 @@ pub use rerank::{RankedDocument, RerankOutput};
 pub use resolve::{RoleReason, RoleResolution};
 pub use status::{ManagerStatus, ModelState, ModelStatus, StatusTotals};
 pub use task::{TaskData, TaskOutput, TaskRequest, TaskResponse, TaskType};
+pub use transcription::{Transcript, TranscriptionOptions, TranscriptionOutput};
 
 /// The provider crates this build compiled in (cargo features `candle`, `onnx`, `triton`),
 /// re-exported so a binary can register them without depending on each crate itself.

@@ -53,38 +53,123 @@ pub(crate) struct Generated {
 /// Receives tokens as greedy search fixes them: (input index, token).
 pub(crate) type OnToken<'a> = dyn FnMut(usize, u32) + 'a;
 
+/// How each input's decoding starts, and the tokens a model never or not first emits.
+///
+/// A T5 row starts from the decoder start token alone; a Whisper row from a forced prompt
+/// (start of transcript, language, task, no timestamps) that transformers feeds as the
+/// decoder's input ids, so its generated tokens, `min_new_tokens` and the beam length
+/// penalty all count from after the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchStart {
+    /// Per input, the decoder prompt (decoder start first); all of one length, at least 1.
+    pub(crate) prompts: Vec<Vec<u32>>,
+    /// How many prompt tokens the session has already been fed (each row the same).
+    pub(crate) fed: usize,
+    /// Tokens never chosen (transformers' `SuppressTokensLogitsProcessor`).
+    pub(crate) suppress: Vec<u32>,
+    /// Tokens not chosen first (`SuppressTokensAtBeginLogitsProcessor`).
+    pub(crate) begin_suppress: Vec<u32>,
+}
+
+impl SearchStart {
+    /// `inputs` rows starting from the decoder start token, nothing suppressed.
+    pub(crate) fn decoder_start(info: &DecoderInfo, inputs: usize) -> Self {
+        Self {
+            prompts: vec![vec![info.decoder_start_token_id]; inputs],
+            fed: 0,
+            suppress: Vec::new(),
+            begin_suppress: Vec::new(),
+        }
+    }
+
+    fn prompt_len(&self) -> usize {
+        self.prompts.first().map_or(1, Vec::len)
+    }
+
+    /// Feeds every prompt token but the last (the search feeds that one) the session has
+    /// not had yet.
+    fn feed(&self, session: &mut dyn DecodingSession, kv_peak: &mut u64) -> Result<(), ModelError> {
+        for position in self.fed..self.prompt_len().saturating_sub(1) {
+            let tokens: Vec<u32> = self.prompts.iter().map(|p| p[position]).collect();
+            session.step(&tokens)?;
+            *kv_peak = (*kv_peak).max(session.kv_cache_bytes());
+        }
+        Ok(())
+    }
+
+    /// The token each input's first search step feeds.
+    fn last_tokens(&self) -> Vec<u32> {
+        self.prompts
+            .iter()
+            .map(|p| p.last().copied().unwrap_or_default())
+            .collect()
+    }
+}
+
 /// Runs the search for every row of `session` (one per input).
+///
+/// # Errors
+/// A prompt set that does not fit the session; as the session's steps.
 pub(crate) fn search(
     session: &mut dyn DecodingSession,
     info: &DecoderInfo,
     options: &SearchOptions,
+    start: &SearchStart,
     on_token: &mut OnToken<'_>,
     kv_peak: &mut u64,
 ) -> Result<Vec<Generated>, ModelError> {
+    let len = start.prompt_len();
+    if start.prompts.len() != session.rows()
+        || len == 0
+        || start.fed >= len
+        || start.prompts.iter().any(|p| p.len() != len)
+    {
+        return Err(ModelError::new(
+            dp_spec::ErrorCode::InvalidInput,
+            format!(
+                "a search over {} rows was given {} prompts of lengths {:?}, {} already fed",
+                session.rows(),
+                start.prompts.len(),
+                start.prompts.iter().map(Vec::len).collect::<Vec<_>>(),
+                start.fed
+            ),
+        ));
+    }
+    start.feed(session, kv_peak)?;
     if options.num_beams <= 1 {
-        greedy(session, info, options, on_token, kv_peak)
+        greedy(session, info, options, start, on_token, kv_peak)
     } else {
-        beam_search(session, info, options, kv_peak)
+        beam_search(session, info, options, start, kv_peak)
     }
 }
 
-/// Sets the logits of tokens `options` forbids at this point of `sequence` (decoder start
-/// included) to minus infinity: the end of sequence before `min_new_tokens`, and any token
-/// that would repeat an n-gram of `no_repeat_ngram_size`.
-fn forbid(scores: &mut [f32], sequence: &[u32], info: &DecoderInfo, options: &SearchOptions) {
-    let generated = sequence.len().saturating_sub(1);
-    if generated < options.min_new_tokens {
-        for &eos in &info.eos_token_ids {
-            if let Some(score) = scores.get_mut(eos as usize) {
-                *score = f32::NEG_INFINITY;
-            }
-        }
-    }
-    for banned in banned_by_ngrams(sequence, options.no_repeat_ngram_size) {
-        if let Some(score) = scores.get_mut(banned as usize) {
+/// Sets the logits of tokens forbidden at this point of `sequence` (prompt included) to
+/// minus infinity: suppressed tokens, the first-token suppressions before any token was
+/// generated, the end of sequence before `min_new_tokens`, and any token that would
+/// repeat an n-gram of `no_repeat_ngram_size`.
+fn forbid(
+    scores: &mut [f32],
+    sequence: &[u32],
+    info: &DecoderInfo,
+    options: &SearchOptions,
+    start: &SearchStart,
+) {
+    let generated = sequence.len().saturating_sub(start.prompt_len());
+    let mut ban = |token: u32| {
+        if let Some(score) = scores.get_mut(token as usize) {
             *score = f32::NEG_INFINITY;
         }
+    };
+    start.suppress.iter().copied().for_each(&mut ban);
+    if generated == 0 {
+        start.begin_suppress.iter().copied().for_each(&mut ban);
     }
+    if generated < options.min_new_tokens {
+        info.eos_token_ids.iter().copied().for_each(&mut ban);
+    }
+    banned_by_ngrams(sequence, options.no_repeat_ngram_size)
+        .into_iter()
+        .for_each(ban);
 }
 
 /// The tokens that would complete an n-gram already in `sequence` (transformers'
@@ -117,22 +202,24 @@ fn greedy(
     session: &mut dyn DecodingSession,
     info: &DecoderInfo,
     options: &SearchOptions,
+    start: &SearchStart,
     on_token: &mut OnToken<'_>,
     kv_peak: &mut u64,
 ) -> Result<Vec<Generated>, ModelError> {
     let inputs = session.rows();
     let vocab = info.vocab_size;
-    let mut sequences: Vec<Vec<u32>> = vec![vec![info.decoder_start_token_id]; inputs];
+    let prompt_len = start.prompt_len();
+    let mut sequences: Vec<Vec<u32>> = start.prompts.clone();
     // Session row → input, for the inputs still running.
     let mut running: Vec<usize> = (0..inputs).collect();
-    let mut tokens = vec![info.decoder_start_token_id; inputs];
+    let mut tokens = start.last_tokens();
     for _ in 0..options.max_new_tokens {
         let logits = session.step(&tokens)?;
         *kv_peak = (*kv_peak).max(session.kv_cache_bytes());
         let mut keep = Vec::with_capacity(running.len());
         for (row, &input) in running.iter().enumerate() {
             let mut scores = logits[row * vocab..(row + 1) * vocab].to_vec();
-            forbid(&mut scores, &sequences[input], info, options);
+            forbid(&mut scores, &sequences[input], info, options, start);
             let token = u32::try_from(argmax(&scores)).unwrap_or(u32::MAX);
             sequences[input].push(token);
             on_token(input, token);
@@ -154,12 +241,9 @@ fn greedy(
     }
     Ok(sequences
         .into_iter()
-        .map(|mut s| {
-            s.remove(0);
-            Generated {
-                tokens: s,
-                score: None,
-            }
+        .map(|s| Generated {
+            tokens: s[prompt_len..].to_vec(),
+            score: None,
         })
         .collect())
 }
@@ -217,25 +301,26 @@ fn beam_search(
     session: &mut dyn DecodingSession,
     info: &DecoderInfo,
     options: &SearchOptions,
+    start: &SearchStart,
     kv_peak: &mut u64,
 ) -> Result<Vec<Generated>, ModelError> {
     let beams = options.num_beams;
     let vocab = info.vocab_size;
     let inputs = session.rows();
     let keep = 2.max(1 + info.eos_token_ids.len()) * beams;
-    let start = vec![info.decoder_start_token_id];
-    let placeholder = |score| Hypothesis {
-        sequence: start.clone(),
+    let prompt_len = start.prompt_len();
+    let placeholder = |input: usize, score| Hypothesis {
+        sequence: start.prompts[input].clone(),
         score,
         finished: false,
     };
     let mut states: Vec<BeamInput> = (0..inputs)
-        .map(|_| BeamInput {
+        .map(|input| BeamInput {
             // Only the first beam is live at first: the others start at -1e9.
             running: (0..beams)
-                .map(|b| placeholder(if b == 0 { 0.0 } else { PENALTY }))
+                .map(|b| placeholder(input, if b == 0 { 0.0 } else { PENALTY }))
                 .collect(),
-            finished: (0..beams).map(|_| placeholder(PENALTY)).collect(),
+            finished: (0..beams).map(|_| placeholder(input, PENALTY)).collect(),
             improvable: true,
             done: false,
         })
@@ -247,9 +332,13 @@ fn beam_search(
     session.select_rows(&rows)?;
     // Session block → input, for the inputs still running.
     let mut active: Vec<usize> = (0..inputs).collect();
-    let max_length = 1 + options.max_new_tokens;
-    let mut cur_len = 1;
-    let mut tokens = vec![info.decoder_start_token_id; inputs * beams];
+    let max_length = prompt_len + options.max_new_tokens;
+    let mut cur_len = prompt_len;
+    let mut tokens: Vec<u32> = start
+        .last_tokens()
+        .into_iter()
+        .flat_map(|t| std::iter::repeat_n(t, beams))
+        .collect();
     while !active.is_empty() {
         let logits = session.step(&tokens)?;
         *kv_peak = (*kv_peak).max(session.kv_cache_bytes());
@@ -262,7 +351,7 @@ fn beam_search(
             for (beam, hypothesis) in state.running.iter().enumerate() {
                 let row = block * beams + beam;
                 let mut scores = log_softmax(&logits[row * vocab..(row + 1) * vocab]);
-                forbid(&mut scores, &hypothesis.sequence, info, options);
+                forbid(&mut scores, &hypothesis.sequence, info, options, start);
                 accumulated.extend(scores.iter().map(|&s| s + hypothesis.score));
             }
             // The top 2 × beams continuations over all beams.
@@ -289,7 +378,7 @@ fn beam_search(
                 .collect();
             let next: Vec<(f32, usize)> = top_k(&penalized, beams);
             // Of the best `beams` candidates, those that stopped may join the finished.
-            let divisor = length_divisor(cur_len + 1 - 1, options.length_penalty);
+            let divisor = length_divisor(cur_len + 1 - prompt_len, options.length_penalty);
             let all_finished = state.finished.iter().all(|h| h.finished);
             let mut merged: Vec<Hypothesis> = state.finished.clone();
             for (position, (score, hypothesis, stops, _)) in candidates.iter().enumerate() {
@@ -326,9 +415,9 @@ fn beam_search(
             // Can the running beams still beat the worst finished hypothesis?
             let best_length =
                 if options.early_stopping == EarlyStopping::Never && options.length_penalty > 0.0 {
-                    max_length - 1
+                    max_length - prompt_len
                 } else {
-                    cur_len + 1 - 1
+                    cur_len + 1 - prompt_len
                 };
             let best_running =
                 state.running[0].score / length_divisor(best_length, options.length_penalty);
@@ -367,7 +456,7 @@ fn beam_search(
         .map(|state| {
             let best = &state.finished[0];
             Generated {
-                tokens: best.sequence[1..].to_vec(),
+                tokens: best.sequence[prompt_len..].to_vec(),
                 score: Some(best.score),
             }
         })

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dp_preset::{ImageInput, PresetInputs, PresetOutput};
+use dp_preset::{AudioInput, ImageInput, PresetInputs, PresetOutput};
 use dp_signature::ModelsUsedEntry;
 use dp_spec::{ModelError, NamedTensors};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ManagerError;
 use crate::manager::ModelManager;
 use crate::rerank::RankedDocument;
+use crate::transcription::{Transcript, TranscriptionOptions};
 
 /// What a task asks the model to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub enum TaskType {
     Infer,
     /// Texts → one generated text each, through an encoder–decoder (`text_generation`).
     TextGeneration,
+    /// Audio → one transcript each (text, language, duration), through Whisper
+    /// (`speech_recognition`).
+    Transcribe,
 }
 
 impl TaskType {
@@ -43,6 +47,7 @@ impl TaskType {
             Self::Rerank => "rerank",
             Self::Infer => "infer",
             Self::TextGeneration => "text_generation",
+            Self::Transcribe => "transcribe",
         }
     }
 }
@@ -70,6 +75,8 @@ pub enum TaskData {
     },
     /// Named tensors (for `infer`).
     Tensors(NamedTensors),
+    /// Audio files or samples (for `transcribe`).
+    Audio(Vec<AudioInput>),
 }
 
 /// A request to [`ModelManager::task`].
@@ -120,6 +127,8 @@ pub enum TaskOutput {
     Ranking(Vec<RankedDocument>),
     /// One generated text per input, in input order (`text_generation`).
     Texts(Vec<String>),
+    /// One transcript per audio, in input order (`transcribe`).
+    Transcripts(Vec<Transcript>),
     /// The model's named outputs.
     Tensors(NamedTensors),
     /// The model's named outputs per batch, for presets whose results are the model's own
@@ -179,7 +188,7 @@ impl TaskOptions {
                         })?;
                     parsed.top_k = Some(k);
                 }
-                (_, TaskType::TextGeneration) => {}
+                (_, TaskType::TextGeneration | TaskType::Transcribe) => {}
                 _ => {
                     let takes = match task_type {
                         TaskType::Embedding => "only prompt_name",
@@ -226,6 +235,11 @@ impl ModelManager {
             keep_alive,
             options,
         } = request;
+        let transcription = if task_type == TaskType::Transcribe {
+            Some(TranscriptionOptions::from_task_options(&options)?)
+        } else {
+            None
+        };
         let generation = if task_type == TaskType::TextGeneration {
             let parsed = crate::GenerationOptions::from_task_options(&options)?;
             if parsed.num_beams == 0 || parsed.num_beams > crate::MAX_BEAMS {
@@ -283,6 +297,14 @@ impl ModelManager {
                     generated.models_used,
                 )
             }
+            (TaskType::Transcribe, TaskData::Audio(audio)) => {
+                let out = self.transcribe(&model, &audio, &transcription.unwrap_or_default())?;
+                (
+                    TaskOutput::Transcripts(out.transcripts),
+                    out.model_signature,
+                    out.models_used,
+                )
+            }
             (TaskType::ImageEmbedding, TaskData::Images(images)) => {
                 preset_output(run(PresetInputs::Images(&images))?)
             }
@@ -309,6 +331,7 @@ impl ModelManager {
                     TaskType::ImageEmbedding => "images",
                     TaskType::ZeroShotClassification => "images with labels",
                     TaskType::Rerank => "a query with documents",
+                    TaskType::Transcribe => "audio",
                     _ => "named tensors",
                 };
                 let got = match data {
@@ -317,6 +340,7 @@ impl ModelManager {
                     TaskData::ImagesWithLabels { .. } => "images with labels",
                     TaskData::QueryWithDocuments { .. } => "a query with documents",
                     TaskData::Tensors(_) => "tensors",
+                    TaskData::Audio(_) => "audio",
                 };
                 return Err(bad(format!(
                     "a {} task takes {want}, not {got} (model {model})",

@@ -125,6 +125,12 @@ pub trait Preset: Send + Sync + fmt::Debug {
         None
     }
 
+    /// What the preset does for a speech-recognition model (audio into encoder inputs,
+    /// the decoder prompt, token ids back to text); `None` (the default) for others.
+    fn speech_to_text(&self) -> Option<&dyn audio::SpeechToTextPreset> {
+        None
+    }
+
     /// Makes one batch (at most [`Self::batch_size`] inputs) into the model's tensors.
     ///
     /// # Errors

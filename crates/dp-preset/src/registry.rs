@@ -62,6 +62,14 @@ const REGISTRY: &[Entry] = &[
         }),
     },
     Entry {
+        name: crate::audio::SPEECH_RECOGNITION,
+        build: Some(|spec, artifacts| {
+            Ok(Box::new(crate::audio::SpeechRecognition::from_spec(
+                spec, artifacts,
+            )?))
+        }),
+    },
+    Entry {
         name: "optical_flow_pair",
         build: None,
     },

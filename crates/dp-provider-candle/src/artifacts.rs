@@ -101,7 +101,7 @@ pub(crate) fn model_type(file: &ModelFile) -> Result<Option<String>, CandleError
 }
 
 /// The `model_type`s this provider runs, for error messages.
-pub(crate) const SUPPORTED_MODEL_TYPES: &str = "bert, roberta, xlm-roberta, clip, t5";
+pub(crate) const SUPPORTED_MODEL_TYPES: &str = "bert, roberta, xlm-roberta, clip, t5, whisper";
 
 /// The error for a `model_type` this provider does not run.
 pub(crate) fn unsupported_model_type(file: &Path, model_type: &str) -> CandleError {

@@ -17,7 +17,9 @@
 //!
 //! - `t5`: T5 v1.0 / v1.1 / flan in the Hugging Face layout, as a generator
 //!   ([`dp_spec::Seq2SeqGenerator`]): `input_ids` and `attention_mask` start a decoding
-//!   session whose steps return next-token logits; `infer` is refused.
+//!   session whose steps return next-token logits; `infer` is refused;
+//! - `whisper`: Whisper in the Hugging Face layout, as a generator: `input_features`
+//!   (log-mel features of 30-second chunks) start a decoding session; `infer` is refused.
 //!
 //! Every file is read from the model's verified artifacts, never from disk again.
 //!
@@ -40,6 +42,7 @@ mod bert;
 mod clip;
 mod error;
 mod t5;
+mod whisper;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
@@ -59,6 +62,7 @@ use crate::bert::{Bert, EncoderInput};
 use crate::clip::{Clip, ClipConfig};
 pub use crate::error::CandleError;
 use crate::t5::{T5, T5Config, T5Generator};
+use crate::whisper::{Whisper, WhisperConfig, WhisperGenerator};
 
 /// The output tensor names of text encoders and of sequence classifiers (defined once, in
 /// dp-spec).
@@ -151,6 +155,7 @@ impl CandleProvider {
         let architecture = match model_type(&files.config)?.as_deref() {
             Some("clip") => Architecture::Clip(ClipConfig::read(&files.config)?),
             Some("t5") => Architecture::T5(T5Config::read(&files.config)?),
+            Some("whisper") => Architecture::Whisper(WhisperConfig::read(&files.config)?),
             kind if BertConfig::is_bert_family(kind) => {
                 let config = BertConfig::read(&files.config)?;
                 // Only sentence-transformers encoders have a module list; cross-encoders
@@ -224,6 +229,8 @@ enum Architecture {
     Clip(ClipConfig),
     /// T5 (Hugging Face `T5ForConditionalGeneration` layout): a generator.
     T5(T5Config),
+    /// Whisper (Hugging Face `WhisperForConditionalGeneration` layout): a generator.
+    Whisper(WhisperConfig),
 }
 
 /// The candle device for a resolved device, or why it is unavailable.
@@ -287,6 +294,10 @@ impl ModelProvider for CandleProvider {
                 t5::check_schema(spec)?;
                 t5::check_tensors(config, &view, weights.path())?;
             }
+            Architecture::Whisper(config) => {
+                whisper::check_schema(config, spec)?;
+                whisper::check_tensors(config, &view, weights.path())?;
+            }
         }
         Ok(())
     }
@@ -311,6 +322,13 @@ impl ModelProvider for CandleProvider {
                     T5::load(&config, weights.bytes(), weights.path(), dtype, &device)
                 })?;
                 return Ok(Box::new(T5Generator { t5, pool }));
+            }
+            Architecture::Whisper(config) => {
+                whisper::check_schema(&config, request.spec)?;
+                let whisper = pool.install(|| {
+                    Whisper::load(&config, weights.bytes(), weights.path(), dtype, &device)
+                })?;
+                return Ok(Box::new(WhisperGenerator { whisper, pool }));
             }
         };
         check_classifier_schema(&config, request.spec)?;
@@ -376,6 +394,21 @@ impl LoadedModel for T5Generator {
         Err(CandleError::InvalidInput(
             "a T5 model generates text: run it with task text_generation (`dp generate`), \
              not as one tensor call"
+                .to_owned(),
+        )
+        .into())
+    }
+
+    fn generator(&self) -> Option<&dyn dp_spec::Seq2SeqGenerator> {
+        Some(self)
+    }
+}
+
+impl LoadedModel for WhisperGenerator {
+    fn infer(&self, _: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        Err(CandleError::InvalidInput(
+            "a Whisper model transcribes speech: run it with task transcribe \
+             (`dp transcribe`), not as one tensor call"
                 .to_owned(),
         )
         .into())

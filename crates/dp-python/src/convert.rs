@@ -145,14 +145,12 @@ pub(crate) fn texts(value: &Bound<'_, PyAny>, what: &str) -> Result<Vec<String>,
     .collect()
 }
 
-/// A list of encoded images (`bytes`, `bytearray` or `memoryview`), one copy each.
-pub(crate) fn images(
-    value: &Bound<'_, PyAny>,
-    what: &str,
-) -> Result<Vec<dp_manager::preset::ImageInput>, Error> {
+/// A list of encoded files (`bytes`, `bytearray` or `memoryview`), one copy each; `kind`
+/// names them in messages (`image`, `audio`).
+fn encoded_files(value: &Bound<'_, PyAny>, what: &str, kind: &str) -> Result<Vec<Vec<u8>>, Error> {
     if value.cast::<PyBytes>().is_ok() || value.cast::<PyByteArray>().is_ok() {
         return Err(Error::invalid(format!(
-            "{what} must be a list of encoded images, not one (wrap it: [image_bytes])"
+            "{what} must be a list of encoded {kind} files, not one (wrap it: [{kind}_bytes])"
         )));
     }
     let iter = value
@@ -160,25 +158,48 @@ pub(crate) fn images(
         .map_err(|_| Error::invalid(format!("{what} must be a list of bytes")))?;
     iter.map(|item| {
         let item = item?;
-        let bytes = if let Ok(b) = item.cast::<PyBytes>() {
-            b.as_bytes().to_vec()
+        if let Ok(b) = item.cast::<PyBytes>() {
+            Ok(b.as_bytes().to_vec())
         } else if let Ok(b) = item.cast::<PyByteArray>() {
-            b.to_vec()
+            Ok(b.to_vec())
         } else if item.hasattr("tobytes")? {
-            item.call_method0("tobytes")?
+            Ok(item
+                .call_method0("tobytes")?
                 .cast::<PyBytes>()
                 .map_err(PyErr::from)?
                 .as_bytes()
-                .to_vec()
+                .to_vec())
         } else {
-            return Err(Error::invalid(format!(
-                "{what} must hold encoded image files as bytes, got {}",
+            Err(Error::invalid(format!(
+                "{what} must hold encoded {kind} files as bytes, got {}",
                 item.get_type().name()?
-            )));
-        };
-        Ok(dp_manager::preset::ImageInput::Encoded(bytes))
+            )))
+        }
     })
     .collect()
+}
+
+/// A list of encoded images (`bytes`, `bytearray` or `memoryview`), one copy each.
+pub(crate) fn images(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+) -> Result<Vec<dp_manager::preset::ImageInput>, Error> {
+    Ok(encoded_files(value, what, "image")?
+        .into_iter()
+        .map(dp_manager::preset::ImageInput::Encoded)
+        .collect())
+}
+
+/// A list of encoded audio files (WAV, FLAC, MP3, Ogg/Vorbis as `bytes`, `bytearray` or
+/// `memoryview`), one copy each.
+pub(crate) fn audio(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+) -> Result<Vec<dp_manager::preset::AudioInput>, Error> {
+    Ok(encoded_files(value, what, "audio")?
+        .into_iter()
+        .map(dp_manager::preset::AudioInput::Encoded)
+        .collect())
 }
 
 /// The NumPy module.

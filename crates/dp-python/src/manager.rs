@@ -16,19 +16,20 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::convert::{
-    f32_matrix, f32_vector, images, json_to_py, tensors_from_py, tensors_to_py, texts, to_py,
+    audio, f32_matrix, f32_vector, images, json_to_py, tensors_from_py, tensors_to_py, texts, to_py,
 };
 use crate::error::Error;
 use crate::settings::{Settings, verify_cache};
 
 /// Every task type, as `task_type` takes it.
-const TASK_TYPES: [TaskType; 6] = [
+const TASK_TYPES: [TaskType; 7] = [
     TaskType::Embedding,
     TaskType::ImageEmbedding,
     TaskType::ZeroShotClassification,
     TaskType::Rerank,
     TaskType::Infer,
     TaskType::TextGeneration,
+    TaskType::Transcribe,
 ];
 
 /// The task type names `ModelManager.task` knows.
@@ -217,7 +218,10 @@ impl ModelManager {
     /// `task_type` and `task_data`: `"embedding"` a list of str (option `prompt_name`);
     /// `"image_embedding"` a list of encoded images (bytes); `"zero_shot_classification"`
     /// `{"images": [bytes], "labels": [str]}`; `"rerank"` `{"query": str, "documents":
-    /// [str]}` (option `top_k`); `"infer"` a dict of input name → NumPy array. `None` data
+    /// [str]}` (option `top_k`); `"text_generation"` a list of str (options `max_new_tokens`,
+    /// `num_beams`…); `"transcribe"` a list of encoded audio files (bytes; options
+    /// `language`, `task`, `max_new_tokens`, `num_beams`…); `"infer"` a dict of input name →
+    /// NumPy array. `None` data
     /// only preloads the model. `keep_alive` (seconds) is how long the model stays loaded
     /// once idle. Raises a `ModelError` subclass.
     #[pyo3(signature = (task_data, task_type, model_name, keep_alive=None, **options))]
@@ -432,6 +436,7 @@ fn task_data_from_py(task: TaskType, value: &Bound<'_, PyAny>) -> Result<Option<
             }
         }
         TaskType::Infer => TaskData::Tensors(tensors_from_py(value)?),
+        TaskType::Transcribe => TaskData::Audio(audio(value, "task_data")?),
         // A task type added to the manager but not yet to the bindings.
         other => {
             return Err(Error::invalid(format!(
@@ -456,8 +461,12 @@ pub(crate) struct TaskResult {
     scores: Option<Py<PyAny>>,
     /// `rerank` with `top_k`: a list of `(index, score)`, best first.
     ranking: Option<Py<PyAny>>,
-    /// `text_generation`: a list of generated texts, one per input.
+    /// `text_generation`: a list of generated texts, one per input; `transcribe`: the
+    /// transcripts' texts.
     texts: Option<Vec<String>>,
+    /// `transcribe`: a list of dicts (`text`, `language`, `duration_seconds`,
+    /// `chunk_token_ids`), one per audio.
+    transcripts: Option<Py<PyAny>>,
     /// `infer`: a dict of output name → NumPy array.
     tensors: Option<Py<PyAny>>,
     /// Presets whose results are the model's own tensors: a list of such dicts, per batch.
@@ -480,6 +489,7 @@ impl TaskResult {
             scores: None,
             ranking: None,
             texts: None,
+            transcripts: None,
             tensors: None,
             tensor_batches: None,
             models_used: to_py(py, &response.models_used)?.unbind(),
@@ -509,6 +519,10 @@ impl TaskResult {
                 result.ranking = Some(list.into_any().unbind());
             }
             TaskOutput::Texts(texts) => result.texts = Some(texts),
+            TaskOutput::Transcripts(transcripts) => {
+                result.texts = Some(transcripts.iter().map(|t| t.text.clone()).collect());
+                result.transcripts = Some(to_py(py, &transcripts)?.unbind());
+            }
             TaskOutput::Tensors(tensors) => {
                 result.tensors = Some(tensors_to_py(py, &tensors)?.unbind());
             }

@@ -43,6 +43,9 @@ pub mod tensor_names {
     pub const TEXT_EMBEDS: &str = "text_embeds";
     /// CLIP's temperature, fp32 `[1]`: `exp` of the learned `logit_scale` parameter.
     pub const LOGIT_SCALE: &str = "logit_scale";
+    /// Log-mel features of 30-second audio chunks, fp32 `[chunks, n_mels, frames]`
+    /// (Whisper's encoder input, made by the `audio_log_mel` preset).
+    pub const INPUT_FEATURES: &str = "input_features";
 }
 
 /// One row of [`PROVIDER_MATRIX`]: a runtime/engine pair and who serves it.

@@ -324,6 +324,7 @@ pub const PRESET_NAMES: &[&str] = &[
     "text_generation",
     "audio_log_mel",
     "audio_waveform",
+    "speech_recognition",
     "optical_flow_pair",
 ];
 

@@ -33,7 +33,7 @@ pub const AUDIO_LOG_MEL: &str = "audio_log_mel";
 pub const AUDIO_WAVEFORM: &str = "audio_waveform";
 
 /// The log-mel features' tensor (Whisper's input).
-pub const INPUT_FEATURES: &str = "input_features";
+pub const INPUT_FEATURES: &str = dp_spec::tensor_names::INPUT_FEATURES;
 /// The waveform's tensor (wav2vec2-style models' input).
 pub const INPUT_VALUES: &str = "input_values";
 
@@ -206,16 +206,29 @@ impl AudioLogMel {
         &self,
         inputs: &[AudioInput],
     ) -> Result<(Vec<Vec<f32>>, Vec<usize>), PresetError> {
+        let chunks = self.chunks(inputs)?;
+        Ok((chunks.features, chunks.chunks_per_input))
+    }
+
+    /// The features of every 30-second chunk of each input, how many chunks each input
+    /// made, and how long each input is.
+    ///
+    /// # Errors
+    /// As the decoding of each input (`audio_*` reasons).
+    pub fn chunks(&self, inputs: &[AudioInput]) -> Result<AudioChunks, PresetError> {
         let rate = self.extractor.config().sampling_rate;
         let mut rows = Vec::new();
         let mut counts = Vec::with_capacity(inputs.len());
+        let mut seconds = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
             let before = rows.len();
+            let mut samples_seen = 0_u64;
             match input {
                 // Files are decoded 30 seconds at a time: hours of audio never exist whole
                 // as samples, only as their features.
                 AudioInput::Encoded(bytes) => {
                     let mut on_chunk = |chunk: &[f32]| {
+                        samples_seen += chunk.len() as u64;
                         rows.push(self.extractor.features(chunk));
                         Ok(())
                     };
@@ -230,6 +243,7 @@ impl AudioLogMel {
                 }
                 AudioInput::Samples { .. } => {
                     let samples = samples_at(input, rate, i)?;
+                    samples_seen = samples.len() as u64;
                     rows.extend(
                         samples
                             .chunks(self.extractor.config().n_samples)
@@ -244,9 +258,35 @@ impl AudioLogMel {
                 ));
             }
             counts.push(rows.len() - before);
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "sample counts are far below 2^52"
+            )]
+            seconds.push(samples_seen as f64 / f64::from(rate));
         }
-        Ok((rows, counts))
+        Ok(AudioChunks {
+            features: rows,
+            chunks_per_input: counts,
+            seconds,
+        })
     }
+
+    /// Inputs per model call.
+    #[must_use]
+    pub const fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// Audio inputs cut into 30-second chunks and made into log-mel features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChunks {
+    /// Each chunk's features (`n_mels × frames` values), inputs in order.
+    pub features: Vec<Vec<f32>>,
+    /// How many chunks each input made (at least one).
+    pub chunks_per_input: Vec<usize>,
+    /// Each input's length in seconds, at the model's rate.
+    pub seconds: Vec<f64>,
 }
 
 impl Preset for AudioLogMel {

@@ -122,7 +122,7 @@ impl TextGeneration {
 }
 
 /// `clean_up_tokenization_spaces` of `tokenizer_config.json`, if it says.
-fn file_clean_up(
+pub(crate) fn file_clean_up(
     files: &ArtifactFiles<'_>,
 ) -> Result<Option<(bool, std::path::PathBuf)>, PresetError> {
     let Some((path, json)) = files.json("tokenizer_config.json")? else {
@@ -140,7 +140,7 @@ fn file_clean_up(
 
 /// transformers' `clean_up_tokenization`: no space before punctuation and English
 /// contractions.
-fn clean_up_tokenization(text: &str) -> String {
+pub(crate) fn clean_up_tokenization(text: &str) -> String {
     [
         (" .", "."),
         (" ?", "?"),
