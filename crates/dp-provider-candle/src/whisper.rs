@@ -109,7 +109,7 @@ impl WhisperConfig {
             ("encoder_attention_heads", config.encoder_attention_heads),
             ("decoder_attention_heads", config.decoder_attention_heads),
         ] {
-            if config.d_model % heads != 0 {
+            if !config.d_model.is_multiple_of(heads) {
                 return Err(bad(format!(
                     "d_model {} is not a multiple of {name} {heads}",
                     config.d_model
