@@ -129,6 +129,36 @@ def test_text_generation_matches_transformers(manager):
         manager.task(texts, "text_generation", "tiny-t5", temperature=0.7)
 
 
+def test_transcribe_matches_transformers(manager):
+    asset("models/tiny-whisper")
+    ref = json.loads(
+        (ROOT / "tests" / "data" / "reference" / "speech" / "tiny-whisper.json").read_text()
+    )
+    cases = {c["name"]: c for c in ref["cases"]}
+    detect = cases["long_65s/greedy_detect"]
+    translate = cases["speech/greedy_translate_de"]
+    audio = [
+        asset("audio/" + detect["audio"]).read_bytes(),
+        asset("audio/" + translate["audio"]).read_bytes(),
+    ]
+    result = manager.task(audio[:1], "transcribe", "tiny-whisper", max_new_tokens=40)
+    assert result.texts == [detect["text"]]
+    transcript = result.transcripts[0]
+    assert transcript["language"] == detect["language"]
+    assert transcript["duration_seconds"] == 65.0
+    assert transcript["chunk_token_ids"] == [c["generated_ids"] for c in detect["chunks"]]
+    check_models_used(result, "tiny-whisper")
+    assert result.models_used[0]["generation"]["task"] == "transcribe"
+    translated = manager.task(
+        audio[1:], "transcribe", "tiny-whisper", max_new_tokens=40, language="de", task="translate"
+    )
+    assert translated.texts == [translate["text"]]
+    with pytest.raises(dp_models.InvalidInput):
+        manager.task(audio[:1], "transcribe", "tiny-whisper", language="xx")
+    with pytest.raises(dp_models.InvalidInput):
+        manager.task(audio[0], "transcribe", "tiny-whisper")
+
+
 def test_image_embedding_and_zero_shot_on_tiny_clip(manager):
     asset("models/tiny-clip")
     images = [
@@ -180,5 +210,5 @@ def test_no_data_preloads(manager):
 def test_task_types_are_the_rust_ones():
     assert dp_models.TASK_TYPES == [
         "embedding", "image_embedding", "zero_shot_classification", "rerank", "infer",
-        "text_generation",
+        "text_generation", "transcribe",
     ]

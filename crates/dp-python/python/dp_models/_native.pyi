@@ -29,8 +29,11 @@ class TaskResult:
     scores: Optional[npt.NDArray[np.float32]]
     #: ``rerank`` with ``top_k``: ``(index, score)``, best first.
     ranking: Optional[List[Tuple[int, float]]]
-    #: ``text_generation``: one generated text per input.
+    #: ``text_generation``: one generated text per input; ``transcribe``: each transcript's text.
     texts: Optional[List[str]]
+    #: ``transcribe``: per audio, ``text``, ``language``, ``duration_seconds``,
+    #: ``chunk_token_ids`` (one list per 30-second chunk).
+    transcripts: Optional[List[Dict[str, Any]]]
     #: ``infer``: output name -> array.
     tensors: Optional[Dict[str, Any]]
     #: Presets whose results are the model's own tensors: one dict per batch.
