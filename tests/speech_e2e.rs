@@ -323,3 +323,59 @@ fn bad_requests_are_refused_with_stable_reasons() {
         .expect_err("no text generation");
     assert_eq!(reason(&err), "generation_unsupported", "{err}");
 }
+
+#[test]
+fn a_config_the_weights_do_not_fit_is_invalid_spec_naming_what_differs() {
+    let test = "a_config_the_weights_do_not_fit_is_invalid_spec_naming_what_differs";
+    let Some(model_dir) = dp_tests::asset("models/tiny-whisper", test) else {
+        return;
+    };
+    let Some(_) = manager(test) else {
+        return;
+    };
+    for (key, value, needle) in [
+        ("decoder_layers", json!(3), "model.decoder.layers.2"),
+        (
+            "decoder_attention_heads",
+            json!(5),
+            "not a multiple of decoder_attention_heads",
+        ),
+        // The spec's input_schema says 80 mel bins: caught before the weights.
+        (
+            "num_mel_bins",
+            json!(128),
+            "config.json implies [-1, 128, 3000]",
+        ),
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let models = scratch.path().join("models");
+        dp_tests::copy_dir(&model_dir, &models.join("tiny-whisper")).unwrap();
+        let config_path = models.join("tiny-whisper/config.json");
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        config[key] = value;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let catalog_dir = scratch.path().join("catalog");
+        std::fs::create_dir_all(catalog_dir.join("speech_recognition")).unwrap();
+        std::fs::copy(
+            dp_tests::sample_catalog().join("speech_recognition/tiny-whisper.yaml"),
+            catalog_dir.join("speech_recognition/tiny-whisper.yaml"),
+        )
+        .unwrap();
+        let manager = ModelManager::builder(Catalog::load(&catalog_dir).unwrap(), &models)
+            .provider(Arc::new(CandleProvider::new()))
+            .reaper(false)
+            .build()
+            .unwrap();
+        let err = manager
+            .transcribe(
+                "tiny-whisper",
+                &[audio("two_tone_16k_s16.wav")],
+                &TranscriptionOptions::default(),
+            )
+            .expect_err(key);
+        assert_eq!(err.error_code, ErrorCode::InvalidSpec, "{key}: {err}");
+        assert!(err.message.contains(needle), "{key}: {err}");
+        assert!(err.message.contains("tiny-whisper"), "{key}: {err}");
+    }
+}
