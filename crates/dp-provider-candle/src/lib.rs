@@ -40,6 +40,7 @@
 mod artifacts;
 mod bert;
 mod clip;
+mod decoding;
 mod error;
 mod t5;
 mod whisper;

@@ -27,6 +27,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::artifacts::{ModelFile, check_tensor, small, verified_var_builder};
+use crate::decoding::{KeysValues, check_step, row_index, select_cache_rows};
 use crate::error::CandleError;
 use crate::{indices, same_shape};
 
@@ -738,9 +739,9 @@ impl T5 {
 /// One request's state: cross-attention keys/values per decoder layer, the encoder's
 /// padding bias, and the growing self-attention cache.
 struct T5State {
-    cross_kv: Vec<(CandleTensor, CandleTensor)>,
+    cross_kv: Vec<KeysValues>,
     padding: CandleTensor,
-    self_kv: Vec<Option<(CandleTensor, CandleTensor)>>,
+    self_kv: Vec<Option<KeysValues>>,
     rows: usize,
     source_len: usize,
     decoded: usize,
@@ -800,54 +801,19 @@ impl DecodingSession for T5Session<'_> {
     }
 
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        if tokens.len() != self.state.rows {
-            return Err(CandleError::InvalidInput(format!(
-                "a decoding step takes one token per row: {} rows, {} tokens",
-                self.state.rows,
-                tokens.len()
-            ))
-            .into());
-        }
-        let vocab = self.model.config.vocab_size;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(CandleError::InvalidInput(format!(
-                "token {bad} is outside the model's vocabulary of {vocab}"
-            ))
-            .into());
-        }
+        check_step(self.state.rows, tokens, self.model.config.vocab_size)?;
         let (model, state) = (self.model, &mut self.state);
         Ok(self.pool.install(|| model.decode_step(state, tokens))?)
     }
 
     fn select_rows(&mut self, rows: &[usize]) -> Result<(), ModelError> {
         let state = &mut self.state;
-        if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
-            return Err(CandleError::InvalidInput(format!(
-                "row {bad} does not exist: the session has {} rows",
-                state.rows
-            ))
-            .into());
-        }
-        if rows.iter().copied().eq(0..state.rows) {
+        let Some(index) = row_index(rows, state.rows, &self.model.device)? else {
             return Ok(());
-        }
-        let model = self.model;
+        };
         self.pool.install(|| -> Result<(), CandleError> {
-            let index = CandleTensor::from_vec(
-                rows.iter()
-                    .map(|&r| u32::try_from(r).unwrap_or(u32::MAX))
-                    .collect::<Vec<u32>>(),
-                rows.len(),
-                &model.device,
-            )?;
-            let pick = |t: &CandleTensor| t.index_select(&index, 0);
-            for (k, v) in &mut state.cross_kv {
-                (*k, *v) = (pick(k)?, pick(v)?);
-            }
-            state.padding = pick(&state.padding)?;
-            for kv in state.self_kv.iter_mut().flatten() {
-                *kv = (pick(&kv.0)?, pick(&kv.1)?);
-            }
+            select_cache_rows(&index, &mut state.cross_kv, &mut state.self_kv)?;
+            state.padding = state.padding.index_select(&index, 0)?;
             Ok(())
         })?;
         state.rows = rows.len();
