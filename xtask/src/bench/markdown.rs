@@ -13,7 +13,7 @@ const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
 
 /// The document's skeleton when it does not exist yet.
-const SKELETON: &str = "# Benchmarks\n\n`cargo xtask bench [catalog|digest|manager|embed|text|clip|generate|audio|triton|all]` \
+const SKELETON: &str = "# Benchmarks\n\n`cargo xtask bench [catalog|digest|manager|embed|text|clip|generate|audio|whisper|triton|all]` \
 measures each figure side by side with the tool a user would otherwise run, and rewrites the \
 part of this page between the markers.\n\n<!-- bench:begin -->\n<!-- bench:end -->\n\n\
 ## Misses and their causes\n\n(Profile each row below its target and write the measured cause \

@@ -21,6 +21,7 @@ mod report;
 mod serving;
 mod text;
 mod triton;
+mod whisper;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -78,6 +79,10 @@ enum Group {
     /// preset's extractor) against transformers' `WhisperFeatureExtractor` (NumPy, and
     /// PyTorch without target).
     Audio,
+    /// Speech recognition (issue 17): a Whisper of whisper-base's shapes transcribes 30 s
+    /// of speech, greedy, 64 new tokens, with the candle provider against transformers on
+    /// PyTorch CPU, and the key/value cache of the request.
+    Whisper,
     /// The Triton provider against Python's tritonclient, and binary vs JSON tensors, on
     /// one real tritonserver.
     Triton,
@@ -98,6 +103,7 @@ impl Group {
                 Self::Clip,
                 Self::Generate,
                 Self::Audio,
+                Self::Whisper,
                 Self::Triton,
             ],
             // The issue's `cargo xtask bench embed` measures the text models too.
@@ -117,6 +123,7 @@ impl Group {
             Self::Clip => "clip",
             Self::Generate => "generate",
             Self::Audio => "audio",
+            Self::Whisper => "whisper",
             Self::Triton => "triton",
             Self::All => "all",
         }
@@ -138,6 +145,7 @@ impl Group {
             Self::Clip => &["python-onnx", "onnxruntime", "tiny-clip", "clip-photos"],
             Self::Generate => &["python-onnx"],
             Self::Audio => &[],
+            Self::Whisper => &["python-onnx", "audio"],
             Self::Triton => &["triton"],
         }
     }
@@ -201,6 +209,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             Group::Clip => clip::run(root, &exes, args.pairs),
             Group::Generate => generate::run(root, &exes, args.pairs),
             Group::Audio => audio::run(root, &exes, args.pairs),
+            Group::Whisper => whisper::run(root, &exes, args.pairs),
             Group::Triton => triton::run(root, &exes, args.pairs),
             Group::All => unreachable!("expanded above"),
         }
@@ -280,6 +289,8 @@ pub(crate) struct Executables {
     pub clip_onnx: PathBuf,
     /// `tests/benches/generate_candle.rs`.
     pub generate_candle: PathBuf,
+    /// `tests/benches/whisper_candle.rs`.
+    pub whisper_candle: PathBuf,
     /// `tests/benches/log_mel.rs`.
     pub log_mel: PathBuf,
     /// `crates/dp-provider-triton/examples/triton_load.rs`.
@@ -287,7 +298,7 @@ pub(crate) struct Executables {
 }
 
 /// The targets of [`Executables`]: (package, target kind, target name).
-const TARGETS: [(&str, &str, &str); 13] = [
+const TARGETS: [(&str, &str, &str); 14] = [
     ("dp-cli", "bin", "dp"),
     ("dp-spec", "bench", "catalog"),
     ("dp-manager", "bench", "manager"),
@@ -299,6 +310,7 @@ const TARGETS: [(&str, &str, &str); 13] = [
     ("dp-tests", "bench", "clip_candle"),
     ("dp-tests", "bench", "clip_onnx"),
     ("dp-tests", "bench", "generate_candle"),
+    ("dp-tests", "bench", "whisper_candle"),
     ("dp-tests", "bench", "log_mel"),
     ("dp-provider-triton", "example", "triton_load"),
 ];
@@ -349,10 +361,11 @@ impl Executables {
             clip_candle,
             clip_onnx,
             generate_candle,
+            whisper_candle,
             log_mel,
             triton_load,
-        ] = <[PathBuf; 13]>::try_from(paths)
-            .map_err(|_| anyhow::anyhow!("thirteen executables"))?;
+        ] = <[PathBuf; 14]>::try_from(paths)
+            .map_err(|_| anyhow::anyhow!("fourteen executables"))?;
         Ok(Self {
             dp,
             catalog,
@@ -365,6 +378,7 @@ impl Executables {
             clip_candle,
             clip_onnx,
             generate_candle,
+            whisper_candle,
             log_mel,
             triton_load,
         })
@@ -432,6 +446,7 @@ mod tests {
         assert_eq!(Group::Embed.expand(), vec![Group::Embed, Group::Text]);
         assert_eq!(Group::Text.expand(), vec![Group::Text]);
         assert_eq!(Group::Generate.expand(), vec![Group::Generate]);
+        assert_eq!(Group::Whisper.expand(), vec![Group::Whisper]);
         assert!(!Group::Embed.expand().contains(&Group::Generate));
         assert_eq!(selected(Group::All).count(), BENCHES.len());
         assert_eq!(selected(Group::Triton).count(), 0);

@@ -295,8 +295,9 @@ The digest, Triton and peak-memory pairs follow one discarded warm-up pair; the 
 manager and embedding runners time themselves after warming up in-process.";
 
 /// Groups in report order.
-pub(crate) const GROUP_ORDER: [&str; 9] = [
-    "catalog", "digest", "manager", "embed", "text", "clip", "generate", "audio", "triton",
+pub(crate) const GROUP_ORDER: [&str; 10] = [
+    "catalog", "digest", "manager", "embed", "text", "clip", "generate", "audio", "whisper",
+    "triton",
 ];
 
 /// `target/bench/report.json`.
