@@ -137,6 +137,8 @@ fn list_filters_by_role_and_applies_layers() {
     assert_eq!(
         names,
         [
+            "tiny-whisper-128",
+            "tiny-whisper",
             "whisper-large-v3-triton",
             "whisper-medium-triton",
             "whisper-small-triton"
