@@ -223,6 +223,10 @@ impl ModelManager {
             .collect();
         let mut kv_peak = 0;
         let batch_size = preset.batch_size().max(1);
+        // Every chunk's encoder output has the model's source positions; its decoder runs
+        // the prompt and at most max_new_tokens more.
+        let source_len = info.max_source_positions.unwrap_or(0);
+        let decoded_len = prompt_len + search_options.max_new_tokens;
         // First chunks first: they fix each input's language for the later ones.
         for pass in [&first_chunks, &later_chunks] {
             for batch in pass.chunks(batch_size) {
@@ -231,13 +235,9 @@ impl ModelManager {
                     &name,
                     handle.key().device,
                     rows,
-                    info.max_source_positions.unwrap_or(0),
-                    prompt_len + search_options.max_new_tokens,
-                    info.kv_cache_bytes(
-                        rows,
-                        info.max_source_positions.unwrap_or(0),
-                        prompt_len + search_options.max_new_tokens,
-                    ),
+                    source_len,
+                    decoded_len,
+                    info.kv_cache_bytes(rows, source_len, decoded_len),
                 )?;
                 let slices: Vec<&[f32]> = batch.iter().map(|c| c.features).collect();
                 let inputs = codec
