@@ -7,7 +7,9 @@
 //! sentence-transformers' reference embeddings; the CLIP image tower likewise; and the text
 //! models of issue 15 (XLM-R E5 and BERT-CLS embedders with their prompts, BERT and XLM-R
 //! cross-encoders) served by the one generic `onnx-text` template, against
-//! sentence-transformers' references and the in-process candle and ONNX builds.
+//! sentence-transformers' references and the in-process candle and ONNX builds; and a
+//! whole Whisper decoding on the server (template `whisper`) behind the client's
+//! `speech_recognition` preset, against transformers' Whisper `generate`.
 //!
 //! Needs `cargo xtask setup` (assets `triton`, and the models each test serves); fails under
 //! CI=true when they are missing.
@@ -793,4 +795,147 @@ fn rerankers_served_by_triton_match_sentence_transformers_cross_encoder() {
         "triton reranking: worst |Δscore| vs sentence-transformers {worst_reference:.2e}, vs \
          candle/onnx builds {worst_build:.2e}"
     );
+}
+
+/// What transformers' Whisper `generate` made of one audio file (a case of
+/// `tests/data/reference/speech/tiny-whisper.json`): the language, and each 30-second
+/// chunk's text on its own.
+#[derive(serde::Deserialize)]
+struct SpeechCase {
+    name: String,
+    language: String,
+    chunks: Vec<SpeechChunk>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpeechChunk {
+    text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct SpeechReference {
+    cases: Vec<SpeechCase>,
+}
+
+#[test]
+fn whisper_served_by_triton_with_client_side_features_matches_transformers() {
+    use dp_manager::preset::AudioInput;
+    use dp_manager::preset::audio::SpeechTask;
+    use dp_manager::{GenerationOptions, TranscriptionOptions};
+
+    let test = "whisper_served_by_triton_with_client_side_features_matches_transformers";
+    let Some(weights) = dp_tests::asset("models/tiny-whisper/model.safetensors", test) else {
+        return;
+    };
+    let Some(audio_dir) = dp_tests::asset("audio", test) else {
+        return;
+    };
+    let digest = dp_digest::digest_file(
+        &weights,
+        dp_digest::DigestAlgorithm::Sha256,
+        &dp_digest::NoProgress,
+    )
+    .unwrap()
+    .to_string();
+    // The server reads the whole Hugging Face folder; the client only the preset's files.
+    let deployment = Deployment::new("whisper", Some(&digest))
+        .named("tiny-whisper")
+        .parameter("model_dir", weights.parent().unwrap().to_str().unwrap());
+    let models_root = dp_tests::workspace_root().join(".dp-assets/models");
+    let Some((_run, manager)) =
+        serve_with_catalog(test, &[deployment], &["tiny-whisper-triton"], &models_root)
+    else {
+        return;
+    };
+    let reference: SpeechReference = serde_json::from_slice(
+        &std::fs::read(dp_tests::data_dir().join("reference/speech/tiny-whisper.json")).unwrap(),
+    )
+    .unwrap();
+    let case = |name: &str| reference.cases.iter().find(|c| c.name == name).unwrap();
+    let audio = |file: &str| AudioInput::Encoded(std::fs::read(audio_dir.join(file)).unwrap());
+    let greedy = |language: Option<&str>, task: SpeechTask| TranscriptionOptions {
+        language: language.map(str::to_owned),
+        task,
+        generation: GenerationOptions {
+            max_new_tokens: Some(40),
+            ..GenerationOptions::default()
+        },
+    };
+
+    // Detection in one request of three inputs, one of them 65 s long: its first chunk is
+    // sent with the others (empty language), its two later chunks afterwards with the
+    // language the server reported; the texts of its chunks are joined.
+    let inputs = [
+        ("speech/greedy_detect", "speech_16k_s16.wav", 30.0),
+        ("two_tone/greedy_detect", "two_tone_16k_s16.wav", 3.0),
+        ("long_65s/greedy_detect", "long_65s_16k_s16.wav", 65.0),
+    ];
+    let audios: Vec<AudioInput> = inputs.iter().map(|(_, file, _)| audio(file)).collect();
+    let output = manager
+        .transcribe(
+            "tiny-whisper-triton",
+            &audios,
+            &greedy(None, SpeechTask::Transcribe),
+        )
+        .unwrap();
+    assert_eq!(output.transcripts.len(), inputs.len());
+    for ((name, _, seconds), got) in inputs.iter().zip(&output.transcripts) {
+        let want = case(name);
+        let text: String = want.chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(got.text, text, "{name}");
+        assert_eq!(
+            got.language.as_deref(),
+            Some(want.language.as_str()),
+            "{name}"
+        );
+        assert!((got.duration_seconds - seconds).abs() < 1e-3, "{name}");
+        assert!(
+            got.chunk_token_ids.is_empty(),
+            "the server returns text only"
+        );
+    }
+    assert_eq!(output.kv_cache_peak_bytes, 0);
+    let used = &output.models_used[0];
+    assert_eq!(used.model_name, "tiny-whisper-triton");
+    assert_eq!(
+        used.preprocess_preset.as_deref(),
+        Some("speech_recognition")
+    );
+    let generation = used.generation.as_ref().unwrap();
+    assert_eq!(generation["decoded_by"], "server");
+    assert_eq!(generation["decoding"], "greedy");
+    assert_eq!(generation["max_new_tokens"], 40);
+    assert_eq!(output.model_signature, used.model_signature);
+
+    // A forced language and translation reach the server's prompt.
+    let want = case("chirp/greedy_translate_de");
+    let output = manager
+        .transcribe(
+            "tiny-whisper-triton",
+            &[audio("chirp_16k_s16.wav")],
+            &greedy(Some("de"), SpeechTask::Translate),
+        )
+        .unwrap();
+    assert_eq!(output.transcripts[0].text, want.chunks[0].text);
+    assert_eq!(output.transcripts[0].language.as_deref(), Some("de"));
+
+    // Refused on the client, before any audio is sent: beam search (the server decodes
+    // greedily) and a language the model's generation_config.json does not list.
+    let mut beams = greedy(Some("en"), SpeechTask::Transcribe);
+    beams.generation.num_beams = 4;
+    let err = manager
+        .transcribe("tiny-whisper-triton", &[audio("chirp_16k_s16.wav")], &beams)
+        .unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::InvalidInput);
+    assert_eq!(err.details["reason"], "invalid_option", "{err}");
+    assert_eq!(err.details["option"], "num_beams", "{err}");
+    let err = manager
+        .transcribe(
+            "tiny-whisper-triton",
+            &[audio("chirp_16k_s16.wav")],
+            &greedy(Some("xx"), SpeechTask::Transcribe),
+        )
+        .unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::InvalidInput);
+    assert_eq!(err.details["reason"], "unknown_language", "{err}");
 }

@@ -138,6 +138,7 @@ fn list_filters_by_role_and_applies_layers() {
         names,
         [
             "tiny-whisper-128",
+            "tiny-whisper-triton",
             "tiny-whisper",
             "whisper-large-v3-triton",
             "whisper-medium-triton",

@@ -11,16 +11,29 @@
 //! `generate` does: the decoder's logits after the start-of-transcript token, restricted to
 //! the language tokens, argmax. That step is the prompt's own first step, so detection
 //! costs no extra model call; an input's later chunks use the language of its first chunk.
+//!
+//! A model served whole (a Triton deployment whose spec declares a `BYTES` `transcript`
+//! output) decodes on the server: the client runs the same preset (chunks, features, the
+//! language and task checks), sends each chunk's features with its language (a code, or
+//! empty to detect), task and `max_new_tokens` when the spec's `input_schema` declares
+//! those inputs, and joins the returned UTF-8 texts of each input's chunks. The language
+//! the server reports for an input's first chunk (output `transcript_language`) is sent
+//! with its later chunks. The server decodes greedily, so beam options are refused.
 
 use std::collections::BTreeMap;
 
-use dp_preset::AudioInput;
-use dp_preset::audio::{SpeechTask, SpeechToTextPreset};
+use dp_preset::audio::{AudioChunks, SpeechTask, SpeechToTextPreset};
+use dp_preset::{AudioInput, PresetError};
 use dp_signature::ModelsUsedEntry;
-use dp_spec::{DecoderInfo, DecodingSession, ModelError};
+use dp_spec::tensor_names::{LANGUAGE, MAX_NEW_TOKENS, TASK, TRANSCRIPT, TRANSCRIPT_LANGUAGE};
+use dp_spec::{
+    DecoderInfo, DecodingSession, ModelError, ModelSpec, NamedTensors, Tensor, TensorDType,
+    TensorData,
+};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cache::ModelHandle;
 use crate::error::ManagerError;
 use crate::generation::{GenerationOptions, bad_option};
 use crate::manager::ModelManager;
@@ -97,7 +110,7 @@ pub struct Transcript {
     /// The audio's length in seconds.
     pub duration_seconds: f64,
     /// The generated token ids of each 30-second chunk (no prompt; end of text when one
-    /// was produced).
+    /// was produced); empty when a served model decoded and returned text.
     pub chunk_token_ids: Vec<Vec<u32>>,
 }
 
@@ -106,7 +119,8 @@ pub struct Transcript {
 pub struct TranscriptionOutput {
     /// One transcript per input, in input order.
     pub transcripts: Vec<Transcript>,
-    /// The largest key/value cache one batch held, in bytes.
+    /// The largest key/value cache one batch held, in bytes (0 when the model's server
+    /// decoded).
     pub kv_cache_peak_bytes: u64,
     /// The model, as resolved, with its signatures and the decoding options used.
     pub models_used: Vec<ModelsUsedEntry>,
@@ -129,6 +143,68 @@ fn no_transcription(model: &str, why: &str) -> ModelError {
 struct Chunk<'a> {
     input: usize,
     features: &'a [f32],
+}
+
+/// Each input's first chunk, then the later ones: the first fix each input's language.
+fn first_and_later(chunks: &AudioChunks) -> [Vec<Chunk<'_>>; 2] {
+    let mut first = Vec::with_capacity(chunks.chunks_per_input.len());
+    let mut later = Vec::new();
+    let mut features = chunks.features.iter();
+    for (input, &count) in chunks.chunks_per_input.iter().enumerate() {
+        for k in 0..count {
+            let chunk = Chunk {
+                input,
+                features: features.next().map_or(&[], Vec::as_slice),
+            };
+            if k == 0 {
+                first.push(chunk);
+            } else {
+                later.push(chunk);
+            }
+        }
+    }
+    [first, later]
+}
+
+/// Whether the model's spec says it answers with text (a served recognizer).
+fn serves_transcripts(spec: &ModelSpec) -> bool {
+    spec.output_schema
+        .iter()
+        .any(|t| t.name == TRANSCRIPT && t.dtype == TensorDType::Bytes)
+}
+
+/// The UTF-8 strings of the `BYTES` output `name`, one per row.
+fn text_rows(outputs: &NamedTensors, name: &str, rows: usize) -> Result<Vec<String>, PresetError> {
+    let tensor = outputs
+        .get(name)
+        .ok_or_else(|| PresetError::output(format!("the model returned no {name} output")))?;
+    let TensorData::Bytes(items) = tensor.data() else {
+        return Err(PresetError::output(format!(
+            "output {name} is {:?}, not BYTES",
+            tensor.dtype()
+        )));
+    };
+    if items.len() != rows {
+        return Err(PresetError::output(format!(
+            "output {name} has {} rows for {rows} chunks",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(row, bytes)| {
+            String::from_utf8(bytes.clone()).map_err(|err| {
+                PresetError::output(format!("output {name} row {row} is not UTF-8 ({err})"))
+            })
+        })
+        .collect()
+}
+
+/// One string per row, as a `BYTES` tensor `[rows]`.
+fn bytes_tensor<'a>(rows: impl Iterator<Item = &'a str>) -> Result<Tensor, ModelError> {
+    let items: Vec<Vec<u8>> = rows.map(|r| r.as_bytes().to_vec()).collect();
+    Tensor::new(vec![items.len()], TensorData::Bytes(items))
 }
 
 impl ModelManager {
@@ -163,10 +239,15 @@ impl ModelManager {
                 &format!("its preset is {}, not speech_recognition", preset.name()),
             )
         })?;
-        let generator = handle
-            .model()
-            .generator()
-            .ok_or_else(|| no_transcription(&name, "it has no decoder"))?;
+        let Some(generator) = handle.model().generator() else {
+            if serves_transcripts(handle.spec()) {
+                return self.transcribe_served(&handle, codec, preset.batch_size(), audio, options);
+            }
+            return Err(no_transcription(
+                &name,
+                "it has no decoder, and its spec declares no BYTES transcript output",
+            ));
+        };
         let info = generator.decoder_info();
         let prompting = codec.prompting();
         let fixed_language = options
@@ -199,22 +280,7 @@ impl ModelManager {
         let chunks = codec
             .chunk_audio(audio)
             .map_err(|e| ModelError::from(e).with_detail("model_name", name.as_str()))?;
-        let mut first_chunks = Vec::with_capacity(audio.len());
-        let mut later_chunks = Vec::new();
-        let mut features = chunks.features.iter();
-        for (input, &count) in chunks.chunks_per_input.iter().enumerate() {
-            for k in 0..count {
-                let chunk = Chunk {
-                    input,
-                    features: features.next().map_or(&[], Vec::as_slice),
-                };
-                if k == 0 {
-                    first_chunks.push(chunk);
-                } else {
-                    later_chunks.push(chunk);
-                }
-            }
-        }
+        let [first_chunks, later_chunks] = first_and_later(&chunks);
         let mut languages: Vec<Option<u32>> = vec![fixed_language; audio.len()];
         let mut tokens: Vec<Vec<Vec<u32>>> = chunks
             .chunks_per_input
@@ -285,6 +351,157 @@ impl ModelManager {
         Ok(TranscriptionOutput {
             transcripts,
             kv_cache_peak_bytes: kv_peak,
+            model_signature: entry.model_signature.clone(),
+            models_used: vec![entry],
+        })
+    }
+
+    /// [`Self::transcribe`] with a model that decodes on its server and returns text.
+    fn transcribe_served(
+        &self,
+        handle: &ModelHandle,
+        codec: &dyn SpeechToTextPreset,
+        batch_size: usize,
+        audio: &[AudioInput],
+        options: &TranscriptionOptions,
+    ) -> Result<TranscriptionOutput, ModelError> {
+        let spec = handle.spec();
+        let name = spec.model_name.as_str();
+        let named = |err: PresetError| ModelError::from(err).with_detail("model_name", name);
+        let takes = |input: &str| spec.input_schema.iter().any(|t| t.name == input);
+        let generation = &options.generation;
+        for (option, given) in [
+            ("num_beams", generation.num_beams != 1),
+            ("min_new_tokens", generation.min_new_tokens != 0),
+            ("no_repeat_ngram_size", generation.no_repeat_ngram_size != 0),
+        ] {
+            if given {
+                return Err(bad_option(
+                    option,
+                    format!(
+                        "model {name} decodes greedily on its server, which takes no \
+                         {option}; leave the option out or use an in-process model"
+                    ),
+                ));
+            }
+        }
+        // The option names are the input names of the served contract.
+        for (input, given) in [
+            (LANGUAGE, options.language.is_some()),
+            (TASK, options.task != SpeechTask::Transcribe),
+            (MAX_NEW_TOKENS, generation.max_new_tokens.is_some()),
+        ] {
+            if given && !takes(input) {
+                return Err(bad_option(
+                    input,
+                    format!(
+                        "the deployment of model {name} takes no {input} input (see the \
+                         spec's input_schema); leave the option out"
+                    ),
+                ));
+            }
+        }
+        let max_new_tokens = match generation.max_new_tokens {
+            None => 0,
+            Some(n) => i32::try_from(n).map_err(|_| {
+                bad_option(
+                    MAX_NEW_TOKENS,
+                    format!("max_new_tokens {n} is far beyond any decoder's positions"),
+                )
+            })?,
+        };
+        let prompting = codec.prompting();
+        let fixed_language = options
+            .language
+            .as_deref()
+            .map(|l| prompting.language_token(l))
+            .transpose()
+            .map_err(named)?;
+        // The language and task rules (an English-only model neither translates nor takes
+        // another language), checked before any audio is decoded or sent.
+        prompting
+            .prompt(
+                fixed_language.or(prompting.languages.first().map(|(_, id)| *id)),
+                options.task,
+            )
+            .map_err(named)?;
+        let mut entry = handle.models_used().clone();
+        let mut record = BTreeMap::from([
+            ("decoding".to_owned(), Value::from("greedy")),
+            ("decoded_by".to_owned(), Value::from("server")),
+            (
+                "max_new_tokens".to_owned(),
+                generation.max_new_tokens.map_or(Value::Null, Value::from),
+            ),
+            ("task".to_owned(), Value::from(options.task.as_str())),
+        ]);
+        if let Some(language) = &options.language {
+            record.insert("language".to_owned(), Value::from(language.as_str()));
+        }
+        entry.generation = Some(record);
+
+        let chunks = codec.chunk_audio(audio).map_err(named)?;
+        let [first_chunks, later_chunks] = first_and_later(&chunks);
+        let mut languages: Vec<Option<u32>> = vec![fixed_language; audio.len()];
+        let mut texts = vec![String::new(); audio.len()];
+        for pass in [&first_chunks, &later_chunks] {
+            for batch in pass.chunks(batch_size.max(1)) {
+                let rows = batch.len();
+                let slices: Vec<&[f32]> = batch.iter().map(|c| c.features).collect();
+                let mut inputs = codec.encoder_inputs(&slices).map_err(named)?;
+                if takes(LANGUAGE) {
+                    let codes = batch.iter().map(|c| {
+                        languages[c.input]
+                            .and_then(|id| prompting.language_code(id))
+                            .unwrap_or("")
+                    });
+                    inputs.insert(LANGUAGE.to_owned(), bytes_tensor(codes)?);
+                }
+                if takes(TASK) {
+                    let tasks = std::iter::repeat_n(options.task.as_str(), rows);
+                    inputs.insert(TASK.to_owned(), bytes_tensor(tasks)?);
+                }
+                if takes(MAX_NEW_TOKENS) {
+                    let limits = TensorData::Int32(vec![max_new_tokens; rows]);
+                    inputs.insert(MAX_NEW_TOKENS.to_owned(), Tensor::new(vec![rows], limits)?);
+                }
+                let outputs = handle.model().infer(&inputs)?;
+                let transcripts = text_rows(&outputs, TRANSCRIPT, rows).map_err(named)?;
+                let used = if outputs.contains_key(TRANSCRIPT_LANGUAGE) {
+                    Some(text_rows(&outputs, TRANSCRIPT_LANGUAGE, rows).map_err(named)?)
+                } else {
+                    None
+                };
+                for (row, chunk) in batch.iter().enumerate() {
+                    texts[chunk.input].push_str(&transcripts[row]);
+                    let reported = used.as_ref().map_or("", |u| u[row].as_str());
+                    if languages[chunk.input].is_none() && !reported.is_empty() {
+                        let token = prompting.language_token(reported).map_err(|err| {
+                            named(PresetError::output(format!(
+                                "the server decoded with language {reported:?}, which the \
+                                 model's generation_config.json does not list ({err})"
+                            )))
+                        })?;
+                        languages[chunk.input] = Some(token);
+                    }
+                }
+            }
+        }
+        let transcripts = texts
+            .into_iter()
+            .enumerate()
+            .map(|(input, text)| Transcript {
+                text,
+                language: languages[input]
+                    .and_then(|id| prompting.language_code(id))
+                    .map(str::to_owned),
+                duration_seconds: chunks.seconds[input],
+                chunk_token_ids: Vec::new(),
+            })
+            .collect();
+        Ok(TranscriptionOutput {
+            transcripts,
+            kv_cache_peak_bytes: 0,
             model_signature: entry.model_signature.clone(),
             models_used: vec![entry],
         })

@@ -46,6 +46,20 @@ pub mod tensor_names {
     /// Log-mel features of 30-second audio chunks, fp32 `[chunks, n_mels, frames]`
     /// (Whisper's encoder input, made by the `audio_log_mel` preset).
     pub const INPUT_FEATURES: &str = "input_features";
+    /// A served speech recognizer's text per chunk, UTF-8 `BYTES` `[chunks]`.
+    pub const TRANSCRIPT: &str = "transcript";
+    /// The language a served speech recognizer decoded each chunk with, a code (`en`;
+    /// empty for an English-only model), `BYTES` `[chunks]`.
+    pub const TRANSCRIPT_LANGUAGE: &str = "transcript_language";
+    /// The language to decode each chunk with, a code (`en`) or empty to detect it,
+    /// `BYTES` `[chunks]` (input of a served speech recognizer).
+    pub const LANGUAGE: &str = "language";
+    /// `transcribe` or `translate`, `BYTES` `[chunks]` (input of a served speech
+    /// recognizer).
+    pub const TASK: &str = "task";
+    /// New tokens at most per chunk, int32 `[chunks]`; 0: as many as the decoder's
+    /// positions allow after the prompt (input of a served speech recognizer).
+    pub const MAX_NEW_TOKENS: &str = "max_new_tokens";
 }
 
 /// One row of [`PROVIDER_MATRIX`]: a runtime/engine pair and who serves it.
