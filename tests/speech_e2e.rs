@@ -379,3 +379,170 @@ fn a_config_the_weights_do_not_fit_is_invalid_spec_naming_what_differs() {
         assert!(err.message.contains("tiny-whisper"), "{key}: {err}");
     }
 }
+
+/// What the stand-in server answers (see [`ServedFaults`]).
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    /// `chunk <row>` and language `de` for every row.
+    Good,
+    /// A transcript that is not UTF-8.
+    NotUtf8,
+    /// One transcript fewer than the rows sent.
+    MissingRow,
+    /// No `transcript` output at all.
+    NoTranscript,
+    /// A language the model's generation_config.json does not list.
+    UnknownLanguage,
+}
+
+/// A stand-in for a served recognizer, to inject answers the real server of
+/// `tests/triton_e2e.rs` (which always answers well) cannot be made to give; it records
+/// every request.
+struct ServedFaults {
+    reply: Reply,
+    requests: Arc<std::sync::Mutex<Vec<dp_spec::NamedTensors>>>,
+}
+
+impl dp_spec::LoadedModel for ServedFaults {
+    fn infer(
+        &self,
+        inputs: &dp_spec::NamedTensors,
+    ) -> Result<dp_spec::NamedTensors, dp_spec::ModelError> {
+        use dp_spec::{Tensor, TensorData};
+        self.requests.lock().unwrap().push(inputs.clone());
+        let rows = inputs["input_features"].shape()[0];
+        let mut texts: Vec<Vec<u8>> = (0..rows)
+            .map(|r| format!(" chunk {r}").into_bytes())
+            .collect();
+        let mut language = "de";
+        match self.reply {
+            Reply::Good | Reply::NoTranscript => {}
+            Reply::NotUtf8 => texts[0] = vec![b'a', 0xff, 0xfe],
+            Reply::MissingRow => {
+                texts.pop();
+            }
+            Reply::UnknownLanguage => language = "xx",
+        }
+        let bytes = |items: Vec<Vec<u8>>| Tensor::new(vec![items.len()], TensorData::Bytes(items));
+        let mut out = dp_spec::NamedTensors::new();
+        if !matches!(self.reply, Reply::NoTranscript) {
+            out.insert("transcript".to_owned(), bytes(texts)?);
+        }
+        out.insert(
+            "transcript_language".to_owned(),
+            bytes(vec![language.as_bytes().to_vec(); rows])?,
+        );
+        Ok(out)
+    }
+}
+
+struct ServedFaultsProvider {
+    reply: Reply,
+    requests: Arc<std::sync::Mutex<Vec<dp_spec::NamedTensors>>>,
+}
+
+impl dp_spec::ModelProvider for ServedFaultsProvider {
+    fn name(&self) -> &'static str {
+        "served-faults"
+    }
+
+    fn supports(&self, spec: &dp_spec::ModelSpec) -> bool {
+        spec.runtime == dp_spec::Runtime::Triton
+    }
+
+    fn validate_local_artifacts(
+        &self,
+        _spec: &dp_spec::ModelSpec,
+        _artifacts: &dp_spec::VerifiedArtifacts,
+    ) -> Result<(), dp_spec::ModelError> {
+        Ok(())
+    }
+
+    fn load(
+        &self,
+        _request: &dp_spec::LoadRequest<'_>,
+    ) -> Result<Box<dyn dp_spec::LoadedModel>, dp_spec::ModelError> {
+        Ok(Box::new(ServedFaults {
+            reply: self.reply,
+            requests: Arc::clone(&self.requests),
+        }))
+    }
+}
+
+#[test]
+fn served_transcripts_follow_the_contract_and_bad_answers_are_clear_errors() {
+    let test = "served_transcripts_follow_the_contract_and_bad_answers_are_clear_errors";
+    if dp_tests::asset("models/tiny-whisper", test).is_none()
+        || dp_tests::asset("audio/long_65s_16k_s16.wav", test).is_none()
+    {
+        return;
+    }
+    let served = |reply: Reply| {
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let catalog = Catalog::load(&dp_tests::sample_catalog()).unwrap();
+        let manager = ModelManager::builder(
+            catalog,
+            dp_tests::workspace_root().join(".dp-assets/models"),
+        )
+        .provider(Arc::new(ServedFaultsProvider {
+            reply,
+            requests: Arc::clone(&requests),
+        }))
+        .reaper(false)
+        .build()
+        .unwrap();
+        (manager, requests)
+    };
+    let detect = TranscriptionOptions::default();
+    let inputs = [audio("long_65s_16k_s16.wav"), audio("chirp_16k_s16.wav")];
+
+    // The requests: first chunks first, language empty (detect), the task, and 0 for "as
+    // many tokens as the decoder allows"; then the long file's later chunks with the
+    // language the server reported; the chunks' texts joined per input.
+    let (manager, requests) = served(Reply::Good);
+    let out = manager
+        .transcribe("tiny-whisper-triton", &inputs, &detect)
+        .unwrap();
+    let texts: Vec<&str> = out.transcripts.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, [" chunk 0 chunk 0 chunk 1", " chunk 1"]);
+    assert_eq!(out.transcripts[0].language.as_deref(), Some("de"));
+    let requests = requests.lock().unwrap();
+    assert_eq!(requests.len(), 2);
+    let strings = |request: &dp_spec::NamedTensors, name: &str| -> Vec<String> {
+        match request[name].data() {
+            dp_spec::TensorData::Bytes(items) => items
+                .iter()
+                .map(|b| String::from_utf8(b.clone()).unwrap())
+                .collect(),
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(requests[0]["input_features"].shape(), [2, 80, 3000]);
+    assert_eq!(strings(&requests[0], "language"), ["", ""]);
+    assert_eq!(strings(&requests[0], "task"), ["transcribe", "transcribe"]);
+    assert_eq!(
+        requests[0]["max_new_tokens"].data(),
+        &dp_spec::TensorData::Int32(vec![0, 0])
+    );
+    assert_eq!(requests[1]["input_features"].shape(), [2, 80, 3000]);
+    assert_eq!(strings(&requests[1], "language"), ["de", "de"]);
+    drop(requests);
+
+    for (reply, says) in [
+        (Reply::NotUtf8, "row 0 is not UTF-8"),
+        (Reply::MissingRow, "has 1 rows for 2 chunks"),
+        (Reply::NoTranscript, "no transcript output"),
+        (Reply::UnknownLanguage, "does not list"),
+    ] {
+        let (manager, _) = served(reply);
+        let err = manager
+            .transcribe("tiny-whisper-triton", &inputs, &detect)
+            .unwrap_err();
+        assert_eq!(err.error_code, ErrorCode::InvalidInput, "{reply:?}: {err}");
+        assert!(err.message.contains(says), "{reply:?}: {err}");
+        assert_eq!(
+            err.details["model_name"], "tiny-whisper-triton",
+            "{reply:?}"
+        );
+    }
+}
