@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use dp_preset::audio::{AudioChunks, SpeechTask, SpeechToTextPreset};
+use dp_preset::audio::{AudioChunks, SpeechTask, SpeechToTextPreset, WhisperPrompting};
 use dp_preset::{AudioInput, PresetError};
 use dp_signature::ModelsUsedEntry;
 use dp_spec::tensor_names::{LANGUAGE, MAX_NEW_TOKENS, TASK, TRANSCRIPT, TRANSCRIPT_LANGUAGE};
@@ -166,6 +166,27 @@ fn first_and_later(chunks: &AudioChunks) -> [Vec<Chunk<'_>>; 2] {
     [first, later]
 }
 
+/// The language token the options give (`None`: detect) and the prompt's length, after
+/// the language and task rules (an English-only model neither translates nor takes another
+/// language): checked before any audio is decoded or sent.
+fn checked_prompt(
+    prompting: &WhisperPrompting,
+    options: &TranscriptionOptions,
+) -> Result<(Option<u32>, usize), PresetError> {
+    let fixed_language = options
+        .language
+        .as_deref()
+        .map(|l| prompting.language_token(l))
+        .transpose()?;
+    // Any language stands in for a detected one: every language token makes a prompt of
+    // the same length.
+    let prompt = prompting.prompt(
+        fixed_language.or(prompting.languages.first().map(|(_, id)| *id)),
+        options.task,
+    )?;
+    Ok((fixed_language, prompt.len()))
+}
+
 /// Whether the model's spec says it answers with text (a served recognizer).
 fn serves_transcripts(spec: &ModelSpec) -> bool {
     spec.output_schema
@@ -250,20 +271,8 @@ impl ModelManager {
         };
         let info = generator.decoder_info();
         let prompting = codec.prompting();
-        let fixed_language = options
-            .language
-            .as_deref()
-            .map(|l| prompting.language_token(l))
-            .transpose()
+        let (fixed_language, prompt_len) = checked_prompt(prompting, options)
             .map_err(|e| ModelError::from(e).with_detail("model_name", name.as_str()))?;
-        // Checked before any audio is decoded.
-        let prompt_len = prompting
-            .prompt(
-                fixed_language.or(prompting.languages.first().map(|(_, id)| *id)),
-                options.task,
-            )
-            .map_err(|e| ModelError::from(e).with_detail("model_name", name.as_str()))?
-            .len();
         let positions = info.max_target_positions.unwrap_or(usize::MAX);
         let limit = positions.saturating_sub(prompt_len);
         let mut generation = options.generation;
@@ -411,20 +420,7 @@ impl ModelManager {
             })?,
         };
         let prompting = codec.prompting();
-        let fixed_language = options
-            .language
-            .as_deref()
-            .map(|l| prompting.language_token(l))
-            .transpose()
-            .map_err(named)?;
-        // The language and task rules (an English-only model neither translates nor takes
-        // another language), checked before any audio is decoded or sent.
-        prompting
-            .prompt(
-                fixed_language.or(prompting.languages.first().map(|(_, id)| *id)),
-                options.task,
-            )
-            .map_err(named)?;
+        let (fixed_language, _) = checked_prompt(prompting, options).map_err(named)?;
         let mut entry = handle.models_used().clone();
         let mut record = BTreeMap::from([
             ("decoding".to_owned(), Value::from("greedy")),
