@@ -38,6 +38,7 @@
 //! ```
 
 mod artifacts;
+mod attention_kernels;
 mod bert;
 mod clip;
 mod decoding;

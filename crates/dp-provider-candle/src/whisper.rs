@@ -30,6 +30,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::artifacts::{ModelFile, check_tensor, small, verified_var_builder};
+use crate::attention_kernels::{blocked_attention, fits, gelu_erf_in_place};
 use crate::decoding::{KeysValues, check_step, row_index, select_cache_rows};
 use crate::error::CandleError;
 
@@ -331,15 +332,30 @@ impl Attention {
         k: &CandleTensor,
         v: &CandleTensor,
     ) -> Result<CandleTensor, CandleError> {
-        let scores = q.matmul(&k.t()?)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let (batch, _, q_len, _) = q.dims4()?;
-        let out = weights.matmul(v)?.transpose(1, 2)?.reshape((
-            batch,
-            q_len,
-            self.heads * self.head_dim,
-        ))?;
-        Ok(self.out.forward(&out)?)
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        self.merge_heads(&weights.matmul(v)?)
+    }
+
+    /// The encoder's self-attention of `xs` (its normed input), `[batch, len, d_model]`:
+    /// on f32 CPU tensors by [`blocked_attention`] (the reason is there), else as
+    /// [`Self::attend`].
+    fn attend_encoder(&self, xs: &CandleTensor) -> Result<CandleTensor, CandleError> {
+        let q = self.queries(xs)?;
+        let (k, v) = self.keys_values(xs)?;
+        if fits(&q) {
+            self.merge_heads(&blocked_attention(&q, &k, &v)?)
+        } else {
+            self.attend(&q, &k, &v)
+        }
+    }
+
+    /// `[batch, heads, len, head_dim]` → `[batch, len, d_model]`, projected back.
+    fn merge_heads(&self, xs: &CandleTensor) -> Result<CandleTensor, CandleError> {
+        let (batch, _, len, _) = xs.dims4()?;
+        let xs = xs
+            .transpose(1, 2)?
+            .reshape((batch, len, self.heads * self.head_dim))?;
+        Ok(self.out.forward(&xs)?)
     }
 }
 
@@ -366,12 +382,32 @@ impl FeedForward {
         })
     }
 
-    /// `xs + fc2(act(fc1(norm(xs))))`.
-    fn residual(&self, xs: &CandleTensor) -> Result<CandleTensor, CandleError> {
-        let h = self
-            .activation
-            .forward(&self.fc1.forward(&self.norm.forward(xs)?)?)?;
+    /// `xs + fc2(act(fc1(norm(xs))))`; with `vectorized_gelu` (the encoder), an exact GELU
+    /// goes through [`exact_gelu`].
+    fn residual(
+        &self,
+        xs: &CandleTensor,
+        vectorized_gelu: bool,
+    ) -> Result<CandleTensor, CandleError> {
+        let h = self.fc1.forward(&self.norm.forward(xs)?)?;
+        let h = if vectorized_gelu && matches!(self.activation, Activation::Gelu) {
+            exact_gelu(h)?
+        } else {
+            self.activation.forward(&h)?
+        };
         Ok((xs + self.fc2.forward(&h)?)?)
+    }
+}
+
+/// The exact GELU of `xs`, a fresh result (no other tensor shares its storage): in place by
+/// the vectorised kernel on f32 CPU tensors (see [`crate::attention_kernels`] for why), else
+/// candle's `gelu_erf`.
+fn exact_gelu(xs: CandleTensor) -> Result<CandleTensor, CandleError> {
+    if fits(&xs) && xs.is_contiguous() {
+        gelu_erf_in_place(&xs)?;
+        Ok(xs)
+    } else {
+        Ok(xs.gelu_erf()?)
     }
 }
 
@@ -544,16 +580,13 @@ impl Whisper {
     fn encode(&self, features: &CandleTensor) -> Result<CandleTensor, CandleError> {
         // The convolutions' GELU is exact whatever activation_function says, as in
         // transformers.
-        let xs = self.conv1.forward(features)?.gelu_erf()?;
-        let xs = self.conv2.forward(&xs)?.gelu_erf()?.transpose(1, 2)?;
+        let xs = exact_gelu(self.conv1.forward(features)?)?;
+        let xs = exact_gelu(self.conv2.forward(&xs)?)?.transpose(1, 2)?;
         let mut xs = xs.broadcast_add(&self.encoder_positions)?;
         for layer in &self.encoder {
             let attention = &layer.attention;
-            let h = attention.norm.forward(&xs)?;
-            let q = attention.queries(&h)?;
-            let (k, v) = attention.keys_values(&h)?;
-            xs = (&xs + attention.attend(&q, &k, &v)?)?;
-            xs = layer.feed_forward.residual(&xs)?;
+            xs = (&xs + attention.attend_encoder(&attention.norm.forward(&xs)?)?)?;
+            xs = layer.feed_forward.residual(&xs, true)?;
         }
         Ok(self.encoder_norm.forward(&xs)?)
     }
@@ -593,7 +626,7 @@ impl Whisper {
             let q = cross.queries(&h)?;
             let (k, v) = &state.cross_kv[i];
             xs = (&xs + cross.attend(&q, k, v)?)?;
-            xs = layer.feed_forward.residual(&xs)?;
+            xs = layer.feed_forward.residual(&xs, false)?;
         }
         let xs = self.decoder_norm.forward(&xs)?;
         let logits = self.head.forward(&xs.i((.., 0, ..))?)?;
