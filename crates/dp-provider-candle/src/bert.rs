@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
 use crate::artifacts::{Activation, BertConfig, Family, Head, Positions, check_tensor};
+use crate::cpu_kernels::{add_bias_in_place, exact_gelu, fits, scaled_masked_softmax_in_place};
 use crate::error::CandleError;
 
 /// Where a weight tensor comes from and what it must look like.
@@ -83,6 +84,8 @@ struct Linear {
     weight: Tensor,
     /// `[out]`.
     bias: Tensor,
+    /// The bias's values where the layer runs in f32 on the CPU, for the in-place kernel.
+    bias_values: Option<Vec<f32>>,
     /// CPU gemm has no bf16 kernel: bf16 models keep bf16-rounded weights in f32 and run
     /// the product in f32, as bf16 hardware accumulates in f32.
     widen_bf16: bool,
@@ -102,9 +105,18 @@ impl Linear {
         }
         let bias = src.get(&format!("{name}.bias"), &[out_dim])?;
         Ok(Self {
+            bias_values: Self::values_for_kernel(&bias)?,
             weight,
             bias,
             widen_bf16,
+        })
+    }
+
+    fn values_for_kernel(bias: &Tensor) -> Result<Option<Vec<f32>>, CandleError> {
+        Ok(if fits(bias) {
+            Some(bias.to_vec1::<f32>()?)
+        } else {
+            None
         })
     }
 
@@ -113,15 +125,27 @@ impl Linear {
     fn fuse(parts: &[Self]) -> Result<Self, CandleError> {
         let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
         let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        let bias = Tensor::cat(&biases, 0)?;
         Ok(Self {
             weight: Tensor::cat(&weights, 0)?,
-            bias: Tensor::cat(&biases, 0)?,
+            bias_values: Self::values_for_kernel(&bias)?,
+            bias,
             widen_bf16: parts.iter().any(|p| p.widen_bf16),
         })
     }
 
     /// `x`: `[rows, in]` → `[rows, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
+        self.forward_with_residual(x, None)
+    }
+
+    /// `x Wᵀ + b`, plus `residual` (`[rows, out]`) where given; on f32 CPU tensors the
+    /// bias and residual are added in place, in the product (see [`crate::cpu_kernels`]).
+    fn forward_with_residual(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor, CandleError> {
         let y = if self.widen_bf16 {
             x.to_dtype(DType::F32)?
                 .matmul(&self.weight.t()?)?
@@ -129,7 +153,19 @@ impl Linear {
         } else {
             x.matmul(&self.weight.t()?)?
         };
-        Ok(y.broadcast_add(&self.bias)?)
+        if let Some(bias) = &self.bias_values
+            && fits(&y)
+            && y.is_contiguous()
+            && residual.is_none_or(|r| fits(r) && r.is_contiguous())
+        {
+            add_bias_in_place(&y, bias, residual)?;
+            return Ok(y);
+        }
+        let y = y.broadcast_add(&self.bias)?;
+        Ok(match residual {
+            Some(residual) => (y + residual)?,
+            None => y,
+        })
     }
 }
 
@@ -190,6 +226,13 @@ impl Classifier {
         let pooled = self.dense.forward(&first)?.tanh()?;
         self.out_proj.forward(&pooled)
     }
+}
+
+/// The attention mask as an additive bias on the scores, `[batch, seq]`: as values for the
+/// fused CPU softmax and as a `[batch, 1, 1, seq]` tensor for candle's ops.
+struct KeyBias {
+    key_bias: Vec<f32>,
+    tensor: Tensor,
 }
 
 /// The encoder, with its classification head if the checkpoint has one.
@@ -387,12 +430,15 @@ impl Bert {
 
         // Additive mask, kept in f32 with softmax: padded keys get a large negative score,
         // finite so that a row with no real token stays finite instead of NaN.
-        let bias: Vec<f32> = input
+        let key_bias: Vec<f32> = input
             .attention_mask
             .iter()
             .map(|&keep| if keep { 0.0 } else { f32::MIN })
             .collect();
-        let bias = Tensor::from_vec(bias, (b, 1, 1, s), dev)?;
+        let bias = KeyBias {
+            tensor: Tensor::from_slice(&key_bias, (b, 1, 1, s), dev)?,
+            key_bias,
+        };
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &bias, b, s)?;
         }
@@ -403,7 +449,7 @@ impl Bert {
         &self,
         layer: &Layer,
         x: &Tensor,
-        bias: &Tensor,
+        bias: &KeyBias,
         b: usize,
         s: usize,
     ) -> Result<Tensor, CandleError> {
@@ -420,22 +466,36 @@ impl Bert {
         let v = qkv.get(2)?;
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = q
-            .matmul(&k.t()?)?
-            .to_dtype(DType::F32)?
-            .affine(scale, 0.0)?
-            .broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if fits(&scores) {
+            // One pass where candle's ops take three, each with a fresh allocation.
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "as candle's affine rounds it"
+            )]
+            scaled_masked_softmax_in_place(&scores, scale as f32, &bias.key_bias)?;
+            scores
+        } else {
+            let scores = scores
+                .to_dtype(DType::F32)?
+                .affine(scale, 0.0)?
+                .broadcast_add(&bias.tensor)?;
+            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?
+        };
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
-        let attended = (layer.attention_out.forward(&context)? + x)?;
+        let attended = layer
+            .attention_out
+            .forward_with_residual(&context, Some(x))?;
         let attended = layer.attention_norm.forward(&attended)?;
         let inner = layer.intermediate.forward(&attended)?;
         let inner = match self.activation {
-            Activation::GeluErf => inner.gelu_erf()?,
+            Activation::GeluErf => exact_gelu(inner)?,
             Activation::GeluTanh => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };
-        let out = (layer.output.forward(&inner)? + attended)?;
+        let out = layer
+            .output
+            .forward_with_residual(&inner, Some(&attended))?;
         layer.output_norm.forward(&out)
     }
 }

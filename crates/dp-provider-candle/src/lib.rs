@@ -38,9 +38,9 @@
 //! ```
 
 mod artifacts;
-mod attention_kernels;
 mod bert;
 mod clip;
+mod cpu_kernels;
 mod decoding;
 mod error;
 mod t5;

@@ -30,7 +30,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::artifacts::{ModelFile, check_tensor, small, verified_var_builder};
-use crate::attention_kernels::{blocked_attention, fits, gelu_erf_in_place};
+use crate::cpu_kernels::{blocked_attention, exact_gelu, fits};
 use crate::decoding::{KeysValues, check_step, row_index, select_cache_rows};
 use crate::error::CandleError;
 
@@ -396,18 +396,6 @@ impl FeedForward {
             self.activation.forward(&h)?
         };
         Ok((xs + self.fc2.forward(&h)?)?)
-    }
-}
-
-/// The exact GELU of `xs`, a fresh result (no other tensor shares its storage): in place by
-/// the vectorised kernel on f32 CPU tensors (see [`crate::attention_kernels`] for why), else
-/// candle's `gelu_erf`.
-fn exact_gelu(xs: CandleTensor) -> Result<CandleTensor, CandleError> {
-    if fits(&xs) && xs.is_contiguous() {
-        gelu_erf_in_place(&xs)?;
-        Ok(xs)
-    } else {
-        Ok(xs.gelu_erf()?)
     }
 }
 

@@ -1,5 +1,6 @@
-//! f32 CPU kernels of the Whisper encoder: attention computed in blocks of query rows with
-//! an in-place softmax, and an in-place exact GELU.
+//! f32 CPU kernels of the encoders (Whisper's, BERT's): attention computed in blocks of
+//! query rows with an in-place softmax, a scaled and masked softmax in place, an in-place
+//! exact GELU, and a dense layer's bias (and residual) added in place.
 //!
 //! Why they exist (measured on whisper-base shapes, 2 threads, `perf record`): with candle's
 //! own operations the encoder took ~1.8× PyTorch's time. Its self-attention materialised an
@@ -10,8 +11,13 @@
 //! and are normalised where they are, and `exp` and `erf` are branch-free polynomials over
 //! plain lanes that the compiler vectorises (no `unsafe`, no intrinsics). The encoder with
 //! one decoder step went from 1.54 s to 0.90 s on an idle machine, token ids unchanged.
+//! BERT (MiniLM, 32 short texts) spent 14.7 % of its samples in the scalar exact GELU and
+//! ~17 % waiting at candle's barriers: each of candle's element-wise operations of 64 Ki
+//! elements or more (a bias, a residual, the GELU) runs on candle's own barrier pool, whose
+//! workers spin after it and take the cores from `gemm`'s rayon threads. These kernels run
+//! on rayon's pool, the one `gemm` uses, and write into the product they follow.
 
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Query rows per block of [`blocked_attention`]. The scores of one block, all heads, are
@@ -55,6 +61,40 @@ pub(crate) fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
     t.inplace_op1(&GeluErfInPlace)
 }
 
+/// The exact GELU of `xs`, a fresh result (no other tensor shares its storage): in place by
+/// the vectorised kernel on contiguous f32 CPU tensors, else candle's `gelu_erf`.
+pub(crate) fn exact_gelu(xs: Tensor) -> candle_core::Result<Tensor> {
+    if fits(&xs) && xs.is_contiguous() {
+        gelu_erf_in_place(&xs)?;
+        Ok(xs)
+    } else {
+        xs.gelu_erf()
+    }
+}
+
+/// `softmax(scores · scale + key_bias)` over the last dimension, in place, for `scores`
+/// `[batch, heads, q_len, k_len]` (contiguous f32 on the CPU, owning its storage) and
+/// `key_bias` `[batch, k_len]` (0 for a real key, a large negative number for padding): the
+/// same arithmetic, in the same order, as scaling, adding and then taking the softmax.
+pub(crate) fn scaled_masked_softmax_in_place(
+    scores: &Tensor,
+    scale: f32,
+    key_bias: &[f32],
+) -> candle_core::Result<()> {
+    let (batch, heads, q_len, k_len) = scores.dims4()?;
+    if key_bias.len() != batch * k_len {
+        candle_core::bail!(
+            "key bias of {} values for {batch} rows of {k_len} keys",
+            key_bias.len()
+        );
+    }
+    scores.inplace_op1(&ScaledMaskedSoftmax {
+        scale,
+        key_bias,
+        rows_per_item: heads * q_len,
+    })
+}
+
 /// The contiguous f32 values of an in-place operation's storage.
 fn f32_values<'a>(
     storage: &'a mut CpuStorage,
@@ -83,6 +123,137 @@ impl InplaceOp1 for SoftmaxInPlace {
         f32_values(storage, layout, self.name())?
             .par_chunks_mut(width)
             .for_each(softmax_row);
+        Ok(())
+    }
+}
+
+/// `ys[row] += bias` for every row of `ys` (`[.., bias.len()]`, contiguous f32 on the CPU,
+/// owning its storage), then `ys += residual` where one is given (contiguous f32 of the
+/// same shape): a dense layer's bias and a residual connection with the arithmetic, and
+/// its order, of `(ys + bias) + residual`.
+pub(crate) fn add_bias_in_place(
+    ys: &Tensor,
+    bias: &[f32],
+    residual: Option<&Tensor>,
+) -> candle_core::Result<()> {
+    if ys.dims().last() != Some(&bias.len()) {
+        candle_core::bail!(
+            "a bias of {} values for rows of {:?}",
+            bias.len(),
+            ys.dims()
+        );
+    }
+    let op = BiasAdd { bias };
+    match residual {
+        None => ys.inplace_op1(&op),
+        Some(residual) => {
+            if residual.dims() != ys.dims() {
+                candle_core::bail!("a residual of {:?} for {:?}", residual.dims(), ys.dims());
+            }
+            ys.inplace_op2(residual, &op)
+        }
+    }
+}
+
+/// See [`add_bias_in_place`].
+struct BiasAdd<'a> {
+    bias: &'a [f32],
+}
+
+impl BiasAdd<'_> {
+    /// Rows per rayon task: about [`CHUNK`] elements.
+    fn rows_per_task(&self) -> usize {
+        (CHUNK / self.bias.len().max(1)).max(1)
+    }
+}
+
+impl InplaceOp1 for BiasAdd<'_> {
+    fn name(&self) -> &'static str {
+        "bias-add-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let width = self.bias.len().max(1);
+        f32_values(storage, layout, InplaceOp1::name(self))?
+            .par_chunks_mut(width * self.rows_per_task())
+            .for_each(|rows| {
+                for row in rows.chunks_exact_mut(width) {
+                    for (y, b) in row.iter_mut().zip(self.bias) {
+                        *y += b;
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for BiasAdd<'_> {
+    fn name(&self) -> &'static str {
+        "bias-residual-add-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let CpuStorage::F32(residual) = residual else {
+            candle_core::bail!("{} takes an f32 residual", InplaceOp2::name(self));
+        };
+        let Some((start, end)) = residual_layout.contiguous_offsets() else {
+            candle_core::bail!("{} takes a contiguous residual", InplaceOp2::name(self));
+        };
+        let residual = &residual[start..end];
+        let width = self.bias.len().max(1);
+        let task = width * self.rows_per_task();
+        let ys = f32_values(storage, layout, InplaceOp2::name(self))?;
+        if ys.len() != residual.len() {
+            candle_core::bail!("a residual of {} values for {}", residual.len(), ys.len());
+        }
+        ys.par_chunks_mut(task)
+            .zip(residual.par_chunks(task))
+            .for_each(|(rows, residual_rows)| {
+                for (row, residual_row) in rows
+                    .chunks_exact_mut(width)
+                    .zip(residual_rows.chunks_exact(width))
+                {
+                    for ((y, b), r) in row.iter_mut().zip(self.bias).zip(residual_row) {
+                        *y = (*y + b) + r;
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+/// See [`scaled_masked_softmax_in_place`].
+struct ScaledMaskedSoftmax<'a> {
+    scale: f32,
+    key_bias: &'a [f32],
+    /// Score rows of one batch item: `heads × q_len`.
+    rows_per_item: usize,
+}
+
+impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
+    fn name(&self) -> &'static str {
+        "scaled-masked-softmax-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let width = layout.dims().last().copied().unwrap_or(1).max(1);
+        f32_values(storage, layout, self.name())?
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(row, values)| {
+                let item = row / self.rows_per_item.max(1);
+                let bias = &self.key_bias[item * width..(item + 1) * width];
+                for (x, b) in values.iter_mut().zip(bias) {
+                    *x = *x * self.scale + b;
+                }
+                softmax_row(values);
+            });
         Ok(())
     }
 }
@@ -253,6 +424,67 @@ mod tests {
         let ours = blocked_attention(&q, &k, &v)?;
         let diff = (ours - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "largest difference {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn scaled_masked_softmax_matches_candle() -> candle_core::Result<()> {
+        let device = candle_core::Device::Cpu;
+        let (batch, heads, len) = (3, 4, 19);
+        let scores = Tensor::randn(0_f32, 4.0, (batch, heads, len, len), &device)?;
+        // Item 0 keeps every key, item 1 its first 7, item 2 none (a row of padding only).
+        let key_bias: Vec<f32> = (0..batch * len)
+            .map(|i| match (i / len, i % len) {
+                (0, _) => 0.0,
+                (1, key) if key < 7 => 0.0,
+                _ => f32::MIN,
+            })
+            .collect();
+        let scale = 0.125_f32 + 0.05;
+        let bias = Tensor::from_slice(&key_bias, (batch, 1, 1, len), &device)?;
+        let expected = candle_nn::ops::softmax_last_dim(
+            &scores.affine(f64::from(scale), 0.0)?.broadcast_add(&bias)?,
+        )?;
+        let ours = scores.copy()?;
+        scaled_masked_softmax_in_place(&ours, scale, &key_bias)?;
+        let diff = (&ours - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "largest difference {diff}");
+        // Padded keys get nothing wherever a real key exists.
+        let masked = ours.get(1)?.narrow(2, 7, len - 7)?.abs()?.max_all()?;
+        assert!(masked.to_scalar::<f32>()? == 0.0);
+        let wrong = scaled_masked_softmax_in_place(&ours, scale, &key_bias[..len]);
+        assert!(wrong.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bias_and_residual_add_as_candle() -> candle_core::Result<()> {
+        let device = candle_core::Device::Cpu;
+        // More rows than one rayon task takes, and a width that is not a power of two.
+        let (rows, width) = (4 * CHUNK / 300 + 3, 300);
+        let ys = Tensor::randn(0_f32, 1.0, (rows, width), &device)?;
+        let residual = Tensor::randn(0_f32, 1.0, (rows, width), &device)?;
+        let bias_values: Vec<f32> = (0..width).map(|i| i as f32 * 0.01 - 1.0).collect();
+        let bias = Tensor::from_slice(&bias_values, width, &device)?;
+
+        let expected = ys.broadcast_add(&bias)?;
+        let ours = ys.copy()?;
+        add_bias_in_place(&ours, &bias_values, None)?;
+        assert_eq!(
+            ours.flatten_all()?.to_vec1::<f32>()?,
+            expected.flatten_all()?.to_vec1::<f32>()?
+        );
+
+        let expected = (ys.broadcast_add(&bias)? + &residual)?;
+        let ours = ys.copy()?;
+        add_bias_in_place(&ours, &bias_values, Some(&residual))?;
+        assert_eq!(
+            ours.flatten_all()?.to_vec1::<f32>()?,
+            expected.flatten_all()?.to_vec1::<f32>()?
+        );
+
+        assert!(add_bias_in_place(&ours, &bias_values[1..], None).is_err());
+        assert!(add_bias_in_place(&ours, &bias_values, Some(&residual.narrow(0, 1, 2)?)).is_err());
         Ok(())
     }
 
