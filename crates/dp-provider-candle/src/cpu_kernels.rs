@@ -57,7 +57,7 @@ pub(crate) fn blocked_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_co
 
 /// Applies the exact (erf) GELU to `t` in place; `t` must be contiguous f32 on the CPU
 /// and own its storage (a fresh result, no view of another tensor).
-pub(crate) fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
+fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
     t.inplace_op1(&GeluErfInPlace)
 }
 
