@@ -175,6 +175,44 @@ impl<'a> PresetInputs<'a> {
             Self::Audio(audio) => Self::Audio(&audio[range]),
         }
     }
+
+    /// The inputs at `indices`, in that order, for the text requests a preset may regroup
+    /// (see [`crate::Preset::input_lengths`]); `scratch` holds the chosen texts.
+    ///
+    /// # Errors
+    /// `invalid_input` for images or audio, which are not regrouped.
+    pub fn gather<'b>(
+        &self,
+        indices: &[usize],
+        scratch: &'b mut Vec<&'a str>,
+    ) -> Result<PresetInputs<'b>, crate::PresetError>
+    where
+        'a: 'b,
+    {
+        fn pick<'a>(scratch: &mut Vec<&'a str>, all: &[&'a str], indices: &[usize]) {
+            scratch.clear();
+            scratch.extend(indices.iter().map(|&i| all[i]));
+        }
+        match *self {
+            Self::Texts(texts) => {
+                pick(scratch, texts, indices);
+                Ok(PresetInputs::Texts(scratch))
+            }
+            Self::QueryWithDocuments { query, documents } => {
+                pick(scratch, documents, indices);
+                Ok(PresetInputs::QueryWithDocuments {
+                    query,
+                    documents: scratch,
+                })
+            }
+            Self::Images(_) | Self::ImagesWithLabels { .. } | Self::Audio(_) => {
+                Err(crate::PresetError::input(
+                    "not_regroupable",
+                    format!("{:?} requests run in their order", self.kind()),
+                ))
+            }
+        }
+    }
 }
 
 /// The kinds of request a preset can accept.

@@ -19,6 +19,7 @@
 
 mod artifacts;
 pub mod audio;
+pub mod batch_plan;
 pub mod clip;
 mod error;
 pub mod image;
@@ -131,6 +132,18 @@ pub trait Preset: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Tokens each input takes in the model (truncated, prompt and special tokens
+    /// included), for presets whose calls pad their inputs to the longest: [`Self::run`]
+    /// then groups inputs of close lengths (see [`batch_plan`]). `None` (the default)
+    /// runs the inputs in their order.
+    ///
+    /// # Errors
+    /// As [`Self::encode`] on the same inputs.
+    fn input_lengths(&self, inputs: &PresetInputs<'_>) -> Result<Option<Vec<usize>>, PresetError> {
+        let _ = inputs;
+        Ok(None)
+    }
+
     /// Makes one batch (at most [`Self::batch_size`] inputs) into the model's tensors.
     ///
     /// # Errors
@@ -149,8 +162,10 @@ pub trait Preset: Send + Sync + fmt::Debug {
         outputs: NamedTensors,
     ) -> Result<PresetOutput, PresetError>;
 
-    /// Runs `inputs` through `model` in batches of [`Self::batch_size`]: encode, infer,
-    /// decode, results concatenated in input order.
+    /// Runs `inputs` through `model` in calls of at most [`Self::batch_size`] inputs:
+    /// encode, infer, decode, results in input order. Inputs with
+    /// [`Self::input_lengths`] run in length-ordered groups when the padding that saves
+    /// outweighs the model's [`LoadedModel::call_overhead_tokens`]; others in their order.
     ///
     /// # Errors
     /// As [`Self::encode`], the model's `infer` and [`Self::decode`]; an empty request is
@@ -163,36 +178,114 @@ pub trait Preset: Send + Sync + fmt::Debug {
         if !self.accepts(inputs.kind()) {
             return Err(refused(self.name(), inputs.kind()).into());
         }
-        let mut rows = Vec::with_capacity(inputs.len());
-        let mut batches = Vec::new();
-        let mut scores = Vec::new();
-        let mut probabilities = false;
         let step = self.batch_size().max(1);
+        let groups = match model.call_overhead_tokens() {
+            Some(overhead) if inputs.len() > 1 => match self.input_lengths(&inputs)? {
+                Some(lengths) if lengths.len() == inputs.len() => {
+                    batch_plan::length_ordered_batches(&lengths, step, overhead)
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        if groups.len() > 1 {
+            return run_groups(self, model, &inputs, &groups);
+        }
+        let mut results = PresetResults::default();
         let mut start = 0;
         while start < inputs.len() {
             let end = (start + step).min(inputs.len());
             let batch = self.encode(inputs.slice(start..end))?;
             let outputs = model.infer(&batch.tensors)?;
-            match self.decode(&batch, outputs)? {
-                PresetOutput::Vectors(v) => rows.extend(v),
-                PresetOutput::Probabilities(p) => {
-                    probabilities = true;
-                    rows.extend(p);
-                }
-                PresetOutput::Scores(s) => scores.extend(s),
-                PresetOutput::Tensors(t) => batches.extend(t),
-            }
+            results.push(self.decode(&batch, outputs)?);
             start = end;
         }
-        Ok(if !batches.is_empty() {
-            PresetOutput::Tensors(batches)
-        } else if !scores.is_empty() {
-            PresetOutput::Scores(scores)
-        } else if probabilities {
-            PresetOutput::Probabilities(rows)
+        Ok(results.finish())
+    }
+}
+
+/// What the calls of one [`Preset::run`] returned, in call order.
+#[derive(Default)]
+struct PresetResults {
+    rows: Vec<Vec<f32>>,
+    probabilities: bool,
+    scores: Vec<f32>,
+    tensors: Vec<NamedTensors>,
+}
+
+impl PresetResults {
+    fn push(&mut self, output: PresetOutput) {
+        match output {
+            PresetOutput::Vectors(v) => self.rows.extend(v),
+            PresetOutput::Probabilities(p) => {
+                self.probabilities = true;
+                self.rows.extend(p);
+            }
+            PresetOutput::Scores(s) => self.scores.extend(s),
+            PresetOutput::Tensors(t) => self.tensors.extend(t),
+        }
+    }
+
+    fn finish(self) -> PresetOutput {
+        if !self.tensors.is_empty() {
+            PresetOutput::Tensors(self.tensors)
+        } else if !self.scores.is_empty() {
+            PresetOutput::Scores(self.scores)
+        } else if self.probabilities {
+            PresetOutput::Probabilities(self.rows)
         } else {
-            PresetOutput::Vectors(rows)
-        })
+            PresetOutput::Vectors(self.rows)
+        }
+    }
+}
+
+/// [`Preset::run`] over length-ordered `groups` of input indices: each group one call,
+/// every row or score put back at its input's place.
+fn run_groups<P: Preset + ?Sized>(
+    preset: &P,
+    model: &dyn LoadedModel,
+    inputs: &PresetInputs<'_>,
+    groups: &[Vec<usize>],
+) -> Result<PresetOutput, ModelError> {
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+    let mut scores: Vec<Option<f32>> = vec![None; inputs.len()];
+    let mut probabilities = false;
+    let mut texts = Vec::new();
+    for group in groups {
+        let batch = preset.encode(inputs.gather(group, &mut texts)?)?;
+        let outputs = model.infer(&batch.tensors)?;
+        match preset.decode(&batch, outputs)? {
+            PresetOutput::Vectors(v) if v.len() == group.len() => {
+                place(&mut rows, group, v);
+            }
+            PresetOutput::Probabilities(p) if p.len() == group.len() => {
+                probabilities = true;
+                place(&mut rows, group, p);
+            }
+            PresetOutput::Scores(s) if s.len() == group.len() => place(&mut scores, group, s),
+            _ => {
+                return Err(PresetError::output(format!(
+                    "preset {} returned no row per input for a call of {} inputs",
+                    preset.name(),
+                    group.len()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(if scores.iter().all(Option::is_some) {
+        PresetOutput::Scores(scores.into_iter().flatten().collect())
+    } else if probabilities {
+        PresetOutput::Probabilities(rows.into_iter().flatten().collect())
+    } else {
+        PresetOutput::Vectors(rows.into_iter().flatten().collect())
+    })
+}
+
+/// Puts each of a call's results at the place of its input.
+fn place<T>(slots: &mut [Option<T>], group: &[usize], values: Vec<T>) {
+    for (&i, value) in group.iter().zip(values) {
+        slots[i] = Some(value);
     }
 }
 

@@ -443,6 +443,12 @@ impl LoadedModel for TritonModel {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
         Ok(self.infer_with(inputs, self.encoding)?)
     }
+
+    /// A batch goes to the server as one request: each request is a network round trip,
+    /// and the server's own dynamic batcher regroups requests as its model allows.
+    fn call_overhead_tokens(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[cfg(test)]

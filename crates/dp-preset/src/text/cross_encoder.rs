@@ -309,6 +309,13 @@ impl Preset for CrossEncoder {
         false
     }
 
+    fn input_lengths(&self, inputs: &PresetInputs<'_>) -> Result<Option<Vec<usize>>, PresetError> {
+        let PresetInputs::QueryWithDocuments { query, documents } = inputs else {
+            return Ok(None);
+        };
+        self.tokenizer.pair_token_counts(query, documents).map(Some)
+    }
+
     fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError> {
         let PresetInputs::QueryWithDocuments { query, documents } = inputs else {
             return Err(crate::refused(CROSS_ENCODER, inputs.kind()));

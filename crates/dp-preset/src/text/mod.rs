@@ -180,6 +180,19 @@ impl SentenceEmbedding {
         })
     }
 
+    /// Tokens each text takes with `prefix` prepended (see [`Preset::input_lengths`]).
+    fn text_lengths(
+        &self,
+        inputs: &PresetInputs<'_>,
+        prefix: Option<&str>,
+    ) -> Result<Option<Vec<usize>>, PresetError> {
+        let PresetInputs::Texts(texts) = inputs else {
+            return Ok(None);
+        };
+        let prefix = prefix.filter(|p| !p.is_empty());
+        self.tokenizer.token_counts(texts, prefix).map(Some)
+    }
+
     /// The named tensors of a batch, as the model takes them.
     ///
     /// # Errors
@@ -264,6 +277,10 @@ impl Preset for SentenceEmbedding {
             signature: dp_signature::preprocess_signature(Some(SENTENCE_EMBEDDING), &params),
             params,
         }))
+    }
+
+    fn input_lengths(&self, inputs: &PresetInputs<'_>) -> Result<Option<Vec<usize>>, PresetError> {
+        self.text_lengths(inputs, self.config.default_prefix())
     }
 
     fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError> {
@@ -354,6 +371,10 @@ impl Preset for PromptedSentenceEmbedding<'_> {
 
     fn with_prompt(&self, name: &str) -> Result<Box<dyn Preset + '_>, PresetError> {
         self.base.with_prompt(name)
+    }
+
+    fn input_lengths(&self, inputs: &PresetInputs<'_>) -> Result<Option<Vec<usize>>, PresetError> {
+        self.base.text_lengths(inputs, Some(self.prompt))
     }
 
     fn encode(&self, inputs: PresetInputs<'_>) -> Result<EncodedBatch, PresetError> {

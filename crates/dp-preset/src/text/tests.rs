@@ -196,6 +196,70 @@ fn embed_pools_real_tokens_normalizes_and_batches() {
     assert_eq!(out, vec![vec![3.5 / norm, 1.5 / norm]]);
 }
 
+/// [`Echo`] that records the `[batch, seq]` shape of every call and charges `overhead`.
+struct ShapeRecorder {
+    shapes: std::sync::Mutex<Vec<(usize, usize)>>,
+    overhead: Option<usize>,
+}
+
+impl LoadedModel for ShapeRecorder {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        let [b, s] = *inputs["input_ids"].shape() else {
+            panic!("rank 2")
+        };
+        self.shapes.lock().unwrap().push((b, s));
+        Echo.infer(inputs)
+    }
+
+    fn call_overhead_tokens(&self) -> Option<usize> {
+        self.overhead
+    }
+}
+
+#[test]
+fn texts_of_mixed_lengths_run_in_length_groups_and_come_back_in_order() {
+    let p = preset(64);
+    let long = "the cat sat on the mat ".repeat(5);
+    // Long and short texts interleaved: two groups pad far less than one call.
+    let texts = [
+        long.as_str(),
+        "cat",
+        long.as_str(),
+        "mat",
+        "the cat",
+        long.as_str(),
+    ];
+    let grouped = ShapeRecorder {
+        shapes: std::sync::Mutex::new(Vec::new()),
+        overhead: Some(4),
+    };
+    let out = p
+        .run(&grouped, PresetInputs::Texts(&texts))
+        .expect("embeds")
+        .into_rows();
+    // Each row is the text's own, whatever it ran with (Echo ignores padding).
+    for (text, row) in texts.iter().zip(&out) {
+        let alone = p
+            .run(&Echo, PresetInputs::Texts(&[text]))
+            .expect("embeds")
+            .into_rows();
+        assert_eq!(&alone[0], row, "{text:?}");
+    }
+    let shapes = grouped.shapes.into_inner().unwrap();
+    assert_eq!(shapes, vec![(3, 4), (3, 32)]);
+    // A served model (no overhead given) gets one call in input order.
+    let served = ShapeRecorder {
+        shapes: std::sync::Mutex::new(Vec::new()),
+        overhead: None,
+    };
+    let same = p
+        .run(&served, PresetInputs::Texts(&texts))
+        .expect("embeds")
+        .into_rows();
+    assert_eq!(same, out);
+    assert_eq!(served.shapes.into_inner().unwrap(), vec![(6, 32)]);
+}
+
 #[test]
 fn a_bad_tokenizer_is_invalid_spec_naming_the_file() {
     let err = SentenceEmbedding::from_tokenizer_json(
@@ -540,6 +604,47 @@ fn a_cross_encoder_scores_pairs_with_the_models_activation() {
         .expect("scores");
     let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
     assert_eq!(out, PresetOutput::Scores(vec![sigmoid(1.7), sigmoid(1.4)]));
+    // Pairs of mixed lengths run in length groups when calls cost nothing; the scores
+    // still come back in document order.
+    struct Grouped(std::sync::Mutex<usize>);
+    impl LoadedModel for Grouped {
+        fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+            *self.0.lock().unwrap() += 1;
+            SumOfIds.infer(inputs)
+        }
+        fn call_overhead_tokens(&self) -> Option<usize> {
+            Some(0)
+        }
+    }
+    let documents = ["mat", "on the mat sat the cat", "cat", "on the mat"];
+    let grouped = Grouped(std::sync::Mutex::new(0));
+    let out = p
+        .run(
+            &grouped,
+            PresetInputs::QueryWithDocuments {
+                query: "the cat",
+                documents: &documents,
+            },
+        )
+        .expect("scores");
+    assert!(*grouped.0.lock().unwrap() >= 2);
+    let alone: Vec<f32> = documents
+        .iter()
+        .map(|d| {
+            let one = p.run(
+                &SumOfIds,
+                PresetInputs::QueryWithDocuments {
+                    query: "the cat",
+                    documents: &[d],
+                },
+            );
+            match one.expect("scores") {
+                PresetOutput::Scores(s) => s[0],
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(out, PresetOutput::Scores(alone));
 
     // The activation sentence-transformers recorded, and a spec restating it.
     write(

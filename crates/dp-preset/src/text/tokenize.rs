@@ -166,6 +166,34 @@ impl TextTokenizer {
         Ok((batch_of(&encodings), truncated))
     }
 
+    /// Tokens each text takes after truncation (`prefix` and special tokens included,
+    /// padding not): what a batch of it costs, for grouping texts of close lengths.
+    ///
+    /// # Errors
+    /// `invalid_input` when the tokenizer fails on a text.
+    pub fn token_counts(
+        &self,
+        texts: &[&str],
+        prefix: Option<&str>,
+    ) -> Result<Vec<usize>, PresetError> {
+        self.encode_reporting(texts, prefix)
+            .map(|(batch, _)| real_lengths(&batch))
+    }
+
+    /// Tokens each pair of `first` with one of `seconds` takes after truncation, as
+    /// [`Self::token_counts`] counts them.
+    ///
+    /// # Errors
+    /// `invalid_input` when the tokenizer fails on a text.
+    pub fn pair_token_counts(
+        &self,
+        first: &str,
+        seconds: &[&str],
+    ) -> Result<Vec<usize>, PresetError> {
+        self.encode_pairs(first, seconds)
+            .map(|(batch, _)| real_lengths(&batch))
+    }
+
     /// The text of `ids`, special tokens left out, as the tokenizer's decoder joins them.
     ///
     /// # Errors
@@ -270,6 +298,18 @@ impl TextTokenizer {
         }
         Ok(text)
     }
+}
+
+/// The real (unpadded) tokens of each row of a batch.
+fn real_lengths(batch: &TokenizedBatch) -> Vec<usize> {
+    if batch.seq_len == 0 {
+        return vec![0; batch.batch];
+    }
+    batch
+        .attention_mask
+        .chunks(batch.seq_len)
+        .map(|row| row.iter().filter(|&&m| m != 0).count())
+        .collect()
 }
 
 /// The ids, masks and segment ids of padded encodings, row-major.
