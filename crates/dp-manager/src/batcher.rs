@@ -11,6 +11,11 @@
 //! [`BatchingConfig::max_delay`] for more texts before a call that is not full (zero by
 //! default: a lone caller never waits).
 //!
+//! Waking is targeted: each request has its own condition variable, so a finished call
+//! wakes its own callers and hands the lead to the caller at the front of the queue, not
+//! every waiting caller (with 64 callers on two cores, waking all of them after each call
+//! took the cores from the next call).
+//!
 //! Errors stay with the request that caused them: when a merged call fails, its requests
 //! are run again one by one. A queue never holds more than
 //! [`BatchingConfig::max_queued_texts`] texts: past that, a request is refused at once
@@ -65,30 +70,56 @@ type Rows = Result<Vec<Vec<f32>>, ModelError>;
 /// One caller's texts, waiting in a queue.
 struct Request {
     texts: Vec<String>,
-    /// Set once by the leader that ran it; taken by its caller.
-    outcome: std::sync::Mutex<Option<Rows>>,
+    slot: std::sync::Mutex<Slot>,
+    /// Signalled when the slot gets an outcome or the lead.
+    wake: std::sync::Condvar,
+}
+
+/// What a waiting caller is woken for.
+#[derive(Default)]
+struct Slot {
+    /// Set once by the leader that ran the request; taken by its caller.
+    outcome: Option<Rows>,
+    /// Set when the previous leader hands this caller the lead.
+    lead: bool,
 }
 
 impl Request {
-    fn finish(&self, rows: Rows) {
-        *self
-            .outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rows);
-    }
-
-    fn take(&self) -> Option<Rows> {
-        self.outcome
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    }
+
+    fn finish(&self, rows: Rows) {
+        self.slot().outcome = Some(rows);
+        self.wake.notify_one();
     }
 
     fn is_finished(&self) -> bool {
-        self.outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        self.slot().outcome.is_some()
+    }
+
+    fn hand_lead(&self) {
+        self.slot().lead = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until the request has an outcome (`Some`) or its caller the lead (`None`).
+    fn wait(&self) -> Option<Rows> {
+        let mut slot = self.slot();
+        loop {
+            if let Some(rows) = slot.outcome.take() {
+                return Some(rows);
+            }
+            if std::mem::take(&mut slot.lead) {
+                return None;
+            }
+            slot = self
+                .wake
+                .wait(slot)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 }
 
@@ -97,7 +128,7 @@ struct QueueState {
     pending: VecDeque<Arc<Request>>,
     /// Texts in `pending`.
     queued_texts: usize,
-    /// Whether a leader is running a call.
+    /// Whether a caller leads: runs calls, or has been handed the lead and is waking.
     leading: bool,
 }
 
@@ -105,7 +136,7 @@ struct QueueState {
 #[derive(Default)]
 struct TextQueue {
     state: Mutex<QueueState>,
-    /// Signalled when a request is queued or a call ends.
+    /// Signalled when a request is queued (for a leader gathering a fuller call).
     changed: Condvar,
 }
 
@@ -151,7 +182,8 @@ impl Batchers {
         let queue = Arc::clone(lock(&self.queues).entry(key.to_owned()).or_default());
         let request = Arc::new(Request {
             texts: texts.iter().map(|t| (*t).to_owned()).collect(),
-            outcome: std::sync::Mutex::new(None),
+            slot: std::sync::Mutex::new(Slot::default()),
+            wake: std::sync::Condvar::new(),
         });
         let mut state = lock(&queue.state);
         let capacity = self.config.max_queued_texts;
@@ -161,31 +193,32 @@ impl Batchers {
         state.pending.push_back(Arc::clone(&request));
         state.queued_texts += texts.len();
         queue.changed.notify_all();
-        loop {
-            if let Some(rows) = request.take() {
-                return rows;
-            }
-            if state.leading {
-                state = queue
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                continue;
-            }
-            state.leading = true;
-            state = self.gather(&queue, state, batch_size);
-            let batch = take_batch(&mut state, batch_size.max(1));
-            drop(state);
-            {
-                // Ends the call even if `run` panics: no waiter is left hanging.
-                let _lead = Lead {
-                    queue: &queue,
-                    batch: &batch,
-                };
-                run_batch(&batch, run);
-            }
-            state = lock(&queue.state);
+        let leads = !std::mem::replace(&mut state.leading, true);
+        drop(state);
+        if !leads && let Some(rows) = request.wait() {
+            return rows;
         }
+        // This caller leads one call. Its request is at the front of the queue: a caller
+        // leads only when the queue had no leader (so it was empty) or when handed the lead
+        // as the front request, and a call takes at least the front request.
+        let mut state = self.gather(&queue, lock(&queue.state), batch_size);
+        let batch = take_batch(&mut state, batch_size.max(1));
+        drop(state);
+        {
+            // Ends the call and passes the lead even if `run` panics: no waiter is left
+            // hanging.
+            let _lead = Lead {
+                queue: &queue,
+                batch: &batch,
+                own: &request,
+            };
+            run_batch(&batch, run);
+        }
+        request
+            .slot()
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err(lead_lost()))
     }
 
     /// Waits, as the leader, up to `max_delay` for the queue to hold a full batch.
@@ -264,11 +297,14 @@ fn run_batch(batch: &[Arc<Request>], run: &dyn Fn(&[&str]) -> Rows) {
     }
 }
 
-/// The leader's turn: when it ends (normally or by a panic), every request of its batch
-/// has an outcome and the next caller may lead.
+/// The leader's call: when it ends (normally or by a panic), every request of its batch
+/// has an outcome and the lead passes to the caller at the front of the queue (or the
+/// queue has no leader when it is empty).
 struct Lead<'a> {
     queue: &'a TextQueue,
     batch: &'a [Arc<Request>],
+    /// The leader's own request.
+    own: &'a Arc<Request>,
 }
 
 impl Drop for Lead<'_> {
@@ -282,9 +318,27 @@ impl Drop for Lead<'_> {
                 )));
             }
         }
-        lock(&self.queue.state).leading = false;
-        self.queue.changed.notify_all();
+        let mut state = lock(&self.queue.state);
+        // Never queued past its own call (see `Batchers::run`); were it, no caller would be
+        // left to wait for it or to lead.
+        if let Some(i) = state.pending.iter().position(|r| Arc::ptr_eq(r, self.own)) {
+            state.queued_texts -= self.own.texts.len();
+            state.pending.remove(i);
+        }
+        match state.pending.front() {
+            Some(next) => next.hand_lead(),
+            None => state.leading = false,
+        }
     }
+}
+
+/// A leader whose own request did not run in its call: cannot happen (see
+/// `Batchers::run`), reported rather than panicking.
+fn lead_lost() -> ModelError {
+    ModelError::new(
+        ErrorCode::ProviderUnavailable,
+        "the batching queue lost a request's outcome; retry it",
+    )
 }
 
 /// The error of a request that does not fit in its queue.
