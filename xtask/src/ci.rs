@@ -98,6 +98,28 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    // The GPU check's pack and script, on the CPU build of `dp` (before `gpu-build`
+    // replaces it): `gpu_check.py --cpu-dry-run`.
+    Step {
+        name: "gpu-check --cpu-dry-run",
+        run: |root, setup| crate::gpu_check::dry_run(root, &setup.python),
+    },
+    // The CUDA build (no GPU needed to compile), last: it relinks target/debug/dp with CUDA,
+    // which no earlier step may run on this machine.
+    Step {
+        name: "gpu-build",
+        run: |root, setup| {
+            crate::gpu_build::run(
+                root,
+                &crate::gpu_build::GpuBuildArgs {
+                    release: false,
+                    compute_cap: 90,
+                    python: setup.python.clone(),
+                },
+            )
+            .map(drop)
+        },
+    },
 ];
 
 /// `cargo xtask ci`: runs [`STEPS`] in order.
@@ -150,7 +172,9 @@ mod tests {
                 "cargo-deny",
                 "test",
                 "python",
-                "stress"
+                "stress",
+                "gpu-check --cpu-dry-run",
+                "gpu-build"
             ]
         );
     }

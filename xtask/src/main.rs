@@ -9,6 +9,8 @@ mod bench;
 mod ci;
 mod deps;
 mod fsutil;
+mod gpu_build;
+mod gpu_check;
 mod process;
 mod schema;
 mod setup;
@@ -69,7 +71,8 @@ enum Command {
     /// Run every CI step in order, stopping at the first failure.
     ///
     /// Steps: setup, rustfmt, clippy, schema --check, deps, cargo-deny, tests, the Python
-    /// wheel's tests (`wheel --profile dev --test`), and the stress test for 5 seconds.
+    /// wheel's tests (`wheel --profile dev --test`), the stress test for 5 seconds, and the
+    /// CUDA build (`gpu-build`).
     Ci(setup::SetupArgs),
     /// Start tritonserver (asset `triton`) on 127.0.0.1 with the test model repository.
     ///
@@ -78,6 +81,19 @@ enum Command {
     TritonUp(triton_up::TritonUpArgs),
     /// Run benchmarks (criterion).
     Bench(bench::BenchArgs),
+    /// Compile `dp` with CUDA (candle's `cuda` feature), no GPU or CUDA installation needed.
+    ///
+    /// nvcc comes from hash-pinned PyPI wheels (xtask/requirements/cuda-build.txt) installed
+    /// into .dp-assets/cuda-build; the CUDA libraries are linked through stubs with their
+    /// real sonames. The binary runs where the driver and CUDA 13 libraries are (docs/gpu.md).
+    GpuBuild(gpu_build::GpuBuildArgs),
+    /// Pack the GPU check for a GPU machine without a Rust toolchain, into .gpu-check/.
+    ///
+    /// Builds `dp` with CUDA (release) unless --dp names one, and packs it (stripped, xz)
+    /// with the small models, test images and speech, MiniLM's tokenizer and
+    /// gpu_check.py: CUDA vs CPU parity, device resolution, the VRAM budget and throughput
+    /// vs sentence-transformers (docs/gpu.md).
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Run the manager's stress test: 64 threads, 10 models, a small memory budget.
     ///
     /// It is ignored by the default test run; this runs it (debug build unless --release)
@@ -125,6 +141,8 @@ fn run(command: Command) -> Result<()> {
         Command::Setup(args) => setup::run(&root, &args),
         Command::Ci(args) => ci::run(&root, &args),
         Command::Bench(args) => bench::run(&root, &args),
+        Command::GpuBuild(args) => gpu_build::run(&root, &args).map(drop),
+        Command::GpuCheck(args) => gpu_check::run(&root, &args),
         Command::Stress(args) => stress::run(&root, &args),
         Command::TritonUp(args) => triton_up::run(&root, &args),
         Command::TinyBert { check } => tiny_bert::run(&root, check),

@@ -34,7 +34,7 @@ pub(crate) const VENV_DIR: &str = ".dp-assets/venv";
 const PYTHON_REQUIREMENTS: &str = "xtask/requirements/python-test.txt";
 
 /// The Python version the pinned wheels are built for.
-const PYTHON_VERSION: &str = "3.11";
+pub(crate) const PYTHON_VERSION: &str = "3.11";
 
 /// Options of `setup` (and of `ci`, which runs it first).
 #[derive(Debug, Args)]
@@ -132,21 +132,21 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// A file recording the digest of the inputs an asset was built from.
-struct Stamp {
+pub(crate) struct Stamp {
     /// Where the stamp lives, inside the asset's folder so that deleting the asset deletes
     /// its stamp too.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Stamp {
     /// Whether the stamp records `digest`.
-    fn matches(&self, digest: &str) -> bool {
+    pub(crate) fn matches(&self, digest: &str) -> bool {
         std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == digest)
     }
 
     /// Forgets the recorded digest, before an asset is rebuilt: an interrupted rebuild
     /// must not look complete.
-    fn clear(&self) -> Result<()> {
+    pub(crate) fn clear(&self) -> Result<()> {
         match std::fs::remove_file(&self.path) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                 Err(err).with_context(|| format!("cannot remove {}", self.path.display()))
@@ -156,7 +156,7 @@ impl Stamp {
     }
 
     /// Records `digest`, once the asset is complete.
-    fn record(&self, digest: &str) -> Result<()> {
+    pub(crate) fn record(&self, digest: &str) -> Result<()> {
         write_atomic(&self.path, format!("{digest}\n").as_bytes())
     }
 }
@@ -317,7 +317,7 @@ pub(crate) fn install_pinned_venv(
 }
 
 /// Fails unless `python` is the Python version the pinned wheels are built for.
-fn check_python_version(python: &OsString) -> Result<()> {
+pub(crate) fn check_python_version(python: &OsString) -> Result<()> {
     let output = Command::new(python)
         .args([
             "-c",

@@ -110,7 +110,8 @@ pub(crate) const fn exit_code_for(code: ErrorCode) -> u8 {
         | ErrorCode::VersionDrift
         | ErrorCode::ProviderUnavailable
         | ErrorCode::Overloaded
-        | ErrorCode::OutputDrift => EXIT_NOT_READY,
+        | ErrorCode::OutputDrift
+        | ErrorCode::DeviceUnavailable => EXIT_NOT_READY,
     }
 }
 

@@ -105,8 +105,20 @@ pub(crate) fn manager(cli: &Cli, verify_cache: Option<PathBuf>) -> Result<ModelM
     })?;
     let embedding_cache =
         embedding_cache_dir(cli, &models_root).map_err(|err| report_model_error(cli, &err))?;
+    // Asking the driver starts CUDA (a context on each device): only in a CUDA build, and
+    // only when some in-process spec may use a GPU.
+    let may_use_gpu = resolved.catalog.entries().iter().any(|e| {
+        e.spec.runtime == dp_spec::Runtime::Inprocess
+            && e.spec.device_policy != dp_spec::DevicePolicy::Cpu
+    });
+    let devices = if cfg!(feature = "cuda") && may_use_gpu {
+        dp_manager::DeviceInventory::probe()
+    } else {
+        dp_manager::DeviceInventory::cpu_only()
+    };
     let mut builder = ModelManager::builder(resolved.catalog, models_root)
         .providers(compiled())
+        .devices(devices)
         .lock_file(lock)
         // A short command: no background thread.
         .reaper(false);

@@ -15,9 +15,10 @@ use dp_spec::{Catalog, ModelError, ModelProvider, ResolvedDevice, Runtime};
 use crate::budget::{Accounting, Budgets, Demand};
 use crate::cache::Route;
 use crate::clock::{Clock, SystemClock, to_nanos};
+use crate::devices::DeviceInventory;
 use crate::embedding::{EmbeddingCache, EmbeddingCacheConfig};
 use crate::error::{ManagerError, feature_enabled, provider_feature};
-use crate::key::{CacheKey, KeyHashBuilder, PackedKey, SHARDS, resolve_device};
+use crate::key::{CacheKey, KeyHashBuilder, PackedKey, SHARDS};
 use crate::manager::{EntryRoute, Inner, ModelManager, NameIndex};
 use crate::offline::{LOOPBACK_HOSTS, network_need};
 use crate::reaper;
@@ -49,7 +50,7 @@ pub struct ManagerBuilder {
     budgets: Budgets,
     default_keep_alive: Duration,
     clock: Arc<dyn Clock>,
-    cuda_available: bool,
+    devices: DeviceInventory,
     reaper: bool,
     embedding_cache: EmbeddingCacheConfig,
     batching: crate::BatchingConfig,
@@ -63,7 +64,7 @@ pub struct ManagerBuilder {
 impl ManagerBuilder {
     /// A builder for a validated catalog whose artifacts live under `models_root`
     /// (`${DP_MODELS_ROOT}`). Defaults: no provider, no limits, 5 minutes keep-alive, the
-    /// system clock, no CUDA, a background reaper.
+    /// system clock, no CUDA device (see [`Self::devices`]), a background reaper.
     pub fn new(catalog: Catalog, models_root: impl Into<PathBuf>) -> Self {
         Self {
             catalog,
@@ -72,9 +73,9 @@ impl ManagerBuilder {
             budgets: Budgets::default(),
             default_keep_alive: DEFAULT_KEEP_ALIVE,
             clock: Arc::new(SystemClock::new()),
-            // Providers will report CUDA once one is compiled in; until then nothing here
-            // can place a model on a GPU.
-            cuda_available: false,
+            // Probing starts the CUDA driver (hundreds of milliseconds, GPU memory for a
+            // context): only when the caller asks for it.
+            devices: DeviceInventory::cpu_only(),
             reaper: true,
             embedding_cache: EmbeddingCacheConfig::default(),
             batching: crate::BatchingConfig::default(),
@@ -116,7 +117,9 @@ impl ManagerBuilder {
     }
 
     /// GPU memory budget: the sum of `resource_requirements.vram_bytes` of instances
-    /// placed on CUDA (`None`: unlimited).
+    /// placed on CUDA. `None` (the default): the free memory the [`Self::devices`] probe
+    /// read, all devices together, or unlimited when the devices were not probed. A given
+    /// budget larger than the probed free memory is lowered to it.
     pub fn vram_budget_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
         self.budgets.vram_bytes = bytes.into();
         self
@@ -134,10 +137,22 @@ impl ManagerBuilder {
         self
     }
 
-    /// Whether CUDA is usable (default `false`): decides `auto` and whether `cuda` specs load.
-    pub fn cuda_available(mut self, available: bool) -> Self {
-        self.cuda_available = available;
+    /// The devices models may be placed on (default [`DeviceInventory::cpu_only`]); pass
+    /// [`DeviceInventory::probe`] to ask the driver. Decides `auto`, which `cuda` /
+    /// `cuda:N` specs load, and the default GPU memory budget.
+    pub fn devices(mut self, devices: DeviceInventory) -> Self {
+        self.devices = devices;
         self
+    }
+
+    /// Shorthand for [`Self::devices`]: `true` declares CUDA usable without asking the
+    /// driver ([`DeviceInventory::declared_cuda`]), `false` is [`DeviceInventory::cpu_only`].
+    pub fn cuda_available(self, available: bool) -> Self {
+        self.devices(if available {
+            DeviceInventory::declared_cuda()
+        } else {
+            DeviceInventory::cpu_only()
+        })
     }
 
     /// The embedding cache's settings (default [`EmbeddingCacheConfig::default`]; turn it
@@ -251,6 +266,10 @@ impl ManagerBuilder {
             }
             _ => None,
         };
+        let mut budgets = self.budgets;
+        if let Some(free) = self.devices.free_vram_bytes() {
+            budgets.vram_bytes = Some(budgets.vram_bytes.map_or(free, |b| b.min(free)));
+        }
         let mut routes = Vec::with_capacity(entries.len());
         let mut names = NameIndex::default();
         for (i, entry) in entries.iter().enumerate() {
@@ -287,7 +306,7 @@ impl ManagerBuilder {
             names,
             providers: self.providers,
             slots,
-            accounting: Arc::new(Accounting::new(self.budgets)),
+            accounting: Arc::new(Accounting::new(budgets)),
             clock: self.clock,
             default_keep_alive: self.default_keep_alive,
             min_keep_alive: AtomicU64::new(to_nanos(self.default_keep_alive)),
@@ -297,6 +316,7 @@ impl ManagerBuilder {
             verify_cache: self.verify_cache,
             verify_before_load: self.verify_before_load,
             lock: self.lock,
+            devices: self.devices,
             _reaper_stop: stop_tx,
         });
         let reaper = match stop_rx {
@@ -312,7 +332,7 @@ impl ManagerBuilder {
 
     /// Resolves one entry's device, cache key, provider and budget demand.
     fn route(&self, index: u32, spec: &dp_spec::ModelSpec) -> EntryRoute {
-        let device = match resolve_device(spec, self.cuda_available) {
+        let device = match self.devices.resolve(spec) {
             Ok(device) => device,
             Err(err) => {
                 tracing::debug!(model = %spec.model_name, error = %err, "device unresolved; reported when the model is asked for");
@@ -386,7 +406,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("budgets", &self.budgets)
             .field("default_keep_alive", &self.default_keep_alive)
             .field("clock", &self.clock)
-            .field("cuda_available", &self.cuda_available)
+            .field("devices", &self.devices)
             .field("reaper", &self.reaper)
             .field("embedding_cache", &self.embedding_cache)
             .field("allowed_triton_hosts", &self.allowed_triton_hosts)

@@ -37,14 +37,33 @@ pub enum ManagerError {
     /// The spec pins CUDA but this build or machine has none. The manager never falls back to
     /// the CPU silently: a model asked for on a GPU and run on a CPU is a different run.
     #[error(
-        "model {model} asks for {policy} but CUDA is not available in this build/machine; \
-         set device_policy: cpu or auto"
+        "model {model} asks for {policy} but CUDA is not available in this build/machine{}; \
+         set device_policy: cpu or auto, or run a CUDA build (`cargo xtask gpu-build`) on a \
+         machine with an NVIDIA GPU",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
     )]
     CudaUnavailable {
         /// The model.
         model: String,
         /// Its device policy (`cuda` or `cuda:N`).
         policy: DevicePolicy,
+        /// Why the driver could not be asked, when it is installed but refused to start.
+        reason: Option<String>,
+    },
+
+    /// The spec pins `cuda:N` and this machine has fewer devices.
+    #[error(
+        "model {model} asks for cuda:{index} but this machine has {count} CUDA devices \
+         (cuda:0 to cuda:{}); set device_policy to one of them, or cuda / auto",
+        count - 1
+    )]
+    CudaDeviceMissing {
+        /// The model.
+        model: String,
+        /// The device index asked for.
+        index: u16,
+        /// How many devices the driver reports (at least one).
+        count: usize,
     },
 
     /// No registered provider supports the spec.
@@ -349,9 +368,10 @@ impl ManagerError {
         match self {
             Self::ModelNotFound { .. } => ErrorCode::ModelNotFound,
             Self::RoleUnresolved { .. } => ErrorCode::RoleUnresolved,
-            Self::CudaUnavailable { .. } | Self::NoProvider { .. } | Self::LoadAbandoned { .. } => {
-                ErrorCode::ProviderUnavailable
+            Self::CudaUnavailable { .. } | Self::CudaDeviceMissing { .. } => {
+                ErrorCode::DeviceUnavailable
             }
+            Self::NoProvider { .. } | Self::LoadAbandoned { .. } => ErrorCode::ProviderUnavailable,
             // A refused thread is the OS running out of a resource (threads, memory).
             Self::InsufficientMemory { .. } | Self::ReaperSpawn { .. } => {
                 ErrorCode::InsufficientMemory
@@ -442,9 +462,17 @@ impl From<ManagerError> for ModelError {
                     .with_detail("capabilities", capabilities)
                     .with_detail("candidates", candidates)
             }
-            ManagerError::CudaUnavailable { model, policy } => Self::new(code, message)
+            ManagerError::CudaUnavailable { model, policy, .. } => Self::new(code, message)
                 .with_detail("model", model)
                 .with_detail("device_policy", policy.to_string()),
+            ManagerError::CudaDeviceMissing {
+                model,
+                index,
+                count,
+            } => Self::new(code, message)
+                .with_detail("model", model)
+                .with_detail("device_policy", format!("cuda:{index}"))
+                .with_detail("cuda_devices", count),
             ManagerError::NoProvider {
                 model,
                 runtime,

@@ -4,10 +4,8 @@
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use dp_spec::{DevicePolicy, ModelSpec, Precision, ResolvedDevice, Runtime};
+use dp_spec::{Precision, ResolvedDevice, Runtime};
 use serde::{Serialize, Serializer};
-
-use crate::error::ManagerError;
 
 /// What makes two loaded instances interchangeable: the same model, placed on the same
 /// device, at the same precision, behind the same runtime and preprocessing preset.
@@ -130,36 +128,6 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Where a spec's model goes on this machine. Never falls back from CUDA to the CPU: a spec
-/// that pins CUDA on a machine without it is an error (reported when the model is asked for,
-/// so one such spec does not stop the rest of the catalog from working).
-pub(crate) fn resolve_device(
-    spec: &ModelSpec,
-    cuda_available: bool,
-) -> Result<ResolvedDevice, ManagerError> {
-    if spec.runtime == Runtime::Triton {
-        // The server places the model; locally it only costs a client.
-        return Ok(ResolvedDevice::Cpu);
-    }
-    let cuda = |index: u16| {
-        if cuda_available {
-            Ok(ResolvedDevice::Cuda(index))
-        } else {
-            Err(ManagerError::CudaUnavailable {
-                model: spec.model_name.clone(),
-                policy: spec.device_policy,
-            })
-        }
-    };
-    match spec.device_policy {
-        DevicePolicy::Cpu => Ok(ResolvedDevice::Cpu),
-        DevicePolicy::Auto if cuda_available => Ok(ResolvedDevice::Cuda(0)),
-        DevicePolicy::Auto => Ok(ResolvedDevice::Cpu),
-        DevicePolicy::Cuda => cuda(0),
-        DevicePolicy::CudaIndex(n) => cuda(n),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,39 +176,5 @@ mod tests {
         let mut h = KeyHasher::default();
         7_u8.hash(&mut h);
         assert_ne!(h.finish(), 0);
-    }
-
-    fn spec(policy: &str, runtime: &str) -> ModelSpec {
-        let mut value = serde_json::json!({
-            "model_name": "m", "model_version": "1", "role": "r",
-            "runtime": runtime, "engine": "onnx", "device_policy": policy,
-        });
-        if runtime == "triton" {
-            value["triton"] =
-                serde_json::json!({"endpoint": "http://127.0.0.1:1", "model_name": "m"});
-        }
-        serde_json::from_value(value).expect("valid spec")
-    }
-
-    #[test]
-    fn device_policies_resolve_without_silent_cpu_fallback() {
-        let cases = [
-            ("auto", false, Some(ResolvedDevice::Cpu)),
-            ("auto", true, Some(ResolvedDevice::Cuda(0))),
-            ("cpu", true, Some(ResolvedDevice::Cpu)),
-            ("cuda", true, Some(ResolvedDevice::Cuda(0))),
-            ("cuda:3", true, Some(ResolvedDevice::Cuda(3))),
-            ("cuda", false, None),
-            ("cuda:1", false, None),
-        ];
-        for (policy, cuda, expected) in cases {
-            let got = resolve_device(&spec(policy, "inprocess"), cuda).ok();
-            assert_eq!(got, expected, "{policy} with cuda={cuda}");
-        }
-        assert_eq!(
-            resolve_device(&spec("cuda", "triton"), false).ok(),
-            Some(ResolvedDevice::Cpu),
-            "the Triton server places its models"
-        );
     }
 }

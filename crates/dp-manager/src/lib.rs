@@ -28,8 +28,9 @@
 //! - [`ModelManager::resolve_role`] picks a model for a role and capabilities.
 //! - [`ModelManager::status`] reports what is loaded, who holds it, and the counters.
 //!
-//! Device policy never degrades silently: `cuda` / `cuda:N` on a machine without CUDA is
-//! an error, never a CPU run.
+//! Device policy never degrades silently: `cuda` / `cuda:N` on a machine without CUDA (or
+//! past its last device, as [`DeviceInventory::probe`] reads them) is `device_unavailable`,
+//! never a CPU run.
 //!
 //! - [`ModelManager::task`] is the unified task API (`embedding`, `infer`, preload with
 //!   `data: None`); [`ModelManager::embed`] embeds texts through the shared
@@ -73,6 +74,7 @@ mod budget;
 mod builder;
 mod cache;
 mod clock;
+mod devices;
 mod embedding;
 mod error;
 mod generation;
@@ -107,6 +109,7 @@ pub use batcher::BatchingConfig;
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use devices::DeviceInventory;
 /// The shared pre/post-processing presets (the `dp-preset` crate).
 pub use dp_preset as preset;
 pub use embedding::{EmbeddingCacheConfig, EmbeddingCacheStatus, EmbeddingOutput, PresetRun};

@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) verify_before_load: bool,
     /// The version lock, if any ([`ManagerBuilder::lock_file`]).
     pub(crate) lock: Option<LockFile>,
+    /// The devices the manager was built with ([`ManagerBuilder::devices`]).
+    pub(crate) devices: crate::DeviceInventory,
     /// Dropped with the last manager clone; the reaper sees the channel close and stops.
     pub(crate) _reaper_stop: Option<mpsc::Sender<()>>,
 }
@@ -148,8 +150,8 @@ impl ModelManager {
     /// The cache key a model would be (or is) loaded under.
     ///
     /// # Errors
-    /// `model_not_found`; `provider_unavailable` when its device cannot be resolved (a
-    /// spec pinning CUDA on a machine without it).
+    /// `model_not_found`; `device_unavailable` when its device cannot be resolved (a
+    /// spec pinning CUDA on a machine without it, or `cuda:N` past the last device).
     pub fn cache_key(&self, name_or_alias: &str) -> Result<CacheKey, ModelError> {
         self.inner.route_of(name_or_alias).map(|r| r.key.clone())
     }

@@ -23,6 +23,8 @@ pub struct ManagerStatus {
     pub totals: StatusTotals,
     /// The embedding cache's size and counters.
     pub embedding_cache: EmbeddingCacheStatus,
+    /// The devices models may be placed on, as the manager was built with them.
+    pub devices: crate::DeviceInventory,
 }
 
 /// One cached model.
@@ -216,6 +218,7 @@ impl ModelManager {
             models: models.into_iter().map(|(_, m)| m).collect(),
             totals,
             embedding_cache: inner.embedding_cache.status(),
+            devices: inner.devices.clone(),
         }
     }
 }

@@ -91,7 +91,8 @@ impl CandleError {
             | Self::UnsupportedArchitecture { .. }
             | Self::NoWeightsArtifact { .. }
             | Self::SchemaMismatch { .. } => ErrorCode::InvalidSpec,
-            Self::DeviceUnavailable(_) | Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
+            Self::DeviceUnavailable(_) => ErrorCode::DeviceUnavailable,
+            Self::ThreadPool { .. } => ErrorCode::ProviderUnavailable,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::Runtime(_) => ErrorCode::ProviderUnavailable,
         }

@@ -27,7 +27,7 @@
 //! are the manager's shared presets, and digest verification happens before a load.
 //! It may depend on `dp-spec` only among dp-models crates; never on the manager or another
 //! provider. CPU is always available; CUDA needs the `cuda` cargo feature (off by default),
-//! and asking for CUDA without it is a `provider_unavailable` error.
+//! and asking for CUDA without it is a `device_unavailable` error.
 //!
 //! ```
 //! use dp_spec::ModelProvider;
@@ -233,6 +233,83 @@ enum Architecture {
     T5(T5Config),
     /// Whisper (Hugging Face `WhisperForConditionalGeneration` layout): a generator.
     Whisper(WhisperConfig),
+}
+
+/// The CUDA devices this process can use, as the driver reports them (index, name, compute
+/// capability, total and free memory): empty in a build without the `cuda` feature and on a
+/// machine whose driver sees no GPU.
+///
+/// ```
+/// let devices = dp_provider_candle::cuda_devices()?;
+/// # #[cfg(not(feature = "cuda"))]
+/// assert!(devices.is_empty(), "a CPU build sees no CUDA device");
+/// # Ok::<(), dp_provider_candle::CandleError>(())
+/// ```
+///
+/// # Errors
+/// `device_unavailable` when the driver is there but refuses to start (a driver older than
+/// the CUDA release this build was compiled for, a broken installation), with its own words.
+pub fn cuda_devices() -> Result<Vec<dp_spec::CudaDeviceInfo>, CandleError> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_probe::devices()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Vec::new())
+    }
+}
+
+/// The driver queries behind [`cuda_devices`].
+#[cfg(feature = "cuda")]
+mod cuda_probe {
+    use candle_core::cuda_backend::cudarc::driver::{CudaContext, DriverError, sys::CUresult};
+
+    use crate::CandleError;
+
+    pub(crate) fn devices() -> Result<Vec<dp_spec::CudaDeviceInfo>, CandleError> {
+        let count = match CudaContext::device_count() {
+            Ok(count) => count,
+            // A driver with no GPU behind it (or all hidden by CUDA_VISIBLE_DEVICES).
+            Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => return Ok(Vec::new()),
+            Err(err) => return Err(driver_refused("cannot start the CUDA driver", &err)),
+        };
+        (0..count.max(0))
+            .map(|ordinal| {
+                let failed = |err: DriverError| {
+                    driver_refused(&format!("cannot query CUDA device {ordinal}"), &err)
+                };
+                let index = u16::try_from(ordinal).map_err(|_| {
+                    CandleError::DeviceUnavailable(format!(
+                        "the driver reports {count} CUDA devices; at most {} are addressable",
+                        u16::MAX
+                    ))
+                })?;
+                // The primary context, the one candle's `Device::new_cuda` retains too: free
+                // memory is a per-context query, and this adds no context of its own.
+                let context = CudaContext::new(usize::from(index)).map_err(failed)?;
+                let (free, total) = context.mem_get_info().map_err(failed)?;
+                let (major, minor) = context.compute_capability().map_err(failed)?;
+                Ok(dp_spec::CudaDeviceInfo {
+                    index,
+                    name: context.name().map_err(failed)?,
+                    compute_capability: (
+                        u32::try_from(major).unwrap_or(0),
+                        u32::try_from(minor).unwrap_or(0),
+                    ),
+                    total_bytes: total as u64,
+                    free_bytes: free as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn driver_refused(what: &str, err: &DriverError) -> CandleError {
+        CandleError::DeviceUnavailable(format!(
+            "{what}: {err}; check `nvidia-smi`, and that the driver supports the CUDA release \
+             this build was compiled for (docs/gpu.md)"
+        ))
+    }
 }
 
 /// The candle device for a resolved device, or why it is unavailable.

@@ -360,13 +360,13 @@ fn a_config_that_contradicts_itself_is_refused() {
 
 #[cfg(not(feature = "cuda"))]
 #[test]
-fn cuda_without_the_feature_is_provider_unavailable() {
+fn cuda_without_the_feature_is_device_unavailable() {
     let root = tempfile::tempdir().unwrap();
     write_model(root.path());
     let err = load_at(root.path(), ResolvedDevice::Cuda(0), Precision::Fp32)
         .err()
         .unwrap();
-    assert_error(&err, ErrorCode::ProviderUnavailable, &["cuda", "feature"]);
+    assert_error(&err, ErrorCode::DeviceUnavailable, &["cuda", "feature"]);
 }
 
 #[test]

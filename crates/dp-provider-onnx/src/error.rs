@@ -62,8 +62,8 @@ impl From<OnnxError> for ModelError {
         let code = match &err {
             OnnxError::LibraryMissing { .. }
             | OnnxError::LibraryUnusable { .. }
-            | OnnxError::OtherLibraryLoaded { .. }
-            | OnnxError::DeviceUnavailable(_) => ErrorCode::ProviderUnavailable,
+            | OnnxError::OtherLibraryLoaded { .. } => ErrorCode::ProviderUnavailable,
+            OnnxError::DeviceUnavailable(_) => ErrorCode::DeviceUnavailable,
             OnnxError::InvalidSpec(_) => ErrorCode::InvalidSpec,
             OnnxError::WeightsMissing(_) => ErrorCode::WeightsMissing,
             OnnxError::InvalidInput(_) => ErrorCode::InvalidInput,

@@ -174,12 +174,12 @@ def test_role_unresolved(manager):
            lambda: manager.resolve(role="no_such_role"))
 
 
-def test_provider_unavailable(tmp_path):
+def test_device_unavailable(tmp_path):
     asset("models/tiny-bert-cls")
     m = dp_models.ModelManager(catalog=CATALOG, models_root=MODELS,
                                verify_cache=tmp_path / "cache.json",
                                overrides={"tiny-bert-cls.device_policy": "cuda"})
-    raises(dp_models.ProviderUnavailable, "provider_unavailable",
+    raises(dp_models.DeviceUnavailable, "device_unavailable",
            lambda: m.preload("tiny-bert-cls"), model="tiny-bert-cls")
 
 

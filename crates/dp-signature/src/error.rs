@@ -41,7 +41,7 @@ impl SignatureError {
         match self {
             // The device is part of a compiled-out provider's domain: the same spec works
             // with a build that has it.
-            Self::CudaUnavailable { .. } => ErrorCode::ProviderUnavailable,
+            Self::CudaUnavailable { .. } => ErrorCode::DeviceUnavailable,
             Self::InvalidPlacement { .. } => ErrorCode::InvalidInput,
         }
     }

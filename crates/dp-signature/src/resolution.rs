@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_build_refuses_pinned_cuda_with_provider_unavailable() {
+    fn cpu_build_refuses_pinned_cuda_with_device_unavailable() {
         let err = Resolution::for_cpu_build(&spec("inprocess", "onnx", "cuda:3"))
             .expect_err("cuda:3 on a CPU build");
         assert_eq!(
@@ -257,9 +257,9 @@ mod tests {
                 policy: DevicePolicy::CudaIndex(3)
             }
         );
-        assert_eq!(err.code(), ErrorCode::ProviderUnavailable);
+        assert_eq!(err.code(), ErrorCode::DeviceUnavailable);
         let model_error = ModelError::from(err);
-        assert_eq!(model_error.error_code, ErrorCode::ProviderUnavailable);
+        assert_eq!(model_error.error_code, ErrorCode::DeviceUnavailable);
         assert_eq!(model_error.details["device_policy"], "cuda:3");
         assert_eq!(model_error.details["model_name"], "m");
         assert!(

@@ -55,11 +55,15 @@ pub enum ErrorCode {
     /// lock file beyond their tolerance (the bytes may all match: a runtime, device or
     /// preprocessing change).
     OutputDrift,
+    /// The device a spec asks for is not on this machine or not usable by this build
+    /// (`cuda` without a CUDA build or a GPU, `cuda:N` past the last device, a runtime library
+    /// without a CUDA execution provider). Never answered by running on another device.
+    DeviceUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::ModelNotFound,
         Self::WeightsMissing,
         Self::WeightsDigestMismatch,
@@ -77,6 +81,7 @@ impl ErrorCode {
         Self::Io,
         Self::Overloaded,
         Self::OutputDrift,
+        Self::DeviceUnavailable,
     ];
 
     /// The stable snake_case name, identical to the serialized form.
@@ -100,6 +105,7 @@ impl ErrorCode {
             Self::Io => "io",
             Self::Overloaded => "overloaded",
             Self::OutputDrift => "output_drift",
+            Self::DeviceUnavailable => "device_unavailable",
         }
     }
 }

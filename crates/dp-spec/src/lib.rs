@@ -44,9 +44,9 @@ pub use model_spec::{
     TensorDType, TensorSpec, TritonSettings,
 };
 pub use provider::{
-    DEFAULT_CALL_OVERHEAD_TOKENS, LoadRequest, LoadedModel, ModelProvider, NamedTensors,
-    PROVIDER_MATRIX, ProviderHealth, ProviderRoute, ResolvedDevice, Tensor, TensorData,
-    provider_route, provider_serves, tensor_names,
+    CudaDeviceInfo, DEFAULT_CALL_OVERHEAD_TOKENS, LoadRequest, LoadedModel, ModelProvider,
+    NamedTensors, PROVIDER_MATRIX, ProviderHealth, ProviderRoute, ResolvedDevice, Tensor,
+    TensorData, provider_route, provider_serves, tensor_names,
 };
 pub use rules::{
     PRESET_NAMES, RuleViolation, check_artifact_path, check_spec, check_triton_endpoint,

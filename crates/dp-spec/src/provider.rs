@@ -155,6 +155,22 @@ impl fmt::Display for ResolvedDevice {
     }
 }
 
+/// One CUDA device as its driver reports it, when the manager is built: what decides
+/// `device_policy: auto`, which `cuda:N` exist, and the GPU memory budget.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CudaDeviceInfo {
+    /// The device index (`cuda:N`), in the driver's order (`CUDA_VISIBLE_DEVICES` applied).
+    pub index: u16,
+    /// The driver's name for it (`NVIDIA H200`).
+    pub name: String,
+    /// Compute capability, major and minor (`(9, 0)` on Hopper).
+    pub compute_capability: (u32, u32),
+    /// Its memory, in bytes.
+    pub total_bytes: u64,
+    /// Its free memory when it was probed, in bytes (other processes' allocations excluded).
+    pub free_bytes: u64,
+}
+
 /// Everything a provider needs to load one model.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadRequest<'a> {

@@ -240,11 +240,12 @@ fn cuda_policies_never_fall_back_to_the_cpu() {
         .build()
         .expect("a CUDA spec does not fail the build");
     let err = manager.get("pinned").expect_err("no CUDA here");
-    assert_eq!(err.error_code, ErrorCode::ProviderUnavailable);
+    assert_eq!(err.error_code, ErrorCode::DeviceUnavailable);
     assert_eq!(
         err.message,
         "model pinned asks for cuda but CUDA is not available in this build/machine; set \
-         device_policy: cpu or auto"
+         device_policy: cpu or auto, or run a CUDA build (`cargo xtask gpu-build`) on a \
+         machine with an NVIDIA GPU"
     );
     let err = manager.cache_key("pinned1").expect_err("no CUDA here");
     assert!(
@@ -284,6 +285,52 @@ fn cuda_policies_never_fall_back_to_the_cpu() {
         with_cuda.get("pinned").expect("loads").key().device,
         ResolvedDevice::Cuda(0)
     );
+}
+
+#[test]
+fn probed_devices_decide_indices_and_the_gpu_memory_budget() {
+    let files = [
+        spec("first", "r", "device_policy: cuda:0\n"),
+        spec("second", "r", "device_policy: cuda:1\n"),
+        spec(
+            "huge",
+            "r",
+            "device_policy: cuda\nresource_requirements: { vram_bytes: 2000000000 }\n",
+        ),
+        spec(
+            "fits",
+            "r",
+            "device_policy: auto\nresource_requirements: { vram_bytes: 600000000 }\n",
+        ),
+    ];
+    let (_dir, catalog) = catalog(&files);
+    let provider = TestProvider::new();
+    let gpu = dp_spec::CudaDeviceInfo {
+        index: 0,
+        name: "test GPU".into(),
+        compute_capability: (9, 0),
+        total_bytes: 2_000_000_000,
+        free_bytes: 1_000_000_000,
+    };
+    let manager = builder(catalog, &provider)
+        .devices(dp_manager::DeviceInventory::from_devices(vec![gpu.clone()]))
+        .build()
+        .expect("builds");
+    assert_eq!(
+        manager.cache_key("first").expect("cuda:0 exists").device,
+        ResolvedDevice::Cuda(0)
+    );
+    let err = manager.get("second").expect_err("one GPU only");
+    assert_eq!(err.error_code, ErrorCode::DeviceUnavailable);
+    assert_eq!(err.details["cuda_devices"], 1);
+    assert!(err.message.contains("cuda:1"), "{}", err.message);
+    // No budget given: the free memory the probe read is the budget.
+    let err = manager.get("huge").expect_err("2 GB declared, 1 GB free");
+    assert_eq!(err.error_code, ErrorCode::InsufficientGpuMemory);
+    let fits = manager.get("fits").expect("600 MB of 1 GB free");
+    assert_eq!(fits.key().device, ResolvedDevice::Cuda(0));
+    assert_eq!(manager.status().devices.cuda_devices(), [gpu]);
+    assert_eq!(provider.loads(), 1, "only the model that fits was loaded");
 }
 
 #[test]

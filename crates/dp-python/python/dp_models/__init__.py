@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import _native
 from ._errors import (
     ERROR_CLASSES,
+    DeviceUnavailable,
     InsufficientGpuMemory,
     InsufficientMemory,
     InvalidInput,
@@ -75,6 +76,7 @@ __all__ = [
     "ERROR_CLASSES",
     "ERROR_CODES",
     "TASK_TYPES",
+    "DeviceUnavailable",
     "InsufficientGpuMemory",
     "InsufficientMemory",
     "InvalidInput",

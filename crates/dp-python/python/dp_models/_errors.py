@@ -140,6 +140,14 @@ class OutputDrift(ModelError):
     code = "output_drift"
 
 
+class DeviceUnavailable(ModelError):
+    """The device a spec asks for is not on this machine or not usable by this build
+    (``cuda`` without a GPU or a CUDA build, ``cuda:N`` past the last device); dp-models never
+    runs the model on another device instead."""
+
+    code = "device_unavailable"
+
+
 #: The exception class of each error code.
 ERROR_CLASSES: Dict[str, Type[ModelError]] = {
     cls.code: cls
@@ -161,6 +169,7 @@ ERROR_CLASSES: Dict[str, Type[ModelError]] = {
         Io,
         Overloaded,
         OutputDrift,
+        DeviceUnavailable,
     )
 }
 
