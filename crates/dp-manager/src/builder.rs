@@ -332,7 +332,13 @@ impl ManagerBuilder {
 
     /// Resolves one entry's device, cache key, provider and budget demand.
     fn route(&self, index: u32, spec: &dp_spec::ModelSpec) -> EntryRoute {
-        let device = match self.devices.resolve(spec) {
+        let provider = self.providers.iter().position(|p| p.supports(spec));
+        let runs_on_cuda = || {
+            provider
+                .and_then(|i| self.providers.get(i))
+                .is_some_and(|p| p.runs_on_cuda(spec, &self.models_root))
+        };
+        let device = match self.devices.resolve(spec, runs_on_cuda) {
             Ok(device) => device,
             Err(err) => {
                 tracing::debug!(model = %spec.model_name, error = %err, "device unresolved; reported when the model is asked for");
@@ -364,7 +370,6 @@ impl ManagerBuilder {
                 vram: requirements.vram_bytes,
             },
         };
-        let provider = self.providers.iter().position(|p| p.supports(spec));
         let placement = match spec.runtime {
             Runtime::Triton => Placement::Triton,
             Runtime::Inprocess => Placement::Local(device),

@@ -143,8 +143,14 @@ impl DeviceInventory {
     /// Where a spec's model goes on this machine. Never falls back from CUDA to the CPU: a
     /// spec that pins CUDA on a machine without it (or `cuda:N` past the last device) is an
     /// error, reported when the model is asked for so one such spec does not stop the rest
-    /// of the catalog from working.
-    pub(crate) fn resolve(&self, spec: &ModelSpec) -> Result<ResolvedDevice, ManagerError> {
+    /// of the catalog from working. `auto` takes `cuda:0` when there is a GPU and
+    /// `provider_runs_on_cuda` (asked only then) says the model's provider can use it, else
+    /// the CPU.
+    pub(crate) fn resolve(
+        &self,
+        spec: &ModelSpec,
+        provider_runs_on_cuda: impl FnOnce() -> bool,
+    ) -> Result<ResolvedDevice, ManagerError> {
         if spec.runtime == Runtime::Triton {
             // The server places the model; locally it only costs a client.
             return Ok(ResolvedDevice::Cpu);
@@ -165,7 +171,9 @@ impl DeviceInventory {
         };
         match spec.device_policy {
             DevicePolicy::Cpu => Ok(ResolvedDevice::Cpu),
-            DevicePolicy::Auto if self.has_cuda() => Ok(ResolvedDevice::Cuda(0)),
+            DevicePolicy::Auto if self.has_cuda() && provider_runs_on_cuda() => {
+                Ok(ResolvedDevice::Cuda(0))
+            }
             DevicePolicy::Auto => Ok(ResolvedDevice::Cpu),
             DevicePolicy::Cuda => cuda(0),
             DevicePolicy::CudaIndex(n) => cuda(n),
@@ -224,11 +232,16 @@ mod tests {
             ("cuda:1", &none, None),
         ];
         for (policy, inventory, expected) in cases {
-            let got = inventory.resolve(&spec(policy, "inprocess")).ok();
+            let got = inventory.resolve(&spec(policy, "inprocess"), || true).ok();
             assert_eq!(got, expected, "{policy} with {inventory:?}");
         }
         assert_eq!(
-            none.resolve(&spec("cuda", "triton")).ok(),
+            two.resolve(&spec("auto", "inprocess"), || false).ok(),
+            Some(ResolvedDevice::Cpu),
+            "auto stays on the CPU when the model's provider cannot use the GPU"
+        );
+        assert_eq!(
+            none.resolve(&spec("cuda", "triton"), || true).ok(),
             Some(ResolvedDevice::Cpu),
             "the Triton server places its models"
         );
@@ -238,7 +251,7 @@ mod tests {
     fn a_missing_index_names_the_devices_there_are() {
         let two = DeviceInventory::from_devices(vec![gpu(0, 10), gpu(1, 20)]);
         let err = dp_spec::ModelError::from(
-            two.resolve(&spec("cuda:2", "inprocess"))
+            two.resolve(&spec("cuda:2", "inprocess"), || true)
                 .expect_err("no third GPU"),
         );
         assert_eq!(err.error_code, dp_spec::ErrorCode::DeviceUnavailable);
@@ -259,7 +272,7 @@ mod tests {
         };
         let err = dp_spec::ModelError::from(
             broken
-                .resolve(&spec("cuda", "inprocess"))
+                .resolve(&spec("cuda", "inprocess"), || true)
                 .expect_err("no GPU"),
         );
         assert_eq!(err.error_code, dp_spec::ErrorCode::DeviceUnavailable);

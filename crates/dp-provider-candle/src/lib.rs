@@ -381,6 +381,10 @@ impl ModelProvider for CandleProvider {
         Ok(())
     }
 
+    fn runs_on_cuda(&self, _spec: &ModelSpec, _models_root: &std::path::Path) -> bool {
+        cfg!(feature = "cuda")
+    }
+
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         let device = candle_device(request.device)?;
         let (files, architecture, weights) = Self::open(request.spec, request.artifacts)?;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dp_spec::{
-    DevicePolicy, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
+    LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
     OnnxGraphOptimization, ProviderHealth, ResolvedDevice, VerifiedArtifacts, VerifiedFile,
     provider_serves,
 };
@@ -223,8 +223,10 @@ const fn optimization_level(level: OnnxGraphOptimization) -> GraphOptimizationLe
 }
 
 /// The execution providers for the device: none (ONNX Runtime's CPU) for the CPU;
-/// TensorRT (when offered) then CUDA for a GPU. A GPU the library cannot drive is an error
-/// when the spec asked for CUDA explicitly, and the CPU under `auto`.
+/// TensorRT (when offered) then CUDA for a GPU. A GPU the library cannot drive is an error,
+/// whatever the policy: the manager sends `auto` to a GPU only when
+/// [`ModelProvider::runs_on_cuda`] said this library can, and a session that quietly ran on
+/// the CPU would be recorded as a GPU run.
 fn execution_providers(
     spec: &ModelSpec,
     device: ResolvedDevice,
@@ -232,20 +234,14 @@ fn execution_providers(
     let ResolvedDevice::Cuda(index) = device else {
         return Ok(Vec::new());
     };
-    let cuda = ep::CUDA::is_available().unwrap_or(false);
-    if !cuda {
-        return if spec.device_policy == DevicePolicy::Auto {
-            Ok(Vec::new())
-        } else {
-            Err(OnnxError::DeviceUnavailable(format!(
-                "model '{}' asks for device_policy {} but the loaded ONNX Runtime library offers \
-                 no CUDAExecutionProvider; install the onnxruntime-gpu library (and point \
-                 ORT_DYLIB_PATH at it) or set device_policy: cpu",
-                spec.model_name, spec.device_policy
-            )))
-        };
+    if !ep::CUDA::is_available().unwrap_or(false) {
+        return Err(OnnxError::DeviceUnavailable(format!(
+            "model '{}' asks for {device} (device_policy {}) but the loaded ONNX Runtime \
+             library offers no CUDAExecutionProvider; install the onnxruntime-gpu library (and \
+             point ORT_DYLIB_PATH at it) or set device_policy: cpu",
+            spec.model_name, spec.device_policy
+        )));
     }
-    let explicit = spec.device_policy != DevicePolicy::Auto;
     let mut providers = Vec::new();
     if ep::TensorRT::is_available().unwrap_or(false) {
         providers.push(
@@ -254,12 +250,12 @@ fn execution_providers(
                 .build(),
         );
     }
-    let cuda = ep::CUDA::default().with_device_id(i32::from(index)).build();
-    providers.push(if explicit {
-        cuda.error_on_failure()
-    } else {
-        cuda
-    });
+    providers.push(
+        ep::CUDA::default()
+            .with_device_id(i32::from(index))
+            .build()
+            .error_on_failure(),
+    );
     Ok(providers)
 }
 
@@ -292,6 +288,13 @@ impl ModelProvider for OnnxProvider {
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         let model = self.load_model(request)?;
         Ok(Box::new(Loaded(model)))
+    }
+
+    fn runs_on_cuda(&self, _spec: &ModelSpec, models_root: &Path) -> bool {
+        // Loads the library (once per process) to ask it: only `auto` on a GPU machine does.
+        let (path, source_of_path) = self.library_path(models_root);
+        library::environment(&path, source_of_path).is_ok()
+            && ep::CUDA::is_available().unwrap_or(false)
     }
 
     fn health(&self, _spec: &ModelSpec, models_root: &Path) -> ProviderHealth {

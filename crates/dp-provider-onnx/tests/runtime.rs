@@ -292,7 +292,7 @@ fn a_missing_library_is_provider_unavailable_with_install_instructions() {
 }
 
 #[test]
-fn explicit_cuda_without_a_cuda_library_is_an_error_and_auto_falls_back() {
+fn cuda_without_a_cuda_library_is_an_error_and_auto_is_told_to_stay_on_the_cpu() {
     let Some(lib) = library() else { return };
     let provider = provider(lib);
     let mut spec = affine_spec();
@@ -308,13 +308,18 @@ fn explicit_cuda_without_a_cuda_library_is_an_error_and_auto_falls_back() {
             })
             .map(drop)
     };
-    spec.device_policy = "cuda".parse().unwrap();
-    // The CPU wheel's library offers no CUDA provider; a GPU build would load.
-    let err = request(&spec).unwrap_err();
-    assert_eq!(err.error_code, ErrorCode::ProviderUnavailable, "{err}");
-    assert!(err.message.contains("CUDAExecutionProvider"), "{err}");
-    spec.device_policy = "auto".parse().unwrap();
-    request(&spec).unwrap();
+    // The CPU wheel's library offers no CUDA provider; a GPU build would load. Under either
+    // policy a session on the CPU would be recorded as a GPU run: refused.
+    for policy in ["cuda", "auto"] {
+        spec.device_policy = policy.parse().unwrap();
+        let err = request(&spec).unwrap_err();
+        assert_eq!(err.error_code, ErrorCode::DeviceUnavailable, "{err}");
+        assert!(err.message.contains("CUDAExecutionProvider"), "{err}");
+    }
+    // What the manager asks before sending `auto` to a GPU: no, so `auto` is the CPU.
+    assert!(!provider.runs_on_cuda(&spec, &data_dir()));
+    let missing = crate::provider(PathBuf::from("/nonexistent/libonnxruntime.so"));
+    assert!(!missing.runs_on_cuda(&spec, &data_dir()));
 }
 
 #[test]

@@ -225,6 +225,16 @@ pub trait ModelProvider: Send + Sync {
         let _ = (spec, models_root);
         ProviderHealth::runtime_found()
     }
+
+    /// Whether this provider can run the spec's model on a CUDA device, in this build and
+    /// with the runtime it would load (candle compiled with `cuda`; an ONNX Runtime library
+    /// with the CUDA execution provider). Asked only when `device_policy: auto` meets a
+    /// machine with a GPU: `false` sends the model to the CPU, and its records say `cpu`,
+    /// rather than recording a GPU the model never ran on. The default: `false`.
+    fn runs_on_cuda(&self, spec: &ModelSpec, models_root: &Path) -> bool {
+        let _ = (spec, models_root);
+        false
+    }
 }
 
 /// What [`ModelProvider::health`] reports.

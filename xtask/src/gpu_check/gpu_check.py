@@ -72,9 +72,13 @@ class Check:
         mark = "ok" if passed else "FAILED"
         print(f"[{mark}] {name}: {json.dumps(figures, ensure_ascii=False)}", flush=True)
 
+    def not_run(self, name: str, reason: str) -> None:
+        self.results.append({"check": name, "passed": None, "reason": reason})
+        print(f"[not run] {name}: {reason}", flush=True)
+
     @property
     def passed(self) -> bool:
-        return all(r["passed"] for r in self.results)
+        return all(r["passed"] is not False for r in self.results)
 
 
 def cuda_library_path() -> str:
@@ -91,13 +95,26 @@ def cuda_library_path() -> str:
     return os.pathsep.join(seen + [os.environ.get("LD_LIBRARY_PATH", "")])
 
 
-def unpack_dp(work: Path) -> Path:
-    dp = work / "dp"
-    packed = HERE / "dp.xz"
-    with lzma.open(packed) as src, open(dp, "wb") as dst:
+def unpack(packed: Path, target: Path) -> Path:
+    with lzma.open(packed) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    dp.chmod(0o755)
-    return dp
+    target.chmod(0o755)
+    return target
+
+
+def onnxruntime_gpu_library() -> Path | None:
+    """The library of an onnxruntime-gpu >= 1.31 installed for python3, if any (what the
+    ONNX provider needs for CUDA; older ones lack the API version dp is built for)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    version = tuple(int(x) for x in onnxruntime.__version__.split(".")[:2])
+    if version < (1, 31) or "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return None
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    libraries = sorted(capi.glob("libonnxruntime.so*"))
+    return libraries[0] if libraries else None
 
 
 def variant(spec_text: str, name: str, new_name: str, device: str, drop=()) -> str:
@@ -170,7 +187,9 @@ def main() -> int:
     check = Check()
     work = Path(tempfile.mkdtemp(prefix="dp-gpu-check-"))
     env = dict(os.environ, LD_LIBRARY_PATH=cuda_library_path(), RUST_LOG="warn")
-    dp_path = unpack_dp(work)
+    dp_path = unpack(HERE / "dp.xz", work / "dp")
+    # The CPU library of the onnxruntime 1.31.1 wheel (the one dp's tests use).
+    env["ORT_DYLIB_PATH"] = str(unpack(HERE / "onnxruntime.xz", work / "libonnxruntime.so"))
     catalog = work / "catalog"
     models = HERE / "models"
     specs = {p.stem: p.read_text() for p in (HERE / "specs").glob("*.yaml")}
@@ -217,6 +236,7 @@ def main() -> int:
         figures = {k: (body or {}).get(k) for k in ("min_cosine", "max_abs_diff", "inputs")}
         check.record("tiny-clip images: GPU vs CPU", rc == 0, **figures,
                      stderr=err if rc else "")
+    onnx(check, dp, specs, catalog, texts_file, args.cpu_dry_run)
     for name in GENERATORS:
         outs = {}
         for dev in ("cpu", "gpu"):
@@ -271,11 +291,45 @@ def main() -> int:
     lines = ["| check | passed | figures |", "| --- | --- | --- |"]
     for r in check.results:
         figures = {k: v for k, v in r.items() if k not in ("check", "passed", "stderr")}
-        lines.append(f"| {r['check']} | {'yes' if r['passed'] else 'NO'} | "
+        verdict = {True: "yes", False: "NO", None: "not run"}[r["passed"]]
+        lines.append(f"| {r['check']} | {verdict} | "
                      f"{json.dumps(figures, ensure_ascii=False)} |")
     (args.out / "gpu-check.md").write_text("\n".join(lines) + "\n")
     print(f"gpu-check: {'all passed' if check.passed else 'FAILED'}; {args.out}/gpu-check.md")
     return 0 if check.passed else 1
+
+
+def onnx(check: Check, dp: Dp, specs: dict, catalog: Path, texts_file: Path, dry: bool) -> None:
+    """ONNX Runtime: with the CPU library, `cuda` is refused and `auto` runs on (and says)
+    the CPU; with an onnxruntime-gpu library there, CUDA vs CPU parity."""
+    name = "tiny-xlmr-e5-onnx"
+    if name not in specs:
+        return
+    role = role_of(specs[name])
+    for policy in ("cuda", "auto"):
+        write_spec(catalog, role, f"{name}-{policy}",
+                   variant(specs[name], name, f"{name}-{policy}", policy))
+    rc, body, err = dp.run("embed", "--model", f"{name}-cuda", "--input", str(texts_file))
+    check.record("ONNX, CPU library, device_policy cuda: device_unavailable",
+                 error_code(body) == "device_unavailable", rc=rc, error_code=error_code(body))
+    rc, body, err = dp.run("parity", f"{name}-auto", "tiny-xlmr-e5-cpu", "--input",
+                           str(texts_file), "--tolerance", "0.99999")
+    devices = [m.get("device") for m in (body or {}).get("models_used", [])]
+    check.record("ONNX, CPU library, auto: runs on and records the CPU; = candle CPU",
+                 rc == 0 and devices[:1] == ["cpu"], devices=devices,
+                 min_cosine=(body or {}).get("min_cosine"), stderr=err if rc else "")
+    library = None if dry else onnxruntime_gpu_library()
+    if library is None:
+        check.not_run("ONNX Runtime CUDA vs CPU parity",
+                      "no onnxruntime-gpu >= 1.31 for python3 on this machine (its library "
+                      "is too large to carry in the pack)")
+        return
+    gpu_dp = Dp(dp.dp, dp.catalog, dp.models, dict(dp.env, ORT_DYLIB_PATH=str(library)))
+    rc, body, err = gpu_dp.run("parity", f"{name}-cpu", f"{name}-gpu", "--input",
+                               str(texts_file), "--tolerance", str(MIN_COSINE))
+    devices = [m.get("device") for m in (body or {}).get("models_used", [])]
+    check.record("ONNX Runtime CUDA vs CPU", rc == 0, devices=devices, library=str(library),
+                 min_cosine=(body or {}).get("min_cosine"), stderr=err if rc else "")
 
 
 def set_vram(text: str, vram: int) -> str:

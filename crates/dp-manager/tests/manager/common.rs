@@ -162,6 +162,11 @@ impl ModelProvider for TestProvider {
         Ok(())
     }
 
+    // A double for a CUDA-capable runtime: places models wherever it is told.
+    fn runs_on_cuda(&self, _spec: &ModelSpec, _models_root: &std::path::Path) -> bool {
+        true
+    }
+
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let name = request.spec.model_name.as_str();
