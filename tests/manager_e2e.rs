@@ -129,5 +129,18 @@ fn concurrent_single_text_callers_are_batched_and_each_gets_its_own_vector() {
             diff < 1e-5,
             "{model}: a caller got another text's vector? {diff}"
         );
+        // The model's queue, as status reports it: the one 24-text call and the 24 single
+        // texts, every call counted in the batch-size histogram, every request's latency.
+        let status = manager.status();
+        let queue = status
+            .batching
+            .iter()
+            .find(|q| q.model == model)
+            .expect("the model's batching queue is reported");
+        assert_eq!(queue.texts, 48, "{queue:?}");
+        assert_eq!(queue.queued_texts, 0);
+        assert_eq!(queue.batch_sizes.counts.iter().sum::<u64>(), queue.calls);
+        assert!(queue.calls < 25, "single texts shared calls: {queue:?}");
+        assert_eq!(queue.latency_ms.counts.iter().sum::<u64>(), 25);
     }
 }

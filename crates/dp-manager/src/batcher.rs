@@ -70,6 +70,8 @@ type Rows = Result<Vec<Vec<f32>>, ModelError>;
 /// One caller's texts, waiting in a queue.
 struct Request {
     texts: Vec<String>,
+    /// When it was queued: its latency is measured from here to its outcome.
+    queued_at: Instant,
     slot: std::sync::Mutex<Slot>,
     /// Signalled when the slot gets an outcome or the lead.
     wake: std::sync::Condvar,
@@ -130,14 +132,133 @@ struct QueueState {
     queued_texts: usize,
     /// Whether a caller leads: runs calls, or has been handed the lead and is waking.
     leading: bool,
+    /// What the queue has served, for [`Batchers::status`].
+    stats: QueueStats,
+}
+
+/// Counters of one queue, updated under its lock (a few additions per model call).
+#[derive(Default)]
+struct QueueStats {
+    calls: u64,
+    texts: u64,
+    refused: u64,
+    peak_queued_texts: usize,
+    batch_sizes: Histogram<{ BATCH_SIZE_BOUNDS.len() + 1 }>,
+    latency: Histogram<{ LATENCY_MS_BOUNDS.len() + 1 }>,
+}
+
+/// Upper bounds (inclusive) of the batch-size buckets, in texts per model call.
+pub const BATCH_SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/// Upper bounds (inclusive) of the latency buckets, in milliseconds from queueing to the
+/// request's outcome (waiting included).
+pub const LATENCY_MS_BOUNDS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/// Counts per bucket: bucket `i` holds values up to `bounds[i]`, the last one the rest.
+#[derive(Clone, Copy)]
+struct Histogram<const N: usize>([u64; N]);
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn add(&mut self, bounds: &[u64], value: u64) {
+        let i = bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(bounds.len());
+        self.0[i] += 1;
+    }
+
+    fn report(&self, bounds: &[u64]) -> HistogramReport {
+        HistogramReport {
+            upper_bounds: bounds.to_vec(),
+            counts: self.0.to_vec(),
+        }
+    }
+}
+
+/// A histogram as [`crate::ManagerStatus`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistogramReport {
+    /// Inclusive upper bound of each bucket but the last, which holds everything above.
+    pub upper_bounds: Vec<u64>,
+    /// Values per bucket (`upper_bounds.len() + 1` of them).
+    pub counts: Vec<u64>,
+}
+
+impl HistogramReport {
+    /// The upper bound of the bucket holding the `q`-quantile (`None` when empty, or when it
+    /// falls in the open last bucket).
+    #[must_use]
+    pub fn quantile_bound(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return self.upper_bounds.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+/// One batching queue (one model with one preprocessing), as [`crate::ManagerStatus`]
+/// reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BatchingStatus {
+    /// The model's name.
+    pub model: String,
+    /// Its preprocessing's signature (a model has one queue per prompt or preset setting).
+    pub preprocess_signature: String,
+    /// Texts waiting now.
+    pub queued_texts: usize,
+    /// The most texts that waited at once.
+    pub peak_queued_texts: usize,
+    /// Model calls run for the queue (merged requests count once).
+    pub calls: u64,
+    /// Texts run.
+    pub texts: u64,
+    /// Requests refused with `overloaded`.
+    pub refused: u64,
+    /// Texts per model call.
+    pub batch_sizes: HistogramReport,
+    /// Milliseconds from a request's queueing to its outcome.
+    pub latency_ms: HistogramReport,
 }
 
 /// The queue of one (model, preprocessing) pair.
 #[derive(Default)]
 struct TextQueue {
+    /// The model's name and preprocess signature, for status.
+    model: String,
+    preprocess_signature: String,
     state: Mutex<QueueState>,
     /// Signalled when a request is queued (for a leader gathering a fuller call).
     changed: Condvar,
+}
+
+/// Which queue a request joins: one per (model signature, preprocess signature).
+pub(crate) struct QueueKey<'a> {
+    /// The model's name, for status.
+    pub(crate) model: &'a str,
+    /// The model's signature (name, version, digests, device, precision).
+    pub(crate) model_signature: &'a str,
+    /// The preprocessing's signature (prompt, preset parameters).
+    pub(crate) preprocess_signature: &'a str,
 }
 
 /// Every queue of a manager, by (model signature, preprocess signature).
@@ -165,13 +286,14 @@ impl Batchers {
     }
 
     /// The rows of `texts`, computed by `run` (one preset call on any texts of this
-    /// queue) together with the texts of concurrent callers of the same `key`.
+    /// queue) together with the texts of concurrent callers of the same queue: the model
+    /// signature and preprocess signature of `key`, whose names status reports.
     ///
     /// # Errors
     /// `overloaded` when the queue is full; otherwise what `run` returns for these texts.
     pub(crate) fn run(
         &self,
-        key: &str,
+        key: &QueueKey<'_>,
         batch_size: usize,
         texts: &[&str],
         run: &dyn Fn(&[&str]) -> Rows,
@@ -179,19 +301,35 @@ impl Batchers {
         if texts.is_empty() {
             return run(texts);
         }
-        let queue = Arc::clone(lock(&self.queues).entry(key.to_owned()).or_default());
+        let queue = Arc::clone(
+            lock(&self.queues)
+                .entry(format!(
+                    "{}\0{}",
+                    key.model_signature, key.preprocess_signature
+                ))
+                .or_insert_with(|| {
+                    Arc::new(TextQueue {
+                        model: key.model.to_owned(),
+                        preprocess_signature: key.preprocess_signature.to_owned(),
+                        ..TextQueue::default()
+                    })
+                }),
+        );
         let request = Arc::new(Request {
             texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+            queued_at: Instant::now(),
             slot: std::sync::Mutex::new(Slot::default()),
             wake: std::sync::Condvar::new(),
         });
         let mut state = lock(&queue.state);
         let capacity = self.config.max_queued_texts;
         if state.queued_texts + texts.len() > capacity {
+            state.stats.refused += 1;
             return Err(overloaded(state.queued_texts, texts.len(), capacity));
         }
         state.pending.push_back(Arc::clone(&request));
         state.queued_texts += texts.len();
+        state.stats.peak_queued_texts = state.stats.peak_queued_texts.max(state.queued_texts);
         queue.changed.notify_all();
         let leads = !std::mem::replace(&mut state.leading, true);
         drop(state);
@@ -219,6 +357,32 @@ impl Batchers {
             .outcome
             .take()
             .unwrap_or_else(|| Err(lead_lost()))
+    }
+
+    /// Every queue's counters, by model name then preprocess signature.
+    pub(crate) fn status(&self) -> Vec<BatchingStatus> {
+        let queues: Vec<Arc<TextQueue>> = lock(&self.queues).values().cloned().collect();
+        let mut report: Vec<BatchingStatus> = queues
+            .iter()
+            .map(|queue| {
+                let state = lock(&queue.state);
+                BatchingStatus {
+                    model: queue.model.clone(),
+                    preprocess_signature: queue.preprocess_signature.clone(),
+                    queued_texts: state.queued_texts,
+                    peak_queued_texts: state.stats.peak_queued_texts,
+                    calls: state.stats.calls,
+                    texts: state.stats.texts,
+                    refused: state.stats.refused,
+                    batch_sizes: state.stats.batch_sizes.report(&BATCH_SIZE_BOUNDS),
+                    latency_ms: state.stats.latency.report(&LATENCY_MS_BOUNDS),
+                }
+            })
+            .collect();
+        report.sort_by(|a, b| {
+            (&a.model, &a.preprocess_signature).cmp(&(&b.model, &b.preprocess_signature))
+        });
+        report
     }
 
     /// Waits, as the leader, up to `max_delay` for the queue to hold a full batch.
@@ -319,6 +483,15 @@ impl Drop for Lead<'_> {
             }
         }
         let mut state = lock(&self.queue.state);
+        let texts: usize = self.batch.iter().map(|r| r.texts.len()).sum();
+        let stats = &mut state.stats;
+        stats.calls += 1;
+        stats.texts += texts as u64;
+        stats.batch_sizes.add(&BATCH_SIZE_BOUNDS, texts as u64);
+        for request in self.batch {
+            let ms = u64::try_from(request.queued_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+            stats.latency.add(&LATENCY_MS_BOUNDS, ms);
+        }
         // Never queued past its own call (see `Batchers::run`); were it, no caller would be
         // left to wait for it or to lead.
         if let Some(i) = state.pending.iter().position(|r| Arc::ptr_eq(r, self.own)) {
@@ -361,6 +534,12 @@ mod tests {
 
     use super::*;
 
+    const KEY: QueueKey<'static> = QueueKey {
+        model: "m",
+        model_signature: "sig",
+        preprocess_signature: "pp",
+    };
+
     /// A "model" whose rows are each text's length, recording every call's size.
     fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(&[&str]) -> Rows + '_ {
         move |texts: &[&str]| {
@@ -384,7 +563,7 @@ mod tests {
                     let text = "x".repeat(i + 1);
                     let other = "y".repeat(2 * i + 1);
                     barrier.wait();
-                    let rows = batchers.run("m", 8, &[&text, &other], run).unwrap();
+                    let rows = batchers.run(&KEY, 8, &[&text, &other], run).unwrap();
                     #[allow(clippy::cast_precision_loss)]
                     let want = vec![vec![(i + 1) as f32], vec![(2 * i + 1) as f32]];
                     assert_eq!(rows, want);
@@ -403,6 +582,62 @@ mod tests {
             "batch size respected: {calls:?}"
         );
         assert!(calls.len() < 16, "callers shared calls: {calls:?}");
+        // Status counts the same calls: each call's size in its bucket, each request's
+        // latency (every one waited at least the 20 ms of a call).
+        let status = batchers.status();
+        assert_eq!(status.len(), 1);
+        let queue = &status[0];
+        assert_eq!(
+            (queue.model.as_str(), queue.preprocess_signature.as_str()),
+            ("m", "pp")
+        );
+        assert_eq!(queue.calls, calls.len() as u64);
+        assert_eq!((queue.texts, queue.queued_texts, queue.refused), (32, 0, 0));
+        let mut by_bucket = vec![0_u64; BATCH_SIZE_BOUNDS.len() + 1];
+        for &n in &calls {
+            by_bucket[BATCH_SIZE_BOUNDS
+                .iter()
+                .position(|&b| n as u64 <= b)
+                .unwrap()] += 1;
+        }
+        assert_eq!(queue.batch_sizes.counts, by_bucket);
+        assert_eq!(queue.latency_ms.counts.iter().sum::<u64>(), 16);
+        assert_eq!(
+            queue.latency_ms.counts[..4],
+            [0, 0, 0, 0],
+            "none under 10 ms"
+        );
+        assert!(
+            queue
+                .latency_ms
+                .quantile_bound(0.99)
+                .is_some_and(|b| b >= 20)
+        );
+        assert!(
+            (2..=32).contains(&queue.peak_queued_texts),
+            "{}",
+            queue.peak_queued_texts
+        );
+    }
+
+    #[test]
+    fn histogram_quantiles_name_their_bucket() {
+        let mut histogram = Histogram::<4>::default();
+        for value in [1, 2, 2, 3, 9, 100] {
+            histogram.add(&[1, 2, 4], value);
+        }
+        let report = histogram.report(&[1, 2, 4]);
+        assert_eq!(report.counts, [1, 2, 1, 2]);
+        assert_eq!(report.quantile_bound(0.0), Some(1));
+        assert_eq!(report.quantile_bound(0.5), Some(2));
+        assert_eq!(report.quantile_bound(0.6), Some(4));
+        assert_eq!(report.quantile_bound(0.99), None, "in the open last bucket");
+        assert_eq!(
+            Histogram::<4>::default()
+                .report(&[1, 2, 4])
+                .quantile_bound(0.5),
+            None
+        );
     }
 
     #[test]
@@ -425,14 +660,14 @@ mod tests {
                     }
                     Ok(texts.iter().map(|_| vec![1.0]).collect())
                 };
-                batchers.run("m", 8, &["first"], &slow).unwrap();
+                batchers.run(&KEY, 8, &["first"], &slow).unwrap();
                 answered.fetch_add(1, Ordering::SeqCst);
             });
             started.wait();
             // Four texts fit while the leader runs; the next is refused immediately.
             let (shared, ok_ref) = (&batchers, &ok);
-            let waiting = scope.spawn(move || shared.run("m", 8, &["a", "b", "c", "d"], ok_ref));
-            while lock(&lock(&batchers.queues)["m"].state).queued_texts < 4 {
+            let waiting = scope.spawn(move || shared.run(&KEY, 8, &["a", "b", "c", "d"], ok_ref));
+            while lock(&lock(&batchers.queues)["sig\0pp"].state).queued_texts < 4 {
                 std::thread::yield_now();
             }
             // Refused without waiting for the running call: the median of 100 refusals is
@@ -441,13 +676,15 @@ mod tests {
             let mut took = Vec::new();
             for _ in 0..100 {
                 let refused_at = Instant::now();
-                let err = batchers.run("m", 8, &["e"], &ok).unwrap_err();
+                let err = batchers.run(&KEY, 8, &["e"], &ok).unwrap_err();
                 took.push(refused_at.elapsed());
                 assert_eq!(err.error_code, ErrorCode::Overloaded);
                 assert!(err.message.contains("4 texts queued"), "{err}");
             }
             took.sort();
             assert!(took[50] < Duration::from_millis(1), "median {:?}", took[50]);
+            let status = batchers.status();
+            assert_eq!((status[0].refused, status[0].peak_queued_texts), (100, 4));
             release.wait();
             assert_eq!(waiting.join().unwrap().unwrap().len(), 4);
         });
@@ -470,10 +707,10 @@ mod tests {
         std::thread::scope(|scope| {
             let good = scope.spawn(|| {
                 barrier.wait();
-                batchers.run("m", 8, &["good"], &run)
+                batchers.run(&KEY, 8, &["good"], &run)
             });
             barrier.wait();
-            let bad = batchers.run("m", 8, &["bad"], &run);
+            let bad = batchers.run(&KEY, 8, &["bad"], &run);
             assert_eq!(bad.unwrap_err().message, "bad text");
             assert_eq!(good.join().unwrap().unwrap(), vec![vec![0.5]]);
         });
@@ -484,11 +721,11 @@ mod tests {
         let batchers = Batchers::new(BatchingConfig::default());
         let panicking = |_: &[&str]| -> Rows { panic!("provider bug") };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batchers.run("m", 8, &["a"], &panicking)
+            batchers.run(&KEY, 8, &["a"], &panicking)
         }));
         assert!(caught.is_err());
         // The queue is free again.
         let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
-        assert_eq!(batchers.run("m", 8, &["b"], &ok).unwrap(), vec![vec![3.0]]);
+        assert_eq!(batchers.run(&KEY, 8, &["b"], &ok).unwrap(), vec![vec![3.0]]);
     }
 }

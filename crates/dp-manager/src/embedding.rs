@@ -289,11 +289,11 @@ impl ModelManager {
         let model = handle.model();
         // Texts made into vectors go through the model's batching queue, shared with
         // concurrent callers of the same model and preprocessing.
-        let batch_key = format!(
-            "{}\0{}",
-            entry.model_signature,
-            preset.preprocess_signature()
-        );
+        let batch_key = crate::batcher::QueueKey {
+            model: &spec.model_name,
+            model_signature: &entry.model_signature,
+            preprocess_signature: preset.preprocess_signature(),
+        };
         let compute = |inputs: PresetInputs<'_>| -> Result<PresetOutput, ModelError> {
             match inputs {
                 PresetInputs::Texts(texts)

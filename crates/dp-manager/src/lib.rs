@@ -105,7 +105,9 @@ mod sync {
     }
 }
 
-pub use batcher::BatchingConfig;
+pub use batcher::{
+    BATCH_SIZE_BOUNDS, BatchingConfig, BatchingStatus, HistogramReport, LATENCY_MS_BOUNDS,
+};
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -25,6 +25,9 @@ pub struct ManagerStatus {
     pub embedding_cache: EmbeddingCacheStatus,
     /// The devices models may be placed on, as the manager was built with them.
     pub devices: crate::DeviceInventory,
+    /// Each batching queue (one per model and preprocessing that has had concurrent text
+    /// requests): depth, calls, and histograms of batch sizes and latencies.
+    pub batching: Vec<crate::BatchingStatus>,
 }
 
 /// One cached model.
@@ -219,6 +222,7 @@ impl ModelManager {
             totals,
             embedding_cache: inner.embedding_cache.status(),
             devices: inner.devices.clone(),
+            batching: inner.batchers.status(),
         }
     }
 }
