@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use dp_spec::{ErrorCode, ModelError};
@@ -72,6 +73,9 @@ struct Request {
     texts: Vec<String>,
     /// When it was queued: its latency is measured from here to its outcome.
     queued_at: Instant,
+    /// Whether its caller leads or has been handed the lead (changed only under the
+    /// queue's lock): a lead is handed to a request at most once.
+    handed: std::sync::atomic::AtomicBool,
     slot: std::sync::Mutex<Slot>,
     /// Signalled when the slot gets an outcome or the lead.
     wake: std::sync::Condvar,
@@ -107,15 +111,18 @@ impl Request {
         self.wake.notify_one();
     }
 
-    /// Waits until the request has an outcome (`Some`) or its caller the lead (`None`).
-    fn wait(&self) -> Option<Rows> {
+    /// Waits until the request has an outcome or its caller the lead; returns the outcome,
+    /// if any, and whether the lead came (both can: another worker's call may have taken
+    /// a request that was handed the lead meanwhile).
+    fn wait(&self) -> (Option<Rows>, bool) {
         let mut slot = self.slot();
         loop {
+            let lead = std::mem::take(&mut slot.lead);
             if let Some(rows) = slot.outcome.take() {
-                return Some(rows);
+                return (Some(rows), lead);
             }
-            if std::mem::take(&mut slot.lead) {
-                return None;
+            if lead {
+                return (None, true);
             }
             slot = self
                 .wake
@@ -130,8 +137,11 @@ struct QueueState {
     pending: VecDeque<Arc<Request>>,
     /// Texts in `pending`.
     queued_texts: usize,
-    /// Whether a caller leads: runs calls, or has been handed the lead and is waking.
-    leading: bool,
+    /// Callers that lead: run a call, or have been handed the lead and are waking. At most
+    /// `workers`.
+    leaders: usize,
+    /// Calls the queue may run at once: the model's `num_workers` (1 when unset).
+    workers: usize,
     /// What the queue has served, for [`Batchers::status`].
     stats: QueueStats,
 }
@@ -224,6 +234,10 @@ pub struct BatchingStatus {
     pub model: String,
     /// Its preprocessing's signature (a model has one queue per prompt or preset setting).
     pub preprocess_signature: String,
+    /// Calls it may run at once (the model's `num_workers`).
+    pub workers: usize,
+    /// Calls running now (or about to: a caller handed the lead and waking).
+    pub busy_workers: usize,
     /// Texts waiting now.
     pub queued_texts: usize,
     /// The most texts that waited at once.
@@ -295,6 +309,7 @@ impl Batchers {
         &self,
         key: &QueueKey<'_>,
         batch_size: usize,
+        workers: usize,
         texts: &[&str],
         run: &dyn Fn(&[&str]) -> Rows,
     ) -> Rows {
@@ -318,6 +333,7 @@ impl Batchers {
         let request = Arc::new(Request {
             texts: texts.iter().map(|t| (*t).to_owned()).collect(),
             queued_at: Instant::now(),
+            handed: std::sync::atomic::AtomicBool::new(false),
             slot: std::sync::Mutex::new(Slot::default()),
             wake: std::sync::Condvar::new(),
         });
@@ -331,16 +347,36 @@ impl Batchers {
         state.queued_texts += texts.len();
         state.stats.peak_queued_texts = state.stats.peak_queued_texts.max(state.queued_texts);
         queue.changed.notify_all();
-        let leads = !std::mem::replace(&mut state.leading, true);
-        drop(state);
-        if !leads && let Some(rows) = request.wait() {
-            return rows;
-        }
-        // This caller leads one call. Its request is at the front of the queue: a caller
-        // leads only when the queue had no leader (so it was empty) or when handed the lead
-        // as the front request, and a call takes at least the front request.
-        let mut state = self.gather(&queue, lock(&queue.state), batch_size);
-        let batch = take_batch(&mut state, batch_size.max(1));
+        state.workers = workers.max(1);
+        let state = if state.leaders < state.workers {
+            state.leaders += 1;
+            request.handed.store(true, Relaxed);
+            state
+        } else {
+            drop(state);
+            loop {
+                let (rows, lead) = request.wait();
+                if let Some(rows) = rows {
+                    if lead {
+                        // Handed the lead after another worker's call took this request.
+                        pass_lead(&mut lock(&queue.state));
+                    }
+                    return rows;
+                }
+                let mut state = lock(&queue.state);
+                if state.pending.iter().any(|r| Arc::ptr_eq(r, &request)) {
+                    break state;
+                }
+                // Another worker's call took this request before its caller woke: the lead
+                // goes on, and the outcome will come.
+                pass_lead(&mut state);
+            }
+        };
+        // This caller leads one call, which starts with its own request: still queued here
+        // (checked under the lock, held since), unless another worker's call takes it while
+        // this leader waits for a fuller call (`max_delay`).
+        let mut state = self.gather(&queue, state, batch_size);
+        let batch = take_batch(&mut state, &request, batch_size.max(1));
         drop(state);
         {
             // Ends the call and passes the lead even if `run` panics: no waiter is left
@@ -350,13 +386,13 @@ impl Batchers {
                 batch: &batch,
                 own: &request,
             };
-            run_batch(&batch, run);
+            if !batch.is_empty() {
+                run_batch(&batch, run);
+            }
         }
-        request
-            .slot()
-            .outcome
-            .take()
-            .unwrap_or_else(|| Err(lead_lost()))
+        let outcome = request.slot().outcome.take();
+        // Without an outcome, the request is in another worker's call: its outcome comes.
+        outcome.unwrap_or_else(|| request.wait().0.unwrap_or_else(|| Err(lead_lost())))
     }
 
     /// Every queue's counters, by model name then preprocess signature.
@@ -369,6 +405,8 @@ impl Batchers {
                 BatchingStatus {
                     model: queue.model.clone(),
                     preprocess_signature: queue.preprocess_signature.clone(),
+                    workers: state.workers,
+                    busy_workers: state.leaders,
                     queued_texts: state.queued_texts,
                     peak_queued_texts: state.stats.peak_queued_texts,
                     calls: state.stats.calls,
@@ -411,11 +449,18 @@ impl Batchers {
     }
 }
 
-/// Whole requests from the front of the queue: up to `batch_size` texts, at least one
-/// request.
-fn take_batch(state: &mut QueueState, batch_size: usize) -> Vec<Arc<Request>> {
+/// The leader's own request, then whole requests from the front of the queue: up to
+/// `batch_size` texts (the own request even if larger). With one worker, the own request
+/// is the front one.
+fn take_batch(state: &mut QueueState, own: &Arc<Request>, batch_size: usize) -> Vec<Arc<Request>> {
     let mut batch = Vec::new();
     let mut texts = 0;
+    if let Some(i) = state.pending.iter().position(|r| Arc::ptr_eq(r, own))
+        && let Some(own) = state.pending.remove(i)
+    {
+        texts += own.texts.len();
+        batch.push(own);
+    }
     while let Some(next) = state.pending.front() {
         if !batch.is_empty() && texts + next.texts.len() > batch_size {
             break;
@@ -427,6 +472,18 @@ fn take_batch(state: &mut QueueState, batch_size: usize) -> Vec<Arc<Request>> {
     }
     state.queued_texts -= texts;
     batch
+}
+
+/// Ends one lead: hands it to the first queued request that has not had it (its caller
+/// wakes and leads the next call), or, with none, one leader fewer.
+fn pass_lead(state: &mut QueueState) {
+    match state.pending.iter().find(|r| !r.handed.load(Relaxed)) {
+        Some(next) => {
+            next.handed.store(true, Relaxed);
+            next.hand_lead();
+        }
+        None => state.leaders -= 1,
+    }
 }
 
 /// Runs the batch's texts as one call and gives each request its rows; when the merged
@@ -498,10 +555,7 @@ impl Drop for Lead<'_> {
             state.queued_texts -= self.own.texts.len();
             state.pending.remove(i);
         }
-        match state.pending.front() {
-            Some(next) => next.hand_lead(),
-            None => state.leading = false,
-        }
+        pass_lead(&mut state);
     }
 }
 
@@ -563,7 +617,7 @@ mod tests {
                     let text = "x".repeat(i + 1);
                     let other = "y".repeat(2 * i + 1);
                     barrier.wait();
-                    let rows = batchers.run(&KEY, 8, &[&text, &other], run).unwrap();
+                    let rows = batchers.run(&KEY, 8, 1, &[&text, &other], run).unwrap();
                     #[allow(clippy::cast_precision_loss)]
                     let want = vec![vec![(i + 1) as f32], vec![(2 * i + 1) as f32]];
                     assert_eq!(rows, want);
@@ -620,6 +674,77 @@ mod tests {
         );
     }
 
+    /// A "model" whose rows are each text's length, recording the most calls in flight.
+    fn concurrency_probe<'a>(
+        in_flight: &'a AtomicUsize,
+        most: &'a AtomicUsize,
+    ) -> impl Fn(&[&str]) -> Rows + 'a {
+        move |texts: &[&str]| {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            #[allow(clippy::cast_precision_loss)]
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    #[test]
+    fn workers_bound_the_calls_in_flight_and_every_caller_gets_its_own_rows() {
+        for (workers, delay_ms) in [(1, 0), (2, 0), (3, 0), (2, 2)] {
+            // With a delay, a leader waits for a fuller call with the lock released: another
+            // worker's call may take its request meanwhile.
+            let batchers = Batchers::new(BatchingConfig {
+                max_delay: Duration::from_millis(delay_ms),
+                ..BatchingConfig::default()
+            });
+            let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let run = concurrency_probe(&in_flight, &most);
+            let barrier = Barrier::new(24);
+            std::thread::scope(|scope| {
+                for i in 0..24_usize {
+                    let (batchers, run, barrier) = (&batchers, &run, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        // Each caller several times, with one to three texts of its own.
+                        for round in 0..20_usize {
+                            let texts: Vec<String> = (0..=(i + round) % 3)
+                                .map(|k| "x".repeat(i * 4 + k + 1))
+                                .collect();
+                            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                            let rows = batchers.run(&KEY, 8, workers, &refs, run).unwrap();
+                            #[allow(clippy::cast_precision_loss)]
+                            let want: Vec<Vec<f32>> =
+                                texts.iter().map(|t| vec![t.len() as f32]).collect();
+                            assert_eq!(rows, want, "caller {i}, round {round}");
+                        }
+                    });
+                }
+            });
+            let most = most.load(Ordering::SeqCst);
+            assert!(
+                most <= workers,
+                "{most} calls at once with {workers} workers"
+            );
+            let status = batchers.status();
+            let queue = &status[0];
+            assert_eq!(queue.workers, workers);
+            assert_eq!(
+                (queue.busy_workers, queue.queued_texts),
+                (0, 0),
+                "{queue:?}"
+            );
+            let texts: u64 = (0..24_u64)
+                .flat_map(|i| (0..20_u64).map(move |r| (i + r) % 3 + 1))
+                .sum();
+            assert_eq!(queue.texts, texts, "every text ran once");
+            assert_eq!(queue.latency_ms.counts.iter().sum::<u64>(), 24 * 20);
+            if workers > 1 {
+                assert!(most > 1, "{workers} workers never ran calls together");
+            }
+        }
+    }
+
     #[test]
     fn histogram_quantiles_name_their_bucket() {
         let mut histogram = Histogram::<4>::default();
@@ -660,13 +785,14 @@ mod tests {
                     }
                     Ok(texts.iter().map(|_| vec![1.0]).collect())
                 };
-                batchers.run(&KEY, 8, &["first"], &slow).unwrap();
+                batchers.run(&KEY, 8, 1, &["first"], &slow).unwrap();
                 answered.fetch_add(1, Ordering::SeqCst);
             });
             started.wait();
             // Four texts fit while the leader runs; the next is refused immediately.
             let (shared, ok_ref) = (&batchers, &ok);
-            let waiting = scope.spawn(move || shared.run(&KEY, 8, &["a", "b", "c", "d"], ok_ref));
+            let waiting =
+                scope.spawn(move || shared.run(&KEY, 8, 1, &["a", "b", "c", "d"], ok_ref));
             while lock(&lock(&batchers.queues)["sig\0pp"].state).queued_texts < 4 {
                 std::thread::yield_now();
             }
@@ -676,7 +802,7 @@ mod tests {
             let mut took = Vec::new();
             for _ in 0..100 {
                 let refused_at = Instant::now();
-                let err = batchers.run(&KEY, 8, &["e"], &ok).unwrap_err();
+                let err = batchers.run(&KEY, 8, 1, &["e"], &ok).unwrap_err();
                 took.push(refused_at.elapsed());
                 assert_eq!(err.error_code, ErrorCode::Overloaded);
                 assert!(err.message.contains("4 texts queued"), "{err}");
@@ -707,10 +833,10 @@ mod tests {
         std::thread::scope(|scope| {
             let good = scope.spawn(|| {
                 barrier.wait();
-                batchers.run(&KEY, 8, &["good"], &run)
+                batchers.run(&KEY, 8, 1, &["good"], &run)
             });
             barrier.wait();
-            let bad = batchers.run(&KEY, 8, &["bad"], &run);
+            let bad = batchers.run(&KEY, 8, 1, &["bad"], &run);
             assert_eq!(bad.unwrap_err().message, "bad text");
             assert_eq!(good.join().unwrap().unwrap(), vec![vec![0.5]]);
         });
@@ -721,11 +847,14 @@ mod tests {
         let batchers = Batchers::new(BatchingConfig::default());
         let panicking = |_: &[&str]| -> Rows { panic!("provider bug") };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batchers.run(&KEY, 8, &["a"], &panicking)
+            batchers.run(&KEY, 8, 1, &["a"], &panicking)
         }));
         assert!(caught.is_err());
         // The queue is free again.
         let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
-        assert_eq!(batchers.run(&KEY, 8, &["b"], &ok).unwrap(), vec![vec![3.0]]);
+        assert_eq!(
+            batchers.run(&KEY, 8, 1, &["b"], &ok).unwrap(),
+            vec![vec![3.0]]
+        );
     }
 }

@@ -289,6 +289,10 @@ impl ModelManager {
         let model = handle.model();
         // Texts made into vectors go through the model's batching queue, shared with
         // concurrent callers of the same model and preprocessing.
+        let workers = spec
+            .resource_requirements
+            .num_workers
+            .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX));
         let batch_key = crate::batcher::QueueKey {
             model: &spec.model_name,
             model_signature: &entry.model_signature,
@@ -306,7 +310,7 @@ impl ModelManager {
                     };
                     inner
                         .batchers
-                        .run(&batch_key, preset.batch_size(), texts, &run)
+                        .run(&batch_key, preset.batch_size(), workers, texts, &run)
                         .map(PresetOutput::Vectors)
                 }
                 _ => preset.run(model, inputs),

@@ -450,6 +450,13 @@ pub struct ResourceRequirements {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_batch_size: Option<u32>,
+    /// How many model calls one loaded instance runs at once for concurrent callers (1 when
+    /// absent): the workers of its batching queue, sharing the instance's weights (and, on
+    /// the CPU, its threads). More than one overlaps one call's preprocessing with
+    /// another's model run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub num_workers: Option<u32>,
 }
 
 /// How to reach a model on a Triton server.
