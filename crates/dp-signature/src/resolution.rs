@@ -160,7 +160,7 @@ impl Resolution {
     ///
     /// spec.device_policy = DevicePolicy::CudaIndex(1);
     /// let err = Resolution::for_cpu_build(&spec).unwrap_err();
-    /// assert_eq!(err.code(), ErrorCode::ProviderUnavailable);
+    /// assert_eq!(err.code(), ErrorCode::DeviceUnavailable);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
