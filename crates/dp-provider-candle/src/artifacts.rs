@@ -9,6 +9,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::error::CandleError;
+use crate::layers::Activation;
 
 /// The files of one model, found among its verified artifacts.
 #[derive(Debug, Clone)]
@@ -177,17 +178,6 @@ const DEFAULT_NUM_LABELS: usize = 2;
 
 /// `pad_token_id` when a RoBERTa config names none (Hugging Face's `RobertaConfig` default).
 const DEFAULT_ROBERTA_PAD: usize = 1;
-
-/// The feed-forward activations BERT checkpoints use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// Exact GELU (with erf), what Hugging Face calls `gelu`.
-    GeluErf,
-    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// ReLU.
-    Relu,
-}
 
 /// The two weight layouts of the BERT family: they differ in tensor prefixes, position ids
 /// and the classification head, not in the encoder.
@@ -387,15 +377,16 @@ impl BertConfig {
 
     /// The feed-forward activation.
     pub(crate) fn activation(&self, path: &Path) -> Result<Activation, CandleError> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => Err(CandleError::malformed(
+        Activation::from_config_name(&self.hidden_act).ok_or_else(|| {
+            CandleError::malformed(
                 path,
-                format!("hidden_act '{other}' is not supported (gelu, gelu_new, relu)"),
-            )),
-        }
+                format!(
+                    "hidden_act '{}' is not supported ({})",
+                    self.hidden_act,
+                    Activation::NAMES
+                ),
+            )
+        })
     }
 }
 

@@ -15,186 +15,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
-use crate::artifacts::{Activation, BertConfig, Family, Head, Positions, check_tensor};
-use crate::cpu_kernels::{add_bias_in_place, exact_gelu, fits, scaled_masked_softmax_in_place};
+use crate::artifacts::{BertConfig, Family, Head, Positions, check_tensor};
+use crate::cpu_kernels::{fits, scaled_masked_softmax_in_place};
 use crate::error::CandleError;
-
-/// Where a weight tensor comes from and what it must look like.
-struct WeightSource<'a> {
-    /// The validated safetensors view.
-    tensors: &'a SafeTensors<'a>,
-    /// The file, for error messages.
-    file: &'a Path,
-    /// `""`, `"bert."` or `"roberta."`: checkpoints saved from the bare model or from a task
-    /// head.
-    prefix: &'static str,
-    /// The dtype the model runs at.
-    dtype: DType,
-    /// Where the tensors go.
-    device: &'a Device,
-}
-
-impl WeightSource<'_> {
-    /// The tensor `name`, checked to have `shape`, converted to the model's dtype.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, CandleError> {
-        self.get_as(name, shape, self.dtype)
-    }
-
-    /// The tensor `name`, checked to have `shape`, converted to `dtype`.
-    fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor, CandleError> {
-        let full = format!("{}{name}", self.prefix);
-        let view = self.tensors.tensor(&full).map_err(|_| {
-            CandleError::malformed(self.file, format!("tensor '{full}' is missing"))
-        })?;
-        if view.shape() != shape {
-            return Err(CandleError::malformed(
-                self.file,
-                format!(
-                    "tensor '{full}' has shape {:?}, but config.json implies {shape:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        let stored = match view.dtype() {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
-            other => {
-                return Err(CandleError::malformed(
-                    self.file,
-                    format!("tensor '{full}' has dtype {other:?}; expected F32, F16 or BF16"),
-                ));
-            }
-        };
-        // The header validation already checked that the byte length matches shape and
-        // dtype, so this copy cannot read out of bounds.
-        let tensor = Tensor::from_raw_buffer(view.data(), stored, shape, &Device::Cpu)?;
-        let tensor = if stored == dtype {
-            tensor
-        } else {
-            tensor.to_dtype(dtype)?
-        };
-        Ok(tensor.to_device(self.device)?)
-    }
-}
-
-/// A dense layer `y = x Wᵀ + b`.
-struct Linear {
-    /// `[out, in]`, as checkpoints store it.
-    weight: Tensor,
-    /// `[out]`.
-    bias: Tensor,
-    /// The bias's values where the layer runs in f32 on the CPU, for the in-place kernel.
-    bias_values: Option<Vec<f32>>,
-    /// CPU gemm has no bf16 kernel: bf16 models keep bf16-rounded weights in f32 and run
-    /// the product in f32, as bf16 hardware accumulates in f32.
-    widen_bf16: bool,
-}
-
-impl Linear {
-    fn load(
-        src: &WeightSource<'_>,
-        name: &str,
-        out_dim: usize,
-        in_dim: usize,
-    ) -> Result<Self, CandleError> {
-        let widen_bf16 = src.dtype == DType::BF16 && src.device.is_cpu();
-        let mut weight = src.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
-        if widen_bf16 {
-            weight = weight.to_dtype(DType::F32)?;
-        }
-        let bias = src.get(&format!("{name}.bias"), &[out_dim])?;
-        Ok(Self {
-            bias_values: Self::values_for_kernel(&bias)?,
-            weight,
-            bias,
-            widen_bf16,
-        })
-    }
-
-    fn values_for_kernel(bias: &Tensor) -> Result<Option<Vec<f32>>, CandleError> {
-        Ok(if fits(bias) {
-            Some(bias.to_vec1::<f32>()?)
-        } else {
-            None
-        })
-    }
-
-    /// Concatenates several layers with the same input along their outputs, so that one
-    /// matrix product replaces several (query, key and value).
-    fn fuse(parts: &[Self]) -> Result<Self, CandleError> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
-        let bias = Tensor::cat(&biases, 0)?;
-        Ok(Self {
-            weight: Tensor::cat(&weights, 0)?,
-            bias_values: Self::values_for_kernel(&bias)?,
-            bias,
-            widen_bf16: parts.iter().any(|p| p.widen_bf16),
-        })
-    }
-
-    /// `x`: `[rows, in]` → `[rows, out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
-        self.forward_with_residual(x, None)
-    }
-
-    /// `x Wᵀ + b`, plus `residual` (`[rows, out]`) where given; on f32 CPU tensors the
-    /// bias and residual are added in place, in the product (see [`crate::cpu_kernels`]).
-    fn forward_with_residual(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor, CandleError> {
-        let y = if self.widen_bf16 {
-            x.to_dtype(DType::F32)?
-                .matmul(&self.weight.t()?)?
-                .to_dtype(DType::BF16)?
-        } else {
-            x.matmul(&self.weight.t()?)?
-        };
-        if let Some(bias) = &self.bias_values
-            && fits(&y)
-            && y.is_contiguous()
-            && residual.is_none_or(|r| fits(r) && r.is_contiguous())
-        {
-            add_bias_in_place(&y, bias, residual)?;
-            return Ok(y);
-        }
-        let y = y.broadcast_add(&self.bias)?;
-        Ok(match residual {
-            Some(residual) => (y + residual)?,
-            None => y,
-        })
-    }
-}
-
-/// Layer normalization over the last dimension.
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn load(src: &WeightSource<'_>, name: &str, dim: usize, eps: f64) -> Result<Self, CandleError> {
-        Ok(Self {
-            weight: src.get(&format!("{name}.weight"), &[dim])?,
-            bias: src.get(&format!("{name}.bias"), &[dim])?,
-            #[allow(clippy::cast_possible_truncation, reason = "eps is a small constant")]
-            eps: eps as f32,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
-    }
-}
+use crate::layers::{Activation, LayerNorm, Linear, WeightSource};
 
 /// One transformer layer.
 struct Layer {
@@ -286,6 +110,7 @@ impl Bert {
             file: weights_path,
             prefix,
             dtype,
+            rounding: None,
             device,
         };
         let h = config.hidden_size;
@@ -455,15 +280,12 @@ impl Bert {
     ) -> Result<Tensor, CandleError> {
         let (h, nh) = (self.hidden, self.heads);
         let d = h / nh;
-        let qkv = layer
-            .qkv
-            .forward(x)?
+        let qkv = layer.qkv.forward(x)?;
+        let qkv = qkv
             .reshape((b, s, 3, nh, d))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
-        let q = qkv.get(0)?;
-        let k = qkv.get(1)?;
-        let v = qkv.get(2)?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
         let scores = q.matmul(&k.t()?)?;
@@ -488,11 +310,7 @@ impl Bert {
             .forward_with_residual(&context, Some(x))?;
         let attended = layer.attention_norm.forward(&attended)?;
         let inner = layer.intermediate.forward(&attended)?;
-        let inner = match self.activation {
-            Activation::GeluErf => exact_gelu(inner)?,
-            Activation::GeluTanh => inner.gelu()?,
-            Activation::Relu => inner.relu()?,
-        };
+        let inner = self.activation.apply(inner)?;
         let out = layer
             .output
             .forward_with_residual(&inner, Some(&attended))?;

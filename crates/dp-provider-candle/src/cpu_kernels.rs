@@ -55,6 +55,42 @@ pub(crate) fn blocked_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_co
     Tensor::cat(&blocks, 2)
 }
 
+/// `weight` `[rows, cols]` as a contiguous `[cols, rows]` tensor: by rayon's threads, a
+/// band of output rows per task, on contiguous f32 CPU tensors (candle's strided copy runs
+/// on one thread: transposing MiniLM's weights that way added 20 ms to a 65 ms load);
+/// with candle's operations otherwise.
+pub(crate) fn transposed(weight: &Tensor) -> candle_core::Result<Tensor> {
+    /// Output rows per task: each source row is read `BAND` values at a time.
+    const BAND: usize = 16;
+    if !(fits(weight) && weight.is_contiguous()) {
+        return weight.t()?.contiguous();
+    }
+    let (rows, cols) = weight.dims2()?;
+    let mut out = vec![0.0_f32; rows * cols];
+    {
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(CpuStorage::F32(values)) = &*storage else {
+            candle_core::bail!("transposed takes f32 on the CPU");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("transposed takes a contiguous tensor");
+        };
+        let source = &values[start..end];
+        out.par_chunks_mut((BAND * rows).max(1))
+            .enumerate()
+            .for_each(|(band, chunk)| {
+                let first = band * BAND;
+                let width = chunk.len() / rows.max(1);
+                for (r, line) in source.chunks_exact(cols.max(1)).enumerate() {
+                    for (k, &value) in line[first..first + width].iter().enumerate() {
+                        chunk[k * rows + r] = value;
+                    }
+                }
+            });
+    }
+    Tensor::from_vec(out, (cols, rows), weight.device())
+}
+
 /// Applies the exact (erf) GELU to `t` in place; `t` must be contiguous f32 on the CPU
 /// and own its storage (a fresh result, no view of another tensor).
 fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
@@ -81,19 +117,53 @@ pub(crate) fn scaled_masked_softmax_in_place(
     scale: f32,
     key_bias: &[f32],
 ) -> candle_core::Result<()> {
+    scaled_softmax_in_place(scores, scale, Some(key_bias), false)
+}
+
+/// [`scaled_masked_softmax_in_place`] with the key bias optional and, when `causal`, query
+/// `i` (`q_len == k_len`) kept from every key after `i`: such a score becomes `f32::MIN`,
+/// the value a decoder's additive mask gives it (set, not added, so that a key both
+/// padded and in the future does not overflow to -∞).
+pub(crate) fn scaled_softmax_in_place(
+    scores: &Tensor,
+    scale: f32,
+    key_bias: Option<&[f32]>,
+    causal: bool,
+) -> candle_core::Result<()> {
     let (batch, heads, q_len, k_len) = scores.dims4()?;
-    if key_bias.len() != batch * k_len {
+    if let Some(key_bias) = key_bias
+        && key_bias.len() != batch * k_len
+    {
         candle_core::bail!(
             "key bias of {} values for {batch} rows of {k_len} keys",
             key_bias.len()
         );
     }
+    if causal && q_len != k_len {
+        candle_core::bail!("a causal mask for {q_len} queries of {k_len} keys");
+    }
     scores.inplace_op1(&ScaledMaskedSoftmax {
         scale,
         key_bias,
         rows_per_item: heads * q_len,
+        q_len: causal.then_some(q_len),
     })
 }
+
+/// OpenAI CLIP's `quick_gelu`, `x · sigmoid(1.702 x)`, of `xs`, a fresh result (no other
+/// tensor shares its storage): in place by a vectorised kernel on contiguous f32 CPU
+/// tensors, else with candle's operations.
+pub(crate) fn quick_gelu(xs: Tensor) -> candle_core::Result<Tensor> {
+    if fits(&xs) && xs.is_contiguous() {
+        xs.inplace_op1(&QuickGeluInPlace)?;
+        Ok(xs)
+    } else {
+        &xs * candle_nn::ops::sigmoid(&(&xs * QUICK_GELU_SLOPE)?)?
+    }
+}
+
+/// The slope of `quick_gelu`'s sigmoid.
+const QUICK_GELU_SLOPE: f64 = 1.702;
 
 /// The contiguous f32 values of an in-place operation's storage.
 fn f32_values<'a>(
@@ -228,12 +298,14 @@ impl InplaceOp2 for BiasAdd<'_> {
     }
 }
 
-/// See [`scaled_masked_softmax_in_place`].
+/// See [`scaled_softmax_in_place`].
 struct ScaledMaskedSoftmax<'a> {
     scale: f32,
-    key_bias: &'a [f32],
+    key_bias: Option<&'a [f32]>,
     /// Score rows of one batch item: `heads × q_len`.
     rows_per_item: usize,
+    /// Queries per head when the mask is causal.
+    q_len: Option<usize>,
 }
 
 impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
@@ -248,14 +320,58 @@ impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
             .enumerate()
             .for_each(|(row, values)| {
                 let item = row / self.rows_per_item.max(1);
-                let bias = &self.key_bias[item * width..(item + 1) * width];
-                for (x, b) in values.iter_mut().zip(bias) {
-                    *x = *x * self.scale + b;
+                match self.key_bias {
+                    Some(key_bias) => {
+                        let bias = &key_bias[item * width..(item + 1) * width];
+                        for (x, b) in values.iter_mut().zip(bias) {
+                            *x = *x * self.scale + b;
+                        }
+                    }
+                    None => {
+                        for x in values.iter_mut() {
+                            *x *= self.scale;
+                        }
+                    }
+                }
+                if let Some(q_len) = self.q_len {
+                    let query = row % q_len.max(1);
+                    values[query + 1..].fill(f32::MIN);
                 }
                 softmax_row(values);
             });
         Ok(())
     }
+}
+
+/// See [`quick_gelu`].
+struct QuickGeluInPlace;
+
+impl InplaceOp1 for QuickGeluInPlace {
+    fn name(&self) -> &'static str {
+        "quick-gelu-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        f32_values(storage, layout, self.name())?
+            .par_chunks_mut(CHUNK)
+            .for_each(|chunk| {
+                for x in chunk {
+                    *x *= sigmoid(*x * QUICK_GELU_SLOPE_F32);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// [`QUICK_GELU_SLOPE`] in f32, as PyTorch multiplies an f32 tensor by it.
+#[allow(clippy::cast_possible_truncation, reason = "the f32 constant")]
+const QUICK_GELU_SLOPE_F32: f32 = QUICK_GELU_SLOPE as f32;
+
+/// `1 / (1 + e⁻ᶻ)`, from `e^-|z|` so the exponential never overflows. Branch-free.
+fn sigmoid(z: f32) -> f32 {
+    let e = exp_nonpositive(-z.abs());
+    let inverse = 1.0 / (1.0 + e);
+    if z >= 0.0 { inverse } else { e * inverse }
 }
 
 /// The exact GELU, `x · (1 + erf(x / √2)) / 2`, in place.
@@ -485,6 +601,103 @@ mod tests {
 
         assert!(add_bias_in_place(&ours, &bias_values[1..], None).is_err());
         assert!(add_bias_in_place(&ours, &bias_values, Some(&residual.narrow(0, 1, 2)?)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn causal_softmax_matches_candle_with_both_masks() -> candle_core::Result<()> {
+        let device = candle_core::Device::Cpu;
+        let (batch, heads, len) = (2, 3, 11);
+        let scores = Tensor::randn(0_f32, 4.0, (batch, heads, len, len), &device)?;
+        // Item 1's last 4 keys are padding.
+        let key_bias: Vec<f32> = (0..batch * len)
+            .map(|i| {
+                if i / len == 1 && i % len >= 7 {
+                    f32::MIN
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        // The reference: one additive mask, future and padded keys at f32::MIN.
+        let mut mask = vec![0.0_f32; batch * len * len];
+        for b in 0..batch {
+            for q in 0..len {
+                for k in 0..len {
+                    if k > q || key_bias[b * len + k] != 0.0 {
+                        mask[(b * len + q) * len + k] = f32::MIN;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_slice(&mask, (batch, 1, len, len), &device)?;
+        let scale = 0.3_f32;
+        let expected = candle_nn::ops::softmax_last_dim(
+            &scores.affine(f64::from(scale), 0.0)?.broadcast_add(&mask)?,
+        )?;
+        let ours = scores.copy()?;
+        scaled_softmax_in_place(&ours, scale, Some(&key_bias), true)?;
+        let diff = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "largest difference {diff}");
+        // Query 0 sees key 0 alone; no future key gets anything.
+        let first = ours.get(0)?.get(0)?.get(0)?.to_vec1::<f32>()?;
+        assert!(
+            first[0] == 1.0 && first[1..].iter().all(|&p| p == 0.0),
+            "{first:?}"
+        );
+        // Without a key bias or causality, a plain scaled softmax.
+        let ours = scores.copy()?;
+        scaled_softmax_in_place(&ours, scale, None, false)?;
+        let expected = candle_nn::ops::softmax_last_dim(&scores.affine(f64::from(scale), 0.0)?)?;
+        let diff = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "largest difference {diff}");
+        let keys = Tensor::zeros((1, 1, 3, 4), DType::F32, &device)?;
+        assert!(scaled_softmax_in_place(&keys, 1.0, None, true).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn transposed_matches_candle() -> candle_core::Result<()> {
+        let device = candle_core::Device::Cpu;
+        // Columns not a multiple of the band; a single row; a single column.
+        for (rows, cols) in [(37, 53), (1, 40), (40, 1), (384, 1536)] {
+            let w = Tensor::randn(0_f32, 1.0, (rows, cols), &device)?;
+            let ours = transposed(&w)?;
+            assert_eq!(ours.dims(), [cols, rows]);
+            assert!(ours.is_contiguous());
+            assert_eq!(
+                ours.flatten_all()?.to_vec1::<f32>()?,
+                w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?
+            );
+        }
+        // Not f32: candle's path.
+        let w = Tensor::randn(0_f32, 1.0, (5, 7), &device)?.to_dtype(DType::F16)?;
+        assert_eq!(transposed(&w)?.dims(), [7, 5]);
+        Ok(())
+    }
+
+    #[test]
+    fn quick_gelu_matches_candle() -> candle_core::Result<()> {
+        // Wide enough to reach both tails (sigmoid 0 and 1) and every rayon chunk shape.
+        let xs = Tensor::randn(0_f32, 30.0, (3, CHUNK + 17), &candle_core::Device::Cpu)?;
+        let expected = (&xs * candle_nn::ops::sigmoid(&(&xs * 1.702)?)?)?;
+        let ours = quick_gelu(xs.copy()?)?;
+        let diff = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "largest difference {diff}");
+        let relative = ((&ours - &expected)?.abs()? / (expected.abs()? + 1e-3)?)?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(relative < 1e-5, "largest relative difference {relative}");
+        // A view of another tensor takes candle's path and leaves the source alone.
+        let strided = xs.t()?;
+        let before = xs.flatten_all()?.to_vec1::<f32>()?;
+        let viewed = quick_gelu(strided)?;
+        assert_eq!(xs.flatten_all()?.to_vec1::<f32>()?, before);
+        let diff = (viewed.t()? - &expected)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "largest difference {diff}");
         Ok(())
     }
 

@@ -10,8 +10,8 @@
 //!   names a `…ForSequenceClassification` class (cross-encoders, saved by Hugging Face,
 //!   without `modules.json`): the same inputs → `logits` `[batch, num_labels]`, raw (the
 //!   preset applies any activation);
-//! - `clip`: CLIP in the Hugging Face layout (`config.json`, `model.safetensors`), on
-//!   candle-transformers' towers: `pixel_values` → `image_embeds`, `input_ids`
+//! - `clip`: CLIP in the Hugging Face layout (`config.json`, `model.safetensors`), both
+//!   towers written here: `pixel_values` → `image_embeds`, `input_ids`
 //!   (+ `attention_mask`) → `text_embeds`, and `logit_scale` with either (see
 //!   [`dp_spec::tensor_names`]).
 //!
@@ -43,6 +43,7 @@ mod clip;
 mod cpu_kernels;
 mod decoding;
 mod error;
+mod layers;
 mod t5;
 mod whisper;
 

@@ -531,13 +531,13 @@ fn clip_settings_candle_cannot_run_are_refused_naming_them() {
     for (path, value, needles) in [
         (
             "hidden_act",
-            json!("gelu"),
-            &["text_config.hidden_act", "gelu", "quick_gelu"][..],
+            json!("swish"),
+            &["text_config.hidden_act", "'swish'", "quick_gelu", "onnx"][..],
         ),
         (
             "layer_norm_eps",
-            json!(1e-6),
-            &["text_config.layer_norm_eps", "1e-5"][..],
+            json!(0.0),
+            &["text_config.layer_norm_eps", "out of range"][..],
         ),
         (
             "num_attention_heads",
@@ -553,6 +553,44 @@ fn clip_settings_candle_cannot_run_are_refused_naming_them() {
         assert_error(&err, ErrorCode::InvalidSpec, needles);
         assert_error(&err, ErrorCode::InvalidSpec, &["config.json"]);
     }
+}
+
+#[test]
+fn clip_activations_and_layer_norm_eps_come_from_the_config() {
+    // LAION's and most OpenCLIP checkpoints use the exact GELU; each setting must reach
+    // the towers (a different result), not only pass the config check.
+    let pixels = Tensor::new(
+        vec![1, 3, 8, 8],
+        TensorData::Fp32((0..192).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect()),
+    )
+    .unwrap();
+    let run = |change: &dyn Fn(&mut serde_json::Value)| {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = clip_config();
+        change(&mut config);
+        write_clip(root.path(), &config, None);
+        let model = load_clip(root.path()).unwrap();
+        let image = NamedTensors::from([("pixel_values".to_owned(), pixels.clone())]);
+        let image = match model.infer(&image).unwrap()["image_embeds"].data() {
+            TensorData::Fp32(v) => v.clone(),
+            other => panic!("not fp32: {other:?}"),
+        };
+        (image, text_embeds(&*model, vec![1, 9, 5]))
+    };
+    let base = run(&|_| {});
+    let differs = |a: &[f32], b: &[f32]| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-4);
+    for act in ["gelu", "gelu_new", "relu"] {
+        let vision = run(&|c| c["vision_config"]["hidden_act"] = json!(act));
+        assert!(differs(&base.0, &vision.0), "vision {act}");
+        assert_eq!(
+            base.1, vision.1,
+            "the text tower is untouched by vision_config"
+        );
+        let text = run(&|c| c["text_config"]["hidden_act"] = json!(act));
+        assert!(differs(&base.1, &text.1), "text {act}");
+    }
+    let eps = run(&|c| c["vision_config"]["layer_norm_eps"] = json!(0.5));
+    assert!(differs(&base.0, &eps.0));
 }
 
 #[test]

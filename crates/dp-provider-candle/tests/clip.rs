@@ -254,9 +254,9 @@ fn inputs_that_do_not_fit_are_invalid_input() {
                     INPUT_IDS.to_owned(),
                     int64(vec![1, 3], vec![49406, 320, 49407]),
                 ),
-                (ATTENTION_MASK.to_owned(), int64(vec![1, 3], vec![0, 1, 1])),
+                (ATTENTION_MASK.to_owned(), int64(vec![1, 3], vec![0, 2, 1])),
             ]),
-            &[ATTENTION_MASK, "right padding"],
+            &[ATTENTION_MASK, "outside 0..2"],
         ),
         (
             NamedTensors::from([("token_type_ids".to_owned(), int64(vec![1, 1], vec![0]))]),
@@ -278,4 +278,80 @@ fn inputs_that_do_not_fit_are_invalid_input() {
         )]))
         .unwrap();
     assert_eq!(out[IMAGE_EMBEDS].shape(), &[0, 24]);
+}
+
+/// Masks that hide tokens before the pooled one (left padding, a hidden word): the padding
+/// mask is added to the causal one, as transformers does (`masked-text.json`, made by
+/// `make_masked_reference.py`); each row alone, then all in one batch padded on the right.
+#[test]
+fn masks_hiding_tokens_before_the_pooled_one_match_transformers() {
+    let test = "masks_hiding_tokens_before_the_pooled_one_match_transformers";
+    let reference_dir = workspace_root().join("tests/data/reference/clip");
+    let Some(path) = required(reference_dir.join("masked-text.json"), test) else {
+        return;
+    };
+    let reference: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for model in ["tiny-clip", "tiny-clip-wide"] {
+        if required(models_root().join(model), test).is_none() {
+            return;
+        }
+        let clip = load(model, Precision::Fp32);
+        let rows = reference["models"][model]["rows"].as_array().unwrap();
+        let int64 =
+            |shape: Vec<usize>, v: Vec<i64>| Tensor::new(shape, TensorData::Int64(v)).unwrap();
+        let embeds = |out: &NamedTensors| match out[TEXT_EMBEDS].data() {
+            TensorData::Fp32(v) => v.clone(),
+            other => panic!("not fp32: {other:?}"),
+        };
+        let seq = rows
+            .iter()
+            .map(|r| ids_of(&r["input_ids"]).len())
+            .max()
+            .unwrap();
+        let (mut all_ids, mut all_mask) = (Vec::new(), Vec::new());
+        let mut expected = Vec::new();
+        for row in rows {
+            let ids = ids_of(&row["input_ids"]);
+            let mask = ids_of(&row["attention_mask"]);
+            let want = floats(&row["embedding"]);
+            let out = clip
+                .infer(&NamedTensors::from([
+                    (INPUT_IDS.to_owned(), int64(vec![1, ids.len()], ids.clone())),
+                    (
+                        ATTENTION_MASK.to_owned(),
+                        int64(vec![1, ids.len()], mask.clone()),
+                    ),
+                ]))
+                .unwrap();
+            let got = normalized(&embeds(&out));
+            assert!(
+                dot(&got, &want) >= 0.9999,
+                "{model} {ids:?} {mask:?}: {}",
+                dot(&got, &want)
+            );
+            // Padded on the right to the batch's length: id 0, masked.
+            let pad = seq - ids.len();
+            all_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            all_mask.extend(mask.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            expected.push(want);
+        }
+        let out = clip
+            .infer(&NamedTensors::from([
+                (INPUT_IDS.to_owned(), int64(vec![rows.len(), seq], all_ids)),
+                (
+                    ATTENTION_MASK.to_owned(),
+                    int64(vec![rows.len(), seq], all_mask),
+                ),
+            ]))
+            .unwrap();
+        let batch = embeds(&out);
+        for (got, want) in batch.chunks(expected[0].len()).zip(&expected) {
+            let got = normalized(got);
+            assert!(
+                dot(&got, want) >= 0.9999,
+                "{model} batched: {}",
+                dot(&got, want)
+            );
+        }
+    }
 }

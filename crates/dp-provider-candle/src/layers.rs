@@ -1,0 +1,281 @@
+//! The building blocks the hand-written encoders (BERT, CLIP) share: weights read by name
+//! and checked against `config.json`, dense layers whose bias and residual are added in
+//! place, layer normalization and the activations Hugging Face configs name.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+
+use crate::cpu_kernels::{add_bias_in_place, exact_gelu, fits, quick_gelu, transposed};
+use crate::error::CandleError;
+
+/// Where a weight tensor comes from and what it must look like.
+pub(crate) struct WeightSource<'a> {
+    /// The validated safetensors view.
+    pub(crate) tensors: &'a SafeTensors<'a>,
+    /// The file, for error messages.
+    pub(crate) file: &'a Path,
+    /// Put before every name: `""`, `"bert."`, `"vision_model."`…
+    pub(crate) prefix: &'a str,
+    /// The dtype the model runs at.
+    pub(crate) dtype: DType,
+    /// A narrower dtype each weight is rounded through on its way to `dtype` (a bf16
+    /// model computing in f32 on the CPU keeps bf16's values).
+    pub(crate) rounding: Option<DType>,
+    /// Where the tensors go.
+    pub(crate) device: &'a Device,
+}
+
+impl WeightSource<'_> {
+    /// The tensor `name`, checked to have `shape`, converted to the model's dtype.
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, CandleError> {
+        self.get_as(name, shape, self.dtype)
+    }
+
+    /// The tensor `name`, checked to have `shape`, converted to `dtype`.
+    pub(crate) fn get_as(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor, CandleError> {
+        let full = format!("{}{name}", self.prefix);
+        let view = self.tensors.tensor(&full).map_err(|_| {
+            CandleError::malformed(self.file, format!("tensor '{full}' is missing"))
+        })?;
+        if view.shape() != shape {
+            return Err(CandleError::malformed(
+                self.file,
+                format!(
+                    "tensor '{full}' has shape {:?}, but config.json implies {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let stored = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(CandleError::malformed(
+                    self.file,
+                    format!("tensor '{full}' has dtype {other:?}; expected F32, F16 or BF16"),
+                ));
+            }
+        };
+        // The header validation already checked that the byte length matches shape and
+        // dtype, so this copy cannot read out of bounds.
+        let tensor = Tensor::from_raw_buffer(view.data(), stored, shape, &Device::Cpu)?;
+        let tensor = match self.rounding {
+            Some(rounding) if rounding != stored && rounding != dtype => {
+                tensor.to_dtype(rounding)?
+            }
+            _ => tensor,
+        };
+        let tensor = if tensor.dtype() == dtype {
+            tensor
+        } else {
+            tensor.to_dtype(dtype)?
+        };
+        Ok(tensor.to_device(self.device)?)
+    }
+}
+
+/// A dense layer `y = x Wᵀ (+ b)`.
+pub(crate) struct Linear {
+    /// `[in, out]`, contiguous: checkpoints store `[out, in]`; see [`Self::from_weight`].
+    weight_t: Tensor,
+    /// `[out]`, where the layer has one.
+    bias: Option<Tensor>,
+    /// The bias's values where the layer runs in f32 on the CPU, for the in-place kernel.
+    bias_values: Option<Vec<f32>>,
+    /// CPU gemm has no bf16 kernel: bf16 models keep bf16-rounded weights in f32 and run
+    /// the product in f32, as bf16 hardware accumulates in f32.
+    widen_bf16: bool,
+}
+
+impl Linear {
+    /// `{name}.weight` `[out_dim, in_dim]` and `{name}.bias` `[out_dim]`.
+    pub(crate) fn load(
+        src: &WeightSource<'_>,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, CandleError> {
+        let mut layer = Self::load_no_bias(src, name, out_dim, in_dim)?;
+        let bias = src.get(&format!("{name}.bias"), &[out_dim])?;
+        layer.bias_values = Self::values_for_kernel(&bias)?;
+        layer.bias = Some(bias);
+        Ok(layer)
+    }
+
+    /// `{name}.weight` `[out_dim, in_dim]` alone (CLIP's projections).
+    pub(crate) fn load_no_bias(
+        src: &WeightSource<'_>,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Self, CandleError> {
+        Self::from_weight(src, src.get(&format!("{name}.weight"), &[out_dim, in_dim])?)
+    }
+
+    /// A layer of `weight` (`[out, in]`, at the source's dtype) without bias.
+    pub(crate) fn from_weight(src: &WeightSource<'_>, weight: Tensor) -> Result<Self, CandleError> {
+        let widen_bf16 = src.dtype == DType::BF16 && src.device.is_cpu();
+        let weight = if widen_bf16 {
+            weight.to_dtype(DType::F32)?
+        } else {
+            weight
+        };
+        Ok(Self {
+            // Transposed once here rather than viewed transposed at each product: gemm then
+            // reads the right-hand side row by row when it packs it.
+            weight_t: transposed(&weight)?,
+            bias: None,
+            bias_values: None,
+            widen_bf16,
+        })
+    }
+
+    fn values_for_kernel(bias: &Tensor) -> Result<Option<Vec<f32>>, CandleError> {
+        Ok(if fits(bias) {
+            Some(bias.to_vec1::<f32>()?)
+        } else {
+            None
+        })
+    }
+
+    /// Concatenates several biased layers with the same input along their outputs, so
+    /// that one matrix product replaces several (query, key and value).
+    pub(crate) fn fuse(parts: &[Self]) -> Result<Self, CandleError> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight_t).collect();
+        let biases = parts
+            .iter()
+            .map(|p| p.bias.as_ref())
+            .collect::<Option<Vec<&Tensor>>>()
+            .ok_or_else(|| CandleError::InvalidInput("fusing a layer without bias".into()))?;
+        let bias = Tensor::cat(&biases, 0)?;
+        Ok(Self {
+            weight_t: Tensor::cat(&weights, 1)?,
+            bias_values: Self::values_for_kernel(&bias)?,
+            bias: Some(bias),
+            widen_bf16: parts.iter().any(|p| p.widen_bf16),
+        })
+    }
+
+    /// `x`: `[rows, in]` → `[rows, out]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
+        self.forward_with_residual(x, None)
+    }
+
+    /// `x Wᵀ + b`, plus `residual` (`[rows, out]`) where given; on f32 CPU tensors the
+    /// bias and residual are added in place, in the product (see [`crate::cpu_kernels`]).
+    pub(crate) fn forward_with_residual(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor, CandleError> {
+        let y = if self.widen_bf16 {
+            x.to_dtype(DType::F32)?
+                .matmul(&self.weight_t)?
+                .to_dtype(DType::BF16)?
+        } else {
+            x.matmul(&self.weight_t)?
+        };
+        let Some(bias) = &self.bias else {
+            return Ok(match residual {
+                Some(residual) => (y + residual)?,
+                None => y,
+            });
+        };
+        if let Some(values) = &self.bias_values
+            && fits(&y)
+            && y.is_contiguous()
+            && residual.is_none_or(|r| fits(r) && r.is_contiguous())
+        {
+            add_bias_in_place(&y, values, residual)?;
+            return Ok(y);
+        }
+        let y = y.broadcast_add(bias)?;
+        Ok(match residual {
+            Some(residual) => (y + residual)?,
+            None => y,
+        })
+    }
+}
+
+/// Layer normalization over the last dimension.
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// `{name}.weight` and `{name}.bias`, both `[dim]`.
+    pub(crate) fn load(
+        src: &WeightSource<'_>,
+        name: &str,
+        dim: usize,
+        eps: f64,
+    ) -> Result<Self, CandleError> {
+        Ok(Self {
+            weight: src.get(&format!("{name}.weight"), &[dim])?,
+            bias: src.get(&format!("{name}.bias"), &[dim])?,
+            #[allow(clippy::cast_possible_truncation, reason = "eps is a small constant")]
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalizes each row of `x` (`[.., dim]`).
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, CandleError> {
+        Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+/// The activation between a transformer layer's two feed-forward products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Exact GELU (with erf), what Hugging Face calls `gelu`.
+    GeluErf,
+    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    GeluTanh,
+    /// `x · sigmoid(1.702 x)`, OpenAI CLIP's `quick_gelu`.
+    QuickGelu,
+    /// ReLU.
+    Relu,
+}
+
+impl Activation {
+    /// The `hidden_act` names this crate runs, for messages.
+    pub(crate) const NAMES: &'static str =
+        "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu";
+
+    /// The activation a config's `hidden_act` names, as transformers' `ACT2FN` maps it.
+    pub(crate) fn from_config_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "quick_gelu" => Some(Self::QuickGelu),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation to `xs`, a fresh result no other tensor shares: in place
+    /// on contiguous f32 CPU tensors where a kernel exists.
+    pub(crate) fn apply(self, xs: Tensor) -> Result<Tensor, CandleError> {
+        Ok(match self {
+            Self::GeluErf => exact_gelu(xs)?,
+            Self::GeluTanh => xs.gelu()?,
+            Self::QuickGelu => quick_gelu(xs)?,
+            Self::Relu => xs.relu()?,
+        })
+    }
+}
