@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
 use crate::artifacts::{BertConfig, Family, Head, Positions, check_tensor};
-use crate::cpu_kernels::{fits, scaled_masked_softmax_in_place};
+use crate::cpu_kernels::{attention_per_item, fits, scaled_masked_softmax_in_place};
 use crate::error::CandleError;
 use crate::layers::{Activation, LayerNorm, Linear, WeightSource};
 
@@ -288,23 +288,29 @@ impl Bert {
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?;
-        let probs = if fits(&scores) {
-            // One pass where candle's ops take three, each with a fresh allocation.
-            #[allow(
-                clippy::cast_possible_truncation,
-                reason = "as candle's affine rounds it"
-            )]
-            scaled_masked_softmax_in_place(&scores, scale as f32, &bias.key_bias)?;
-            scores
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "as candle's affine rounds it"
+        )]
+        let context = if fits(&q) && b > 1 {
+            // Item by item on the pool's threads (see `attention_per_item`).
+            attention_per_item(&q, &k, &v, scale as f32, Some(&bias.key_bias), false)?
         } else {
-            let scores = scores
-                .to_dtype(DType::F32)?
-                .affine(scale, 0.0)?
-                .broadcast_add(&bias.tensor)?;
-            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?
+            let scores = q.matmul(&k.t()?)?;
+            let probs = if fits(&scores) {
+                // One pass where candle's ops take three, each with a fresh allocation.
+                scaled_masked_softmax_in_place(&scores, scale as f32, &bias.key_bias)?;
+                scores
+            } else {
+                let scores = scores
+                    .to_dtype(DType::F32)?
+                    .affine(scale, 0.0)?
+                    .broadcast_add(&bias.tensor)?;
+                candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?
+            };
+            probs.matmul(&v)?
         };
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
+        let context = context.transpose(1, 2)?.reshape((b * s, h))?;
         let attended = layer
             .attention_out
             .forward_with_residual(&context, Some(x))?;

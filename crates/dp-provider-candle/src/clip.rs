@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::artifacts::check_tensor;
 use crate::artifacts::{ModelFile, small};
-use crate::cpu_kernels::{fits, scaled_softmax_in_place};
+use crate::cpu_kernels::{attention_per_item, fits};
 use crate::error::CandleError;
 use crate::layers::{Activation, LayerNorm, Linear, WeightSource};
 use crate::{indices, same_shape};
@@ -511,24 +511,28 @@ impl Encoder {
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?;
-        let probs = if fits(&scores) {
-            #[allow(
-                clippy::cast_possible_truncation,
-                reason = "as candle's affine rounds it"
-            )]
-            scaled_softmax_in_place(&scores, scale as f32, mask.key_bias.as_deref(), mask.causal)?;
-            scores
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "as candle's affine rounds it"
+        )]
+        let context = if fits(&q) {
+            // Item by item on the pool's threads (see `attention_per_item`).
+            let key_bias = mask.key_bias.as_deref();
+            attention_per_item(&q, &k, &v, scale as f32, key_bias, mask.causal)?
         } else {
-            let scores = scores.to_dtype(DType::F32)?.affine(scale, 0.0)?;
+            let scores = q
+                .matmul(&k.t()?)?
+                .to_dtype(DType::F32)?
+                .affine(scale, 0.0)?;
             let scores = if mask.causal || mask.key_bias.is_some() {
                 scores.broadcast_add(&mask.tensor(b, s, scores.device())?)?
             } else {
                 scores
             };
-            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(qkv.dtype())?
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(qkv.dtype())?;
+            probs.matmul(&v)?
         };
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
+        let context = context.transpose(1, 2)?.reshape((b * s, h))?;
         let x = layer.out_proj.forward_with_residual(&context, Some(x))?;
         let inner = layer.fc1.forward(&layer.layer_norm2.forward(&x)?)?;
         let inner = self.activation.apply(inner)?;

@@ -91,6 +91,47 @@ pub(crate) fn transposed(weight: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, (cols, rows), weight.device())
 }
 
+/// `softmax(q kᵀ · scale + key_bias) v` for `q`, `k`, `v` `[batch, heads, seq, head_dim]`
+/// and `key_bias` `[batch, seq]` (f32, CPU; none: every key is real), each query kept from
+/// later keys when `causal` (as [`scaled_softmax_in_place`]), one batch item per rayon
+/// task.
+///
+/// candle multiplies a batch of matrices one after the other, each product split over
+/// every thread: on MiniLM with 32 texts of 256 tokens that is 384 products of
+/// 256×32×256 per layer, each a wake-up and a wait of the pool, and a `[32, 12, 256, 256]`
+/// score tensor (100 MB) written, normalized and read back. Here each task runs one item's
+/// heads (its products find the pool busy and run on the task's thread) and its scores
+/// (3 MB) are freed before the next item's. Measured there: 22 → 27.5 texts/s; one task
+/// per head instead was slower (24.8/s, and 25 % slower on short texts).
+pub(crate) fn attention_per_item(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+    key_bias: Option<&[f32]>,
+    causal: bool,
+) -> candle_core::Result<Tensor> {
+    let (batch, _, seq, _) = q.dims4()?;
+    if let Some(key_bias) = key_bias
+        && key_bias.len() != batch * seq
+    {
+        candle_core::bail!(
+            "key bias of {} values for {batch} rows of {seq} keys",
+            key_bias.len()
+        );
+    }
+    let items = (0..batch)
+        .into_par_iter()
+        .map(|i| {
+            let scores = q.get(i)?.matmul(&k.get(i)?.t()?)?.unsqueeze(0)?;
+            let bias = key_bias.map(|b| &b[i * seq..(i + 1) * seq]);
+            scaled_softmax_in_place(&scores, scale, bias, causal)?;
+            scores.squeeze(0)?.matmul(&v.get(i)?)
+        })
+        .collect::<candle_core::Result<Vec<Tensor>>>()?;
+    Tensor::stack(&items, 0)
+}
+
 /// Applies the exact (erf) GELU to `t` in place; `t` must be contiguous f32 on the CPU
 /// and own its storage (a fresh result, no view of another tensor).
 fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
@@ -653,6 +694,55 @@ mod tests {
         assert!(diff < 1e-6, "largest difference {diff}");
         let keys = Tensor::zeros((1, 1, 3, 4), DType::F32, &device)?;
         assert!(scaled_softmax_in_place(&keys, 1.0, None, true).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn attention_per_item_matches_candle() -> candle_core::Result<()> {
+        let device = candle_core::Device::Cpu;
+        let (batch, heads, seq, head_dim) = (3, 4, 9, 8);
+        let [q, k, v] = [0, 1, 2]
+            .map(|_| Tensor::randn(0_f32, 1.0, (batch, heads, seq, head_dim), &device).unwrap());
+        // Item 1 has 4 padded keys.
+        let key_bias: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if i / seq == 1 && i % seq >= 5 {
+                    f32::MIN
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let bias = Tensor::from_slice(&key_bias, (batch, 1, 1, seq), &device)?;
+        let scale = 0.35_f32;
+        let probs = candle_nn::ops::softmax_last_dim(
+            &q.matmul(&k.t()?)?
+                .affine(f64::from(scale), 0.0)?
+                .broadcast_add(&bias)?,
+        )?;
+        let expected = probs.matmul(&v)?;
+        let ours = attention_per_item(&q, &k, &v, scale, Some(&key_bias), false)?;
+        assert_eq!(ours.dims(), expected.dims());
+        let diff = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "largest difference {diff}");
+        assert!(attention_per_item(&q, &k, &v, scale, Some(&key_bias[1..]), false).is_err());
+        // Causal, without padding: each query's softmax over the keys up to it.
+        let mut mask = vec![0.0_f32; seq * seq];
+        for (i, m) in mask.iter_mut().enumerate() {
+            if i % seq > i / seq {
+                *m = f32::MIN;
+            }
+        }
+        let mask = Tensor::from_slice(&mask, (1, 1, seq, seq), &device)?;
+        let probs = candle_nn::ops::softmax_last_dim(
+            &q.matmul(&k.t()?)?
+                .affine(f64::from(scale), 0.0)?
+                .broadcast_add(&mask)?,
+        )?;
+        let expected = probs.matmul(&v)?;
+        let ours = attention_per_item(&q, &k, &v, scale, None, true)?;
+        let diff = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "largest difference {diff}");
         Ok(())
     }
 
