@@ -20,6 +20,11 @@ use crate::cpu_kernels::{attention_per_item, fits, scaled_masked_softmax_in_plac
 use crate::error::CandleError;
 use crate::layers::{Activation, LayerNorm, Linear, WeightSource};
 
+/// The shortest padded sequence whose attention runs item by item: on MiniLM, 32 texts of
+/// 256 tokens gain 26 % that way, while 32 texts of 10–20 tokens were 3 % slower in an
+/// A/B (their score tensors are small enough for candle's batched products).
+const PER_ITEM_ATTENTION_FROM: usize = 64;
+
 /// One transformer layer.
 struct Layer {
     qkv: Linear,
@@ -292,7 +297,7 @@ impl Bert {
             clippy::cast_possible_truncation,
             reason = "as candle's affine rounds it"
         )]
-        let context = if fits(&q) && b > 1 {
+        let context = if fits(&q) && b > 1 && s >= PER_ITEM_ATTENTION_FROM {
             // Item by item on the pool's threads (see `attention_per_item`).
             attention_per_item(&q, &k, &v, scale as f32, Some(&bias.key_bias), false)?
         } else {
