@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::decode::ImageLimits;
 use super::params::{Source, channels_json, to_chw};
-use super::resize::{Resample, resize};
+use super::resize::{Resample, Window, resize, resize_window};
 use crate::error::PresetError;
 
 /// transformers' `OPENAI_CLIP_MEAN` (Python floats; numpy casts them to `float32`).
@@ -317,11 +317,23 @@ fn push_pixel_values(
         if height * width > limit {
             return Err(too_large(img, width, height, limit));
         }
-        resized = resize(img, w, h, cfg.resample)?;
+        if cfg.do_center_crop && cfg.crop_width <= w && cfg.crop_height <= h {
+            // Only the crop is resized: the same pixels (see `resize_window`), and the
+            // crop below is then the whole image.
+            let window = Window {
+                left: (w - cfg.crop_width) / 2,
+                top: (h - cfg.crop_height) / 2,
+                width: cfg.crop_width,
+                height: cfg.crop_height,
+            };
+            resized = resize_window(img, w, h, cfg.resample, window)?;
+        } else {
+            resized = resize(img, w, h, cfg.resample)?;
+        }
         current = &resized;
     }
     let cropped;
-    if cfg.do_center_crop {
+    if cfg.do_center_crop && current.dimensions() != (cfg.crop_width, cfg.crop_height) {
         cropped = center_crop(current, cfg.crop_height, cfg.crop_width);
         current = &cropped;
     }
