@@ -31,7 +31,7 @@ use crate::artifacts::check_tensor;
 use crate::artifacts::{ModelFile, small};
 use crate::cpu_kernels::{attention_per_item, fits};
 use crate::error::CandleError;
-use crate::layers::{Activation, LayerNorm, Linear, WeightSource};
+use crate::layers::{Activation, LayerNorm, Linear, WeightSource, split_heads};
 use crate::{indices, same_shape};
 
 /// transformers' default `hidden_act` of both towers.
@@ -504,11 +504,7 @@ impl Encoder {
         let (h, nh) = (self.hidden, self.heads);
         let d = h / nh;
         let qkv = layer.qkv.forward(&layer.layer_norm1.forward(x)?)?;
-        let qkv = qkv
-            .reshape((b, s, 3, nh, d))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let [q, k, v] = split_heads(&qkv, b, s, nh)?;
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
         #[allow(

@@ -135,7 +135,10 @@ pub(crate) fn attention_per_item(
 /// Applies the exact (erf) GELU to `t` in place; `t` must be contiguous f32 on the CPU
 /// and own its storage (a fresh result, no view of another tensor).
 fn gelu_erf_in_place(t: &Tensor) -> candle_core::Result<()> {
-    t.inplace_op1(&GeluErfInPlace)
+    t.inplace_op1(&MapInPlace {
+        name: "gelu-erf-in-place",
+        f: gelu_erf,
+    })
 }
 
 /// The exact GELU of `xs`, a fresh result (no other tensor shares its storage): in place by
@@ -196,7 +199,10 @@ pub(crate) fn scaled_softmax_in_place(
 /// tensors, else with candle's operations.
 pub(crate) fn quick_gelu(xs: Tensor) -> candle_core::Result<Tensor> {
     if fits(&xs) && xs.is_contiguous() {
-        xs.inplace_op1(&QuickGeluInPlace)?;
+        xs.inplace_op1(&MapInPlace {
+            name: "quick-gelu-in-place",
+            f: |x: f32| x * sigmoid(x * QUICK_GELU_SLOPE_F32),
+        })?;
         Ok(xs)
     } else {
         &xs * candle_nn::ops::sigmoid(&(&xs * QUICK_GELU_SLOPE)?)?
@@ -384,26 +390,6 @@ impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
     }
 }
 
-/// See [`quick_gelu`].
-struct QuickGeluInPlace;
-
-impl InplaceOp1 for QuickGeluInPlace {
-    fn name(&self) -> &'static str {
-        "quick-gelu-in-place"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        f32_values(storage, layout, self.name())?
-            .par_chunks_mut(CHUNK)
-            .for_each(|chunk| {
-                for x in chunk {
-                    *x *= sigmoid(*x * QUICK_GELU_SLOPE_F32);
-                }
-            });
-        Ok(())
-    }
-}
-
 /// [`QUICK_GELU_SLOPE`] in f32, as PyTorch multiplies an f32 tensor by it.
 #[allow(clippy::cast_possible_truncation, reason = "the f32 constant")]
 const QUICK_GELU_SLOPE_F32: f32 = QUICK_GELU_SLOPE as f32;
@@ -415,20 +401,24 @@ fn sigmoid(z: f32) -> f32 {
     if z >= 0.0 { inverse } else { e * inverse }
 }
 
-/// The exact GELU, `x · (1 + erf(x / √2)) / 2`, in place.
-struct GeluErfInPlace;
+/// An element-wise function applied in place, [`CHUNK`] elements per rayon task (the
+/// function is inlined into each instance, so its loop vectorises).
+struct MapInPlace<F> {
+    name: &'static str,
+    f: F,
+}
 
-impl InplaceOp1 for GeluErfInPlace {
+impl<F: Fn(f32) -> f32 + Sync> InplaceOp1 for MapInPlace<F> {
     fn name(&self) -> &'static str {
-        "gelu-erf-in-place"
+        self.name
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        f32_values(storage, layout, self.name())?
+        f32_values(storage, layout, self.name)?
             .par_chunks_mut(CHUNK)
             .for_each(|chunk| {
                 for x in chunk {
-                    *x = gelu_erf(*x);
+                    *x = (self.f)(*x);
                 }
             });
         Ok(())

@@ -279,3 +279,19 @@ impl Activation {
         })
     }
 }
+
+/// The queries, keys and values of a fused `[q | k | v]` projection of `batch × seq`
+/// tokens, each `[batch, heads, seq, head_dim]` (contiguous views of one copy).
+pub(crate) fn split_heads(
+    qkv: &Tensor,
+    batch: usize,
+    seq: usize,
+    heads: usize,
+) -> Result<[Tensor; 3], CandleError> {
+    let head_dim = qkv.dim(1)? / 3 / heads.max(1);
+    let qkv = qkv
+        .reshape((batch, seq, 3, heads, head_dim))?
+        .permute((2, 0, 3, 1, 4))?
+        .contiguous()?;
+    Ok([qkv.get(0)?, qkv.get(1)?, qkv.get(2)?])
+}
