@@ -16,14 +16,8 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
 use crate::artifacts::{BertConfig, Family, Head, Positions, check_tensor};
-use crate::cpu_kernels::{attention_per_item, fits, scaled_masked_softmax_in_place};
 use crate::error::CandleError;
-use crate::layers::{Activation, LayerNorm, Linear, WeightSource, split_heads};
-
-/// The shortest padded sequence whose attention runs item by item: on MiniLM, 32 texts of
-/// 256 tokens gain 26 % that way, while 32 texts of 10–20 tokens were 3 % slower in an
-/// A/B (their score tensors are small enough for candle's batched products).
-const PER_ITEM_ATTENTION_FROM: usize = 64;
+use crate::layers::{Activation, AttentionMask, LayerNorm, Linear, WeightSource, self_attention};
 
 /// One transformer layer.
 struct Layer {
@@ -55,13 +49,6 @@ impl Classifier {
         let pooled = self.dense.forward(&first)?.tanh()?;
         self.out_proj.forward(&pooled)
     }
-}
-
-/// The attention mask as an additive bias on the scores, `[batch, seq]`: as values for the
-/// fused CPU softmax and as a `[batch, 1, 1, seq]` tensor for candle's ops.
-struct KeyBias {
-    key_bias: Vec<f32>,
-    tensor: Tensor,
 }
 
 /// The encoder, with its classification head if the checkpoint has one.
@@ -258,19 +245,9 @@ impl Bert {
         };
         let mut x = self.embeddings_norm.forward(&embedded)?;
 
-        // Additive mask, kept in f32 with softmax: padded keys get a large negative score,
-        // finite so that a row with no real token stays finite instead of NaN.
-        let key_bias: Vec<f32> = input
-            .attention_mask
-            .iter()
-            .map(|&keep| if keep { 0.0 } else { f32::MIN })
-            .collect();
-        let bias = KeyBias {
-            tensor: Tensor::from_slice(&key_bias, (b, 1, 1, s), dev)?,
-            key_bias,
-        };
+        let mask = AttentionMask::new(Some(&input.attention_mask), false, (b, s), self.dtype, dev)?;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &bias, b, s)?;
+            x = self.layer_forward(layer, &x, &mask, b, s)?;
         }
         Ok(x)
     }
@@ -279,39 +256,12 @@ impl Bert {
         &self,
         layer: &Layer,
         x: &Tensor,
-        bias: &KeyBias,
+        mask: &AttentionMask,
         b: usize,
         s: usize,
     ) -> Result<Tensor, CandleError> {
-        let (h, nh) = (self.hidden, self.heads);
-        let d = h / nh;
         let qkv = layer.qkv.forward(x)?;
-        let [q, k, v] = split_heads(&qkv, b, s, nh)?;
-        #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
-        let scale = 1.0 / (d as f64).sqrt();
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "as candle's affine rounds it"
-        )]
-        let context = if fits(&q) && b > 1 && s >= PER_ITEM_ATTENTION_FROM {
-            // Item by item on the pool's threads (see `attention_per_item`).
-            attention_per_item(&q, &k, &v, scale as f32, Some(&bias.key_bias), false)?
-        } else {
-            let scores = q.matmul(&k.t()?)?;
-            let probs = if fits(&scores) {
-                // One pass where candle's ops take three, each with a fresh allocation.
-                scaled_masked_softmax_in_place(&scores, scale as f32, &bias.key_bias)?;
-                scores
-            } else {
-                let scores = scores
-                    .to_dtype(DType::F32)?
-                    .affine(scale, 0.0)?
-                    .broadcast_add(&bias.tensor)?;
-                candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?
-            };
-            probs.matmul(&v)?
-        };
-        let context = context.transpose(1, 2)?.reshape((b * s, h))?;
+        let context = self_attention(&qkv, (b, s), self.heads, mask)?;
         let attended = layer
             .attention_out
             .forward_with_residual(&context, Some(x))?;

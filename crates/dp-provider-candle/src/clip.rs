@@ -29,9 +29,8 @@ use serde::Deserialize;
 
 use crate::artifacts::check_tensor;
 use crate::artifacts::{ModelFile, small};
-use crate::cpu_kernels::{attention_per_item, fits};
 use crate::error::CandleError;
-use crate::layers::{Activation, LayerNorm, Linear, WeightSource, split_heads};
+use crate::layers::{Activation, AttentionMask, LayerNorm, Linear, WeightSource, self_attention};
 use crate::{indices, same_shape};
 
 /// transformers' default `hidden_act` of both towers.
@@ -407,41 +406,7 @@ struct EncoderLayer {
 struct Encoder {
     layers: Vec<EncoderLayer>,
     heads: usize,
-    hidden: usize,
     activation: Activation,
-}
-
-/// Which keys each query of a tower may attend to.
-struct AttentionMask {
-    /// `[batch, seq]`: 0 for a real key, `f32::MIN` for padding; `None` when every key is
-    /// real.
-    key_bias: Option<Vec<f32>>,
-    /// Whether query `i` is also kept from the keys after it (the text tower).
-    causal: bool,
-}
-
-impl AttentionMask {
-    /// The additive mask `[batch, 1, seq, seq]` for candle's operations (off the f32 CPU
-    /// path), with the values the CPU kernel gives the scores.
-    fn tensor(
-        &self,
-        batch: usize,
-        seq: usize,
-        device: &Device,
-    ) -> Result<CandleTensor, CandleError> {
-        let mut mask = vec![0.0_f32; batch * seq * seq];
-        for (i, value) in mask.iter_mut().enumerate() {
-            let (b, query, key) = (i / (seq * seq), (i / seq) % seq, i % seq);
-            let padded = self
-                .key_bias
-                .as_ref()
-                .is_some_and(|bias| bias[b * seq + key] != 0.0);
-            if padded || (self.causal && key > query) {
-                *value = f32::MIN;
-            }
-        }
-        Ok(CandleTensor::from_vec(mask, (batch, 1, seq, seq), device)?)
-    }
 }
 
 impl Encoder {
@@ -474,7 +439,6 @@ impl Encoder {
         Ok(Self {
             layers,
             heads,
-            hidden,
             activation,
         })
     }
@@ -501,34 +465,8 @@ impl Encoder {
         s: usize,
         mask: &AttentionMask,
     ) -> Result<CandleTensor, CandleError> {
-        let (h, nh) = (self.hidden, self.heads);
-        let d = h / nh;
         let qkv = layer.qkv.forward(&layer.layer_norm1.forward(x)?)?;
-        let [q, k, v] = split_heads(&qkv, b, s, nh)?;
-        #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
-        let scale = 1.0 / (d as f64).sqrt();
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "as candle's affine rounds it"
-        )]
-        let context = if fits(&q) {
-            // Item by item on the pool's threads (see `attention_per_item`).
-            let key_bias = mask.key_bias.as_deref();
-            attention_per_item(&q, &k, &v, scale as f32, key_bias, mask.causal)?
-        } else {
-            let scores = q
-                .matmul(&k.t()?)?
-                .to_dtype(DType::F32)?
-                .affine(scale, 0.0)?;
-            let scores = if mask.causal || mask.key_bias.is_some() {
-                scores.broadcast_add(&mask.tensor(b, s, scores.device())?)?
-            } else {
-                scores
-            };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(qkv.dtype())?;
-            probs.matmul(&v)?
-        };
-        let context = context.transpose(1, 2)?.reshape((b * s, h))?;
+        let context = self_attention(&qkv, (b, s), self.heads, mask)?;
         let x = layer.out_proj.forward_with_residual(&context, Some(x))?;
         let inner = layer.fc1.forward(&layer.layer_norm2.forward(&x)?)?;
         let inner = self.activation.apply(inner)?;
@@ -690,7 +628,7 @@ impl Clip {
             batch,
             seq,
             pooled,
-            key_bias,
+            keep,
         } = input;
         let tower = &self.text;
         let h = self.config.text.hidden_size;
@@ -702,10 +640,15 @@ impl Clip {
             .reshape((batch, seq, h))?
             .broadcast_add(&tower.position_embedding.narrow(0, 0, seq)?)?
             .reshape((batch * seq, h))?;
-        let mask = AttentionMask {
-            key_bias,
-            causal: true,
-        };
+        // Padded keys are hidden from every query, as transformers adds the padding mask
+        // to the causal one.
+        let mask = AttentionMask::new(
+            keep.as_deref(),
+            true,
+            (batch, seq),
+            self.dtype,
+            &self.device,
+        )?;
         let hidden = tower.encoder.forward(x, batch, seq, &mask)?;
         let rows = pooled
             .iter()
@@ -750,10 +693,7 @@ impl Clip {
             .broadcast_add(&tower.position_embedding)?
             .reshape((b * seq, h))?;
         let x = tower.pre_layrnorm.forward(&x)?;
-        let mask = AttentionMask {
-            key_bias: None,
-            causal: false,
-        };
+        let mask = AttentionMask::new(None, false, (b, seq), self.dtype, &self.device)?;
         let hidden = tower.encoder.forward(x, b, seq, &mask)?;
         let class_rows = hidden
             .reshape((b, seq, h))?
@@ -771,9 +711,8 @@ struct TextInput {
     batch: usize,
     seq: usize,
     pooled: Vec<usize>,
-    /// `[batch, seq]` from the attention mask (0 real, `f32::MIN` padding), where one is
-    /// given and hides something.
-    key_bias: Option<Vec<f32>>,
+    /// `[batch, seq]` from the attention mask, true for real tokens, where one is given.
+    keep: Option<Vec<bool>>,
 }
 
 /// What a CLIP model takes, for messages.
@@ -892,19 +831,12 @@ impl Clip {
             .take(batch)
             .map(|row| pooled_position(row, t.eos_token_id))
             .collect();
-        // Padded keys are hidden from every query, as transformers adds the padding mask
-        // to the causal one; a mask of ones changes nothing and is dropped.
-        let key_bias = mask.filter(|m| m.contains(&0)).map(|m| {
-            m.iter()
-                .map(|&keep| if keep == 0 { f32::MIN } else { 0.0 })
-                .collect()
-        });
         Ok(TextInput {
             ids: values,
             batch,
             seq,
             pooled,
-            key_bias,
+            keep: mask.map(|m| m.iter().map(|&v| v != 0).collect()),
         })
     }
 }

@@ -154,18 +154,10 @@ pub(crate) fn exact_gelu(xs: Tensor) -> candle_core::Result<Tensor> {
 
 /// `softmax(scores · scale + key_bias)` over the last dimension, in place, for `scores`
 /// `[batch, heads, q_len, k_len]` (contiguous f32 on the CPU, owning its storage) and
-/// `key_bias` `[batch, k_len]` (0 for a real key, a large negative number for padding): the
-/// same arithmetic, in the same order, as scaling, adding and then taking the softmax.
-pub(crate) fn scaled_masked_softmax_in_place(
-    scores: &Tensor,
-    scale: f32,
-    key_bias: &[f32],
-) -> candle_core::Result<()> {
-    scaled_softmax_in_place(scores, scale, Some(key_bias), false)
-}
-
-/// [`scaled_masked_softmax_in_place`] with the key bias optional and, when `causal`, query
-/// `i` (`q_len == k_len`) kept from every key after `i`: such a score becomes `f32::MIN`,
+/// `key_bias` `[batch, k_len]` (0 for a real key, a large negative number for padding;
+/// none: every key is real): the same arithmetic, in the same order, as scaling, adding
+/// and then taking the softmax. When `causal`, query `i` (`q_len == k_len`) is also kept
+/// from every key after `i`: such a score becomes `f32::MIN`,
 /// the value a decoder's additive mask gives it (set, not added, so that a key both
 /// padded and in the future does not overflow to -∞).
 pub(crate) fn scaled_softmax_in_place(
@@ -593,13 +585,13 @@ mod tests {
             &scores.affine(f64::from(scale), 0.0)?.broadcast_add(&bias)?,
         )?;
         let ours = scores.copy()?;
-        scaled_masked_softmax_in_place(&ours, scale, &key_bias)?;
+        scaled_softmax_in_place(&ours, scale, Some(&key_bias), false)?;
         let diff = (&ours - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-6, "largest difference {diff}");
         // Padded keys get nothing wherever a real key exists.
         let masked = ours.get(1)?.narrow(2, 7, len - 7)?.abs()?.max_all()?;
         assert!(masked.to_scalar::<f32>()? == 0.0);
-        let wrong = scaled_masked_softmax_in_place(&ours, scale, &key_bias[..len]);
+        let wrong = scaled_softmax_in_place(&ours, scale, Some(&key_bias[..len]), false);
         assert!(wrong.is_err());
         Ok(())
     }

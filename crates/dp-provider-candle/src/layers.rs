@@ -7,7 +7,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 
-use crate::cpu_kernels::{add_bias_in_place, exact_gelu, fits, quick_gelu, transposed};
+use crate::cpu_kernels::{
+    add_bias_in_place, attention_per_item, exact_gelu, fits, quick_gelu, scaled_softmax_in_place,
+    transposed,
+};
 use crate::error::CandleError;
 
 /// Where a weight tensor comes from and what it must look like.
@@ -183,12 +186,6 @@ impl Linear {
         } else {
             x.matmul(&self.weight_t)?
         };
-        let Some(bias) = &self.bias else {
-            return Ok(match residual {
-                Some(residual) => (y + residual)?,
-                None => y,
-            });
-        };
         if let Some(values) = &self.bias_values
             && fits(&y)
             && y.is_contiguous()
@@ -197,7 +194,10 @@ impl Linear {
             add_bias_in_place(&y, values, residual)?;
             return Ok(y);
         }
-        let y = y.broadcast_add(bias)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
         Ok(match residual {
             Some(residual) => (y + residual)?,
             None => y,
@@ -280,18 +280,109 @@ impl Activation {
     }
 }
 
-/// The queries, keys and values of a fused `[q | k | v]` projection of `batch × seq`
-/// tokens, each `[batch, heads, seq, head_dim]` (contiguous views of one copy).
-pub(crate) fn split_heads(
+/// The shortest padded sequence whose attention runs item by item: on MiniLM, 32 texts of
+/// 256 tokens gain 26 % that way, while 32 texts of 10–20 tokens were 3 % slower in an
+/// A/B (their score tensors are small enough for candle's batched products).
+const PER_ITEM_ATTENTION_FROM: usize = 64;
+
+/// Which keys each query may attend to.
+pub(crate) struct AttentionMask {
+    /// `[batch, seq]`: 0 for a real key, `f32::MIN` for padding (finite, so that a row with
+    /// no real key stays finite instead of NaN); `None` when every key is real.
+    key_bias: Option<Vec<f32>>,
+    /// Whether query `i` is also kept from the keys after it.
+    causal: bool,
+    /// The same as an additive tensor for candle's operations, made once per forward pass
+    /// where the CPU kernels cannot run (another device or dtype): `[batch, 1, 1, seq]`,
+    /// or `[batch, 1, seq, seq]` when causal.
+    tensor: Option<Tensor>,
+}
+
+impl AttentionMask {
+    /// The mask of `batch` rows of `seq` tokens, `keep` (`[batch, seq]`) true for real
+    /// tokens (`None`: all real), for a model computing in `dtype` on `device`.
+    pub(crate) fn new(
+        keep: Option<&[bool]>,
+        causal: bool,
+        (batch, seq): (usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, CandleError> {
+        let key_bias: Option<Vec<f32>> = keep.filter(|keep| keep.contains(&false)).map(|keep| {
+            keep.iter()
+                .map(|&real| if real { 0.0 } else { f32::MIN })
+                .collect()
+        });
+        let tensor = if device.is_cpu() && dtype == DType::F32 {
+            None
+        } else if causal {
+            let mut mask = vec![0.0_f32; batch * seq * seq];
+            for (i, value) in mask.iter_mut().enumerate() {
+                let (b, query, key) = (i / (seq * seq), (i / seq) % seq, i % seq);
+                let padded = key_bias
+                    .as_ref()
+                    .is_some_and(|bias| bias[b * seq + key] != 0.0);
+                if padded || key > query {
+                    *value = f32::MIN;
+                }
+            }
+            Some(Tensor::from_vec(mask, (batch, 1, seq, seq), device)?)
+        } else {
+            key_bias
+                .as_ref()
+                .map(|bias| Tensor::from_slice(bias, (batch, 1, 1, seq), device))
+                .transpose()?
+        };
+        Ok(Self {
+            key_bias,
+            causal,
+            tensor,
+        })
+    }
+}
+
+/// Multi-head self-attention of a fused `[q | k | v]` projection (`[batch · seq, 3 ·
+/// hidden]`): `softmax(q kᵀ / √head_dim + mask) v` with the heads joined again,
+/// `[batch · seq, hidden]`. On f32 CPU tensors the scale, mask and softmax are one
+/// in-place pass, and long sequences run item by item (see [`attention_per_item`]).
+pub(crate) fn self_attention(
     qkv: &Tensor,
-    batch: usize,
-    seq: usize,
+    (batch, seq): (usize, usize),
     heads: usize,
-) -> Result<[Tensor; 3], CandleError> {
-    let head_dim = qkv.dim(1)? / 3 / heads.max(1);
+    mask: &AttentionMask,
+) -> Result<Tensor, CandleError> {
+    let hidden = qkv.dim(1)? / 3;
+    let head_dim = hidden / heads.max(1);
     let qkv = qkv
         .reshape((batch, seq, 3, heads, head_dim))?
         .permute((2, 0, 3, 1, 4))?
         .contiguous()?;
-    Ok([qkv.get(0)?, qkv.get(1)?, qkv.get(2)?])
+    let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+    #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "as candle's affine rounds it"
+    )]
+    let scale_f32 = scale as f32;
+    let key_bias = mask.key_bias.as_deref();
+    let context = if fits(&q) && batch > 1 && seq >= PER_ITEM_ATTENTION_FROM {
+        attention_per_item(&q, &k, &v, scale_f32, key_bias, mask.causal)?
+    } else {
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if fits(&scores) {
+            // One pass where candle's ops take three, each with a fresh allocation.
+            scaled_softmax_in_place(&scores, scale_f32, key_bias, mask.causal)?;
+            scores
+        } else {
+            let scores = scores.to_dtype(DType::F32)?.affine(scale, 0.0)?;
+            let scores = match &mask.tensor {
+                Some(tensor) => scores.broadcast_add(tensor)?,
+                None => scores,
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(q.dtype())?
+        };
+        probs.matmul(&v)?
+    };
+    Ok(context.transpose(1, 2)?.reshape((batch * seq, hidden))?)
 }
