@@ -17,7 +17,9 @@ use safetensors::SafeTensors;
 
 use crate::artifacts::{BertConfig, Family, Head, Positions, check_tensor};
 use crate::error::CandleError;
-use crate::layers::{Activation, AttentionMask, LayerNorm, Linear, WeightSource, self_attention};
+use crate::layers::{
+    Activation, AttentionMask, LayerNorm, Linear, WeightSource, in_row_groups, self_attention,
+};
 
 /// One transformer layer.
 struct Layer {
@@ -82,6 +84,39 @@ pub(crate) struct EncoderInput {
     pub(crate) batch: usize,
     /// Columns.
     pub(crate) seq: usize,
+}
+
+impl EncoderInput {
+    /// How many columns row `row` needs: up to its last real token (padding after it is
+    /// never attended to, so cutting it changes no real token's state); at least one, so
+    /// that a row of padding alone still has a shape.
+    fn used_len(&self, row: usize) -> usize {
+        self.attention_mask[row * self.seq..(row + 1) * self.seq]
+            .iter()
+            .rposition(|&real| real)
+            .map_or(1, |last| last + 1)
+    }
+
+    /// The rows `rows` (by index, in that order), each cut to its first `seq` columns.
+    fn select(&self, rows: &[usize], seq: usize) -> Self {
+        let pick = |cells: &[u32]| -> Vec<u32> {
+            rows.iter()
+                .flat_map(|&r| &cells[r * self.seq..r * self.seq + seq])
+                .copied()
+                .collect()
+        };
+        Self {
+            input_ids: pick(&self.input_ids),
+            token_type_ids: pick(&self.token_type_ids),
+            attention_mask: rows
+                .iter()
+                .flat_map(|&r| &self.attention_mask[r * self.seq..r * self.seq + seq])
+                .copied()
+                .collect(),
+            batch: rows.len(),
+            seq,
+        }
+    }
 }
 
 impl Bert {
@@ -212,7 +247,59 @@ impl Bert {
 
     /// Runs the model; returns the last hidden state `[batch, seq, hidden]`, or the
     /// classifier's logits `[batch, num_labels]`, as f32 (see [`Self::output_shape`]).
+    ///
+    /// Rows run shortest first, in groups (see [`in_row_groups`]) each cut to its own
+    /// longest row: a batch's padding costs only where rows of one group differ. The
+    /// hidden states of padding are therefore zeros, whatever rows share the batch (every
+    /// pooling skips them; transformers leaves values there that no one reads).
+    /// 32 reranker pairs (two calls of 23 and 9 pairs, 22 and 27 tokens on average): 380
+    /// → 410 pairs/s at 2 threads.
     pub(crate) fn forward(&self, input: &EncoderInput) -> Result<Vec<f32>, CandleError> {
+        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        let lengths: Vec<usize> = (0..input.batch).map(|row| input.used_len(row)).collect();
+        let mut order: Vec<usize> = (0..input.batch).collect();
+        // Stable: rows of one length keep their order.
+        order.sort_by_key(|&row| lengths[row]);
+        let mean_len = lengths.iter().sum::<usize>().div_ceil(input.batch.max(1));
+        let (seq, hidden) = (input.seq, self.hidden);
+        let per_row = self.num_labels().unwrap_or(seq * hidden);
+        let sorted = in_row_groups(input.batch, mean_len, cpu_f32, |group| {
+            let rows = &order[group];
+            let used = rows.iter().map(|&row| lengths[row]).max().unwrap_or(1);
+            let out = self.forward_rows(&input.select(rows, used))?;
+            if self.classifier.is_some() {
+                return Ok(out);
+            }
+            // Back to the batch's columns, padding (cut or not) as zeros.
+            let mut padded = vec![0.0; rows.len() * per_row];
+            for ((&row, to), from) in rows
+                .iter()
+                .zip(padded.chunks_exact_mut(per_row))
+                .zip(out.chunks_exact(used * hidden))
+            {
+                let mask = &input.attention_mask[row * seq..row * seq + used];
+                for ((&real, to), from) in mask
+                    .iter()
+                    .zip(to.chunks_exact_mut(hidden))
+                    .zip(from.chunks_exact(hidden))
+                {
+                    if real {
+                        to.copy_from_slice(from);
+                    }
+                }
+            }
+            Ok(padded)
+        })?;
+        // Back to the input's order.
+        let mut out = vec![0.0; sorted.len()];
+        for (&row, values) in order.iter().zip(sorted.chunks_exact(per_row.max(1))) {
+            out[row * per_row..(row + 1) * per_row].copy_from_slice(values);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::forward`] on one group of rows.
+    fn forward_rows(&self, input: &EncoderInput) -> Result<Vec<f32>, CandleError> {
         let (b, s, h) = (input.batch, input.seq, self.hidden);
         let x = self.encode(input)?;
         let out = match &self.classifier {

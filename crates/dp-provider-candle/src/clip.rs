@@ -17,6 +17,7 @@
 //!
 //! Every size comes from `config.json`; the tensor names are transformers'.
 
+use std::ops::Range;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor as CandleTensor};
@@ -30,7 +31,9 @@ use serde::Deserialize;
 use crate::artifacts::check_tensor;
 use crate::artifacts::{ModelFile, small};
 use crate::error::CandleError;
-use crate::layers::{Activation, AttentionMask, LayerNorm, Linear, WeightSource, self_attention};
+use crate::layers::{
+    Activation, AttentionMask, LayerNorm, Linear, WeightSource, in_row_groups, self_attention,
+};
 use crate::{indices, same_shape};
 
 /// transformers' default `hidden_act` of both towers.
@@ -615,6 +618,11 @@ impl Clip {
         })
     }
 
+    /// Whether passes run in f32 on the CPU (and so may run as groups of rows).
+    fn cpu_f32(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
     /// Width of the embeddings.
     pub(crate) const fn projection_dim(&self) -> usize {
         self.config.projection_dim
@@ -715,6 +723,20 @@ struct TextInput {
     keep: Option<Vec<bool>>,
 }
 
+impl TextInput {
+    /// The rows `rows` alone.
+    fn rows(&self, rows: Range<usize>) -> Self {
+        let cells = rows.start * self.seq..rows.end * self.seq;
+        Self {
+            ids: self.ids[cells.clone()].to_vec(),
+            batch: rows.len(),
+            seq: self.seq,
+            pooled: self.pooled[rows].to_vec(),
+            keep: self.keep.as_ref().map(|keep| keep[cells].to_vec()),
+        }
+    }
+}
+
 /// What a CLIP model takes, for messages.
 const TAKES: &str = "a CLIP model takes pixel_values (fp32 [batch, channels, image_size, \
                      image_size]) for image_embeds, and/or input_ids (int64 [batch, seq]) with \
@@ -756,20 +778,21 @@ impl Clip {
         let mut out = NamedTensors::new();
         if let Some((values, shape)) = image {
             let batch = shape[0];
-            let embeds = if batch == 0 {
-                Vec::new()
-            } else {
-                self.image_embeds(values, &shape)?
-            };
+            let per_image: usize = shape[1..].iter().product();
+            let v = &self.config.vision;
+            let tokens = (v.image_size / v.patch_size).pow(2) + 1;
+            let embeds = in_row_groups(batch, tokens, self.cpu_f32(), |rows| {
+                let mut part = shape.clone();
+                part[0] = rows.len();
+                self.image_embeds(&values[rows.start * per_image..rows.end * per_image], &part)
+            })?;
             out.insert(IMAGE_EMBEDS.to_owned(), fp32(vec![batch, dim], embeds)?);
         }
         if let Some(text) = text {
             let batch = text.batch;
-            let embeds = if batch == 0 {
-                Vec::new()
-            } else {
-                self.text_embeds(text)?
-            };
+            let embeds = in_row_groups(batch, text.seq, self.cpu_f32(), |rows| {
+                self.text_embeds(text.rows(rows))
+            })?;
             out.insert(TEXT_EMBEDS.to_owned(), fp32(vec![batch, dim], embeds)?);
         }
         out.insert(

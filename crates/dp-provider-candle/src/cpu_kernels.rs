@@ -193,7 +193,7 @@ pub(crate) fn quick_gelu(xs: Tensor) -> candle_core::Result<Tensor> {
     if fits(&xs) && xs.is_contiguous() {
         xs.inplace_op1(&MapInPlace {
             name: "quick-gelu-in-place",
-            f: |x: f32| x * sigmoid(x * QUICK_GELU_SLOPE_F32),
+            f: quick_gelu_value,
         })?;
         Ok(xs)
     } else {
@@ -230,8 +230,8 @@ impl InplaceOp1 for SoftmaxInPlace {
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let width = layout.dims().last().copied().unwrap_or(1).max(1);
         f32_values(storage, layout, self.name())?
-            .par_chunks_mut(width)
-            .for_each(softmax_row);
+            .par_chunks_mut(width * rows_per_task(width))
+            .for_each(|rows| vectorized(SoftmaxRows { width, rows }));
         Ok(())
     }
 }
@@ -286,11 +286,11 @@ impl InplaceOp1 for BiasAdd<'_> {
         f32_values(storage, layout, InplaceOp1::name(self))?
             .par_chunks_mut(width * self.rows_per_task())
             .for_each(|rows| {
-                for row in rows.chunks_exact_mut(width) {
-                    for (y, b) in row.iter_mut().zip(self.bias) {
-                        *y += b;
-                    }
-                }
+                vectorized(BiasRows {
+                    bias: self.bias,
+                    rows,
+                    residual: None,
+                });
             });
         Ok(())
     }
@@ -323,15 +323,12 @@ impl InplaceOp2 for BiasAdd<'_> {
         }
         ys.par_chunks_mut(task)
             .zip(residual.par_chunks(task))
-            .for_each(|(rows, residual_rows)| {
-                for (row, residual_row) in rows
-                    .chunks_exact_mut(width)
-                    .zip(residual_rows.chunks_exact(width))
-                {
-                    for ((y, b), r) in row.iter_mut().zip(self.bias).zip(residual_row) {
-                        *y = (*y + b) + r;
-                    }
-                }
+            .for_each(|(rows, residual)| {
+                vectorized(BiasRows {
+                    bias: self.bias,
+                    rows,
+                    residual: Some(residual),
+                });
             });
         Ok(())
     }
@@ -354,31 +351,46 @@ impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let width = layout.dims().last().copied().unwrap_or(1).max(1);
+        let per_task = rows_per_task(width);
         f32_values(storage, layout, self.name())?
-            .par_chunks_mut(width)
+            .par_chunks_mut(width * per_task)
             .enumerate()
-            .for_each(|(row, values)| {
-                let item = row / self.rows_per_item.max(1);
-                match self.key_bias {
-                    Some(key_bias) => {
-                        let bias = &key_bias[item * width..(item + 1) * width];
-                        for (x, b) in values.iter_mut().zip(bias) {
-                            *x = *x * self.scale + b;
-                        }
-                    }
-                    None => {
-                        for x in values.iter_mut() {
-                            *x *= self.scale;
-                        }
-                    }
-                }
-                if let Some(q_len) = self.q_len {
-                    let query = row % q_len.max(1);
-                    values[query + 1..].fill(f32::MIN);
-                }
-                softmax_row(values);
+            .for_each(|(task, rows)| {
+                vectorized(MaskedSoftmaxRows {
+                    op: self,
+                    first_row: task * per_task,
+                    width,
+                    rows,
+                });
             });
         Ok(())
+    }
+}
+
+impl ScaledMaskedSoftmax<'_> {
+    /// Scales, masks and normalizes score row `row` (of the whole tensor), `values`.
+    #[inline(always)]
+    fn row(&self, row: usize, values: &mut [f32]) {
+        let width = values.len();
+        let item = row / self.rows_per_item.max(1);
+        match self.key_bias {
+            Some(key_bias) => {
+                let bias = &key_bias[item * width..(item + 1) * width];
+                for (x, b) in values.iter_mut().zip(bias) {
+                    *x = *x * self.scale + b;
+                }
+            }
+            None => {
+                for x in values.iter_mut() {
+                    *x *= self.scale;
+                }
+            }
+        }
+        if let Some(q_len) = self.q_len {
+            let query = row % q_len.max(1);
+            values[query + 1..].fill(f32::MIN);
+        }
+        softmax_row(values);
     }
 }
 
@@ -386,7 +398,14 @@ impl InplaceOp1 for ScaledMaskedSoftmax<'_> {
 #[allow(clippy::cast_possible_truncation, reason = "the f32 constant")]
 const QUICK_GELU_SLOPE_F32: f32 = QUICK_GELU_SLOPE as f32;
 
+/// `x · sigmoid(1.702 x)`.
+#[inline(always)]
+fn quick_gelu_value(x: f32) -> f32 {
+    x * sigmoid(x * QUICK_GELU_SLOPE_F32)
+}
+
 /// `1 / (1 + e⁻ᶻ)`, from `e^-|z|` so the exponential never overflows. Branch-free.
+#[inline(always)]
 fn sigmoid(z: f32) -> f32 {
     let e = exp_nonpositive(-z.abs());
     let inverse = 1.0 / (1.0 + e);
@@ -408,17 +427,130 @@ impl<F: Fn(f32) -> f32 + Sync> InplaceOp1 for MapInPlace<F> {
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         f32_values(storage, layout, self.name)?
             .par_chunks_mut(CHUNK)
-            .for_each(|chunk| {
-                for x in chunk {
-                    *x = (self.f)(*x);
-                }
-            });
+            .for_each(|values| vectorized(MapValues { f: &self.f, values }));
         Ok(())
+    }
+}
+
+/// Score rows per rayon task of the softmax kernels: about [`CHUNK`] elements, so that a
+/// task's work outweighs its hand-over.
+fn rows_per_task(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
+
+/// One rayon task's share of a kernel: a loop over plain slices whose `run` (and all it
+/// calls) is `#[inline(always)]`, so that [`vectorized`] compiles it whole for the vector
+/// instructions it picks. (A closure would not do: LLVM declines to inline a large one into
+/// the dispatching function, and it then runs with the baseline's 4-lane SSE.)
+trait SimdLoop {
+    /// Runs the loop.
+    fn run(self);
+}
+
+/// Runs `task` compiled for the widest vector instructions the CPU has (AVX-512, or AVX2
+/// with FMA, else the x86-64 baseline), chosen at run time by `pulp` as `gemm` chooses its
+/// kernels. Every path does the same arithmetic in the same order (Rust never contracts a
+/// product and a sum into an FMA), so results do not depend on the CPU.
+fn vectorized(task: impl SimdLoop) {
+    pulp::Arch::new().dispatch(Dispatch(task));
+}
+
+/// [`vectorized`]'s bridge to `pulp`.
+struct Dispatch<L>(L);
+
+impl<L: SimdLoop> pulp::WithSimd for Dispatch<L> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.0.run();
+    }
+}
+
+/// Softmax of each row of `rows` (rows of `width` values).
+struct SoftmaxRows<'a> {
+    width: usize,
+    rows: &'a mut [f32],
+}
+
+impl SimdLoop for SoftmaxRows<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for row in self.rows.chunks_exact_mut(self.width) {
+            softmax_row(row);
+        }
+    }
+}
+
+/// [`ScaledMaskedSoftmax`] of consecutive score rows, the first being `first_row`.
+struct MaskedSoftmaxRows<'a, 'b> {
+    op: &'a ScaledMaskedSoftmax<'b>,
+    first_row: usize,
+    width: usize,
+    rows: &'a mut [f32],
+}
+
+impl SimdLoop for MaskedSoftmaxRows<'_, '_> {
+    #[inline(always)]
+    fn run(self) {
+        for (i, values) in self.rows.chunks_exact_mut(self.width).enumerate() {
+            self.op.row(self.first_row + i, values);
+        }
+    }
+}
+
+/// `row += bias` for each row of `rows`, then `+= residual` (the same shape) where given.
+struct BiasRows<'a> {
+    bias: &'a [f32],
+    rows: &'a mut [f32],
+    residual: Option<&'a [f32]>,
+}
+
+impl SimdLoop for BiasRows<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let width = self.bias.len().max(1);
+        match self.residual {
+            None => {
+                for row in self.rows.chunks_exact_mut(width) {
+                    for (y, b) in row.iter_mut().zip(self.bias) {
+                        *y += b;
+                    }
+                }
+            }
+            Some(residual) => {
+                for (row, residual_row) in self
+                    .rows
+                    .chunks_exact_mut(width)
+                    .zip(residual.chunks_exact(width))
+                {
+                    for ((y, b), r) in row.iter_mut().zip(self.bias).zip(residual_row) {
+                        *y = (*y + b) + r;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `x = f(x)` for each value.
+struct MapValues<'a, F> {
+    f: &'a F,
+    values: &'a mut [f32],
+}
+
+impl<F: Fn(f32) -> f32> SimdLoop for MapValues<'_, F> {
+    #[inline(always)]
+    fn run(self) {
+        for x in self.values {
+            *x = (self.f)(*x);
+        }
     }
 }
 
 /// One row's softmax: `exp(x - max) / Σ exp(x - max)`, as PyTorch's (the reciprocal of
 /// the sum multiplies).
+#[inline(always)]
 fn softmax_row(row: &mut [f32]) {
     let mut maxima = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
@@ -454,6 +586,7 @@ fn softmax_row(row: &mut [f32]) {
 /// `eˣ` for `x ≤ 0` within 2 ulp of libm (Cephes' `expf` polynomial on `x - n ln 2`), flushed to 0
 /// below -86 (`e⁻⁸⁶ ≈ 4e-38`, nothing beside a softmax's largest term of 1). Branch-free,
 /// so a loop over it vectorises.
+#[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const LOWEST: f32 = -86.0;
     // 1.5 · 2²³: adding it rounds to an integer, which its low mantissa bits then hold.
@@ -479,6 +612,7 @@ fn exp_nonpositive(x: f32) -> f32 {
 }
 
 /// `x · (1 + erf(x / √2)) / 2`, in f64 and rounded once.
+#[inline(always)]
 fn gelu_erf(x: f32) -> f32 {
     let x = f64::from(x);
     #[allow(clippy::cast_possible_truncation, reason = "the f32 result")]
@@ -490,6 +624,7 @@ fn gelu_erf(x: f32) -> f32 {
 /// erf is ±1 in f32), the one of Eigen's and XLA's vectorised f32 `erf`. Evaluated in f64
 /// (still two lanes per SSE register), as in f32 its rounding errors reach 4.5e-7.
 /// Branch-free.
+#[inline(always)]
 fn erf(x: f64) -> f64 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;

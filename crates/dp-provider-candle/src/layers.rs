@@ -2,9 +2,11 @@
 //! and checked against `config.json`, dense layers whose bias and residual are added in
 //! place, layer normalization and the activations Hugging Face configs name.
 
+use std::ops::Range;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use safetensors::SafeTensors;
 
 use crate::cpu_kernels::{
@@ -280,6 +282,57 @@ impl Activation {
     }
 }
 
+/// The fewest tokens (rows × padded length) of a pass run as groups of rows side by side
+/// (see [`in_row_groups`]): 32 short texts of 7–14 tokens gained 10 % that way.
+const ROW_GROUPS_FROM: usize = 128;
+
+/// Tokens a group of rows aims at (see [`in_row_groups`]): a group's largest activation
+/// (MiniLM's 1536-wide feed-forward) then stays in a core's L2 cache. 32 texts of 256
+/// tokens on MiniLM, 2 threads: 48 texts/s as two groups of 16, 52/s as groups of two;
+/// groups of 1, 4 and 8 texts were no faster.
+const GROUP_TOKENS: usize = 512;
+
+/// `run` over the rows `0..rows` of a pass, about `tokens` long each: on f32 CPU passes
+/// (`cpu_f32`) of at least [`ROW_GROUPS_FROM`] tokens, as groups of consecutive rows (at
+/// least one per rayon thread, about [`GROUP_TOKENS`] tokens each) run side by side;
+/// otherwise at once. Outputs are joined in row order; no rows give no output (`run` is
+/// not called).
+///
+/// Within one pass every matrix product is split over the threads and waited for, and the
+/// steps between products run while the other threads wait: on MiniLM with 32 texts of 256
+/// tokens ~15 % of the two cores' time went idle or to waking threads (`perf`). Groups
+/// never wait for each other, and each row's arithmetic is the same in any group (every
+/// operation of an encoder works row by row or within one sequence).
+pub(crate) fn in_row_groups<T: Send>(
+    rows: usize,
+    tokens: usize,
+    cpu_f32: bool,
+    run: impl Fn(Range<usize>) -> Result<Vec<T>, CandleError> + Sync,
+) -> Result<Vec<T>, CandleError> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let threads = rayon::current_num_threads();
+    if !cpu_f32 || threads.min(rows) <= 1 || rows * tokens < ROW_GROUPS_FROM {
+        return run(0..rows);
+    }
+    // A whole number of groups per thread, so that no thread is left with the last one.
+    let groups = ((rows * tokens).div_ceil(GROUP_TOKENS * threads) * threads).min(rows);
+    let (each, extra) = (rows / groups, rows % groups);
+    let bounds: Vec<Range<usize>> = (0..groups)
+        .scan(0, |start, group| {
+            let range = *start..*start + each + usize::from(group < extra);
+            *start = range.end;
+            Some(range)
+        })
+        .collect();
+    let outputs = bounds
+        .into_par_iter()
+        .map(&run)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(outputs.into_iter().flatten().collect())
+}
+
 /// The shortest padded sequence whose attention runs item by item: on MiniLM, 32 texts of
 /// 256 tokens gain 26 % that way, while 32 texts of 10–20 tokens were 3 % slower in an
 /// A/B (their score tensors are small enough for candle's batched products).
@@ -368,6 +421,19 @@ pub(crate) fn self_attention(
     let key_bias = mask.key_bias.as_deref();
     let context = if fits(&q) && batch > 1 && seq >= PER_ITEM_ATTENTION_FROM {
         attention_per_item(&q, &k, &v, scale_f32, key_bias, mask.causal)?
+    } else if fits(&q) && batch == 1 && seq >= PER_ITEM_ATTENTION_FROM {
+        // One long text: its heads are the items, each head's key bias the text's.
+        let per_head = (heads, 1, seq, head_dim);
+        let key_bias = key_bias.map(|bias| bias.repeat(heads));
+        attention_per_item(
+            &q.reshape(per_head)?,
+            &k.reshape(per_head)?,
+            &v.reshape(per_head)?,
+            scale_f32,
+            key_bias.as_deref(),
+            mask.causal,
+        )?
+        .reshape((1, heads, seq, head_dim))?
     } else {
         let scores = q.matmul(&k.t()?)?;
         let probs = if fits(&scores) {
@@ -385,4 +451,71 @@ pub(crate) fn self_attention(
         probs.matmul(&v)?
     };
     Ok(context.transpose(1, 2)?.reshape((batch * seq, hidden))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `softmax(q kᵀ / √d + mask) v` of one text with candle's operations alone.
+    fn attention_by_candle(
+        qkv: &Tensor,
+        seq: usize,
+        heads: usize,
+        keep: Option<&[bool]>,
+        causal: bool,
+    ) -> candle_core::Result<Tensor> {
+        let hidden = qkv.dim(1)? / 3;
+        let head_dim = hidden / heads;
+        let qkv = qkv
+            .reshape((1, seq, 3, heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        #[allow(clippy::cast_precision_loss, reason = "small widths")]
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut mask = vec![0.0_f32; seq * seq];
+        for (i, value) in mask.iter_mut().enumerate() {
+            let (query, key) = (i / seq, i % seq);
+            if keep.is_some_and(|keep| !keep[key]) || (causal && key > query) {
+                *value = f32::MIN;
+            }
+        }
+        let mask = Tensor::from_vec(mask, (1, 1, seq, seq), qkv.device())?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .affine(scale, 0.0)?
+            .broadcast_add(&mask)?;
+        candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((seq, hidden))
+    }
+
+    #[test]
+    fn one_long_text_attends_head_by_head_as_candle_does() -> Result<(), CandleError> {
+        let (heads, head_dim) = (3, 8);
+        let seq = PER_ITEM_ATTENTION_FROM + 6;
+        let device = Device::Cpu;
+        let qkv = Tensor::randn(0_f32, 1.0, (seq, 3 * heads * head_dim), &device)?;
+        // The last five tokens padding.
+        let keep: Vec<bool> = (0..seq).map(|i| i < seq - 5).collect();
+        for (keep, causal) in [
+            (None, false),
+            (Some(keep.as_slice()), false),
+            (None, true),
+            (Some(keep.as_slice()), true),
+        ] {
+            let mask = AttentionMask::new(keep, causal, (1, seq), DType::F32, &device)?;
+            let got = self_attention(&qkv, (1, seq), heads, &mask)?;
+            let want = attention_by_candle(&qkv, seq, heads, keep, causal)?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff <= 1e-5,
+                "padding {}, causal {causal}: {diff}",
+                keep.is_some()
+            );
+        }
+        Ok(())
+    }
 }

@@ -1167,6 +1167,60 @@ fn an_xlmr_text_gives_the_same_vectors_alone_and_padded_on_either_side() {
 }
 
 #[test]
+fn rows_run_in_parallel_groups_equal_each_row_alone_and_the_reference() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = write_kind(root.path(), Kind::XlmrEncoder, 0);
+    let model = load_spec(root.path(), &spec).unwrap();
+    // 9 rows of 16 tokens (144, enough for groups of rows on each of the pool's
+    // threads), of every length in a shuffled order (the model runs them shortest first),
+    // padded on the right.
+    let (rows, seq) = (9, POSITIONS);
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    let mut texts = Vec::new();
+    for row in 0..rows {
+        let pad = (row * 4) % rows;
+        let real = seq - pad;
+        let text: Vec<i64> = (0..real)
+            .map(|i| i64::try_from((row * 7 + i * 3) % (VOCAB - 2)).unwrap() + 2)
+            .collect();
+        ids.extend(text.iter().copied().chain(std::iter::repeat_n(PAD, pad)));
+        mask.extend(std::iter::repeat_n(1, real).chain(std::iter::repeat_n(0, pad)));
+        texts.push(text);
+    }
+    let (shape, batched) = output(
+        &model.infer(&ids_and_mask(ids, mask, [rows, seq])).unwrap(),
+        LAST_HIDDEN_STATE,
+    );
+    assert_eq!(shape, [rows, seq, HIDDEN]);
+    let reference = Reference::new(root.path(), Kind::XlmrEncoder);
+    for (row, text) in texts.iter().enumerate() {
+        let n = text.len();
+        let alone = output(
+            &model
+                .infer(&ids_and_mask(text.clone(), vec![1; n], [1, n]))
+                .unwrap(),
+            LAST_HIDDEN_STATE,
+        )
+        .1;
+        let in_batch = &batched[row * seq * HIDDEN..(row * seq + n) * HIDDEN];
+        for (a, b) in alone.iter().zip(in_batch) {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "row {row}: {a} alone, {b} in the batch"
+            );
+        }
+        let want = reference
+            .hidden(&usizes(text), &vec![0; n], &vec![true; n])
+            .concat();
+        assert_close(in_batch, &want, 1e-4);
+        // The padding after the last real token is cut, not computed.
+        let padding = &batched[(row * seq + n) * HIDDEN..(row + 1) * seq * HIDDEN];
+        assert!(padding.iter().all(|&v| v == 0.0), "row {row}: {padding:?}");
+    }
+}
+
+#[test]
 fn an_xlmr_sequence_takes_as_many_tokens_as_positions_past_the_padding_index() {
     let root = tempfile::tempdir().unwrap();
     let spec = write_kind(root.path(), Kind::XlmrEncoder, 0);
