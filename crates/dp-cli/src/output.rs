@@ -110,6 +110,7 @@ pub(crate) const fn exit_code_for(code: ErrorCode) -> u8 {
         | ErrorCode::VersionDrift
         | ErrorCode::ProviderUnavailable
         | ErrorCode::Overloaded
+        | ErrorCode::Cancelled
         | ErrorCode::OutputDrift
         | ErrorCode::DeviceUnavailable => EXIT_NOT_READY,
     }

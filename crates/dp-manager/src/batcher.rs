@@ -20,6 +20,10 @@
 //! are run again one by one. A queue never holds more than
 //! [`BatchingConfig::max_queued_texts`] texts: past that, a request is refused at once
 //! with `overloaded` (retryable), so memory stays bounded under any load.
+//!
+//! A caller that gives up ([`CancelToken::cancel`]) is woken at once with `cancelled`; its
+//! request leaves the queue, and no later call runs it (one already running is shared with
+//! other callers and finishes, its rows unread).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use dp_spec::{ErrorCode, ModelError};
 
+use crate::cancel::{CancelToken, CancelWaiter, cancelled};
 use crate::sync::{Condvar, Mutex, MutexGuard};
 
 /// How concurrent text requests are batched ([`crate::ManagerBuilder::batching`]).
@@ -77,8 +82,10 @@ struct Request {
     /// queue's lock): a lead is handed to a request at most once.
     handed: std::sync::atomic::AtomicBool,
     slot: std::sync::Mutex<Slot>,
-    /// Signalled when the slot gets an outcome or the lead.
+    /// Signalled when the slot gets an outcome or the lead, or the caller gives up.
     wake: std::sync::Condvar,
+    /// The caller's way to give up, if it has one.
+    cancel: Option<CancelToken>,
 }
 
 /// What a waiting caller is woken for.
@@ -88,9 +95,40 @@ struct Slot {
     outcome: Option<Rows>,
     /// Set when the previous leader hands this caller the lead.
     lead: bool,
+    /// Set when the caller's token is cancelled.
+    cancelled: bool,
+}
+
+/// What woke a waiting caller (see [`Request::wait`]).
+enum Woken {
+    /// The request's outcome; `lead` when the lead came too (another worker's call may
+    /// have taken a request that was handed the lead meanwhile).
+    Outcome { rows: Rows, lead: bool },
+    /// The lead: the request is still queued, or another call took it meanwhile.
+    Lead,
+    /// The caller gave up; `lead` when the lead had come too.
+    Cancelled { lead: bool },
+}
+
+impl CancelWaiter for Request {
+    fn cancelled(&self) {
+        self.slot().cancelled = true;
+        self.wake.notify_one();
+    }
 }
 
 impl Request {
+    fn new(texts: &[&str], cancel: Option<CancelToken>) -> Self {
+        Self {
+            texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+            queued_at: Instant::now(),
+            handed: std::sync::atomic::AtomicBool::new(false),
+            slot: std::sync::Mutex::new(Slot::default()),
+            wake: std::sync::Condvar::new(),
+            cancel,
+        }
+    }
+
     fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.slot
             .lock()
@@ -106,23 +144,31 @@ impl Request {
         self.slot().outcome.is_some()
     }
 
+    fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+
     fn hand_lead(&self) {
         self.slot().lead = true;
         self.wake.notify_one();
     }
 
-    /// Waits until the request has an outcome or its caller the lead; returns the outcome,
-    /// if any, and whether the lead came (both can: another worker's call may have taken
-    /// a request that was handed the lead meanwhile).
-    fn wait(&self) -> (Option<Rows>, bool) {
+    /// Waits until the request has an outcome, its caller the lead, or its caller gives
+    /// up (checked first: a caller that left wants neither rows nor the lead).
+    fn wait(&self) -> Woken {
         let mut slot = self.slot();
         loop {
+            if slot.cancelled {
+                return Woken::Cancelled {
+                    lead: std::mem::take(&mut slot.lead),
+                };
+            }
             let lead = std::mem::take(&mut slot.lead);
             if let Some(rows) = slot.outcome.take() {
-                return (Some(rows), lead);
+                return Woken::Outcome { rows, lead };
             }
             if lead {
-                return (None, true);
+                return Woken::Lead;
             }
             slot = self
                 .wake
@@ -153,6 +199,7 @@ struct QueueStats {
     texts: u64,
     refused: u64,
     peak_queued_texts: usize,
+    cancelled: u64,
     batch_sizes: Histogram<{ BATCH_SIZE_BOUNDS.len() + 1 }>,
     latency: Histogram<{ LATENCY_MS_BOUNDS.len() + 1 }>,
 }
@@ -248,6 +295,8 @@ pub struct BatchingStatus {
     pub texts: u64,
     /// Requests refused with `overloaded`.
     pub refused: u64,
+    /// Requests whose callers gave up before a call took them (none of them ran).
+    pub cancelled: u64,
     /// Texts per model call.
     pub batch_sizes: HistogramReport,
     /// Milliseconds from a request's queueing to its outcome.
@@ -304,15 +353,20 @@ impl Batchers {
     /// signature and preprocess signature of `key`, whose names status reports.
     ///
     /// # Errors
-    /// `overloaded` when the queue is full; otherwise what `run` returns for these texts.
+    /// `overloaded` when the queue is full; `cancelled` when `cancel` is cancelled before
+    /// the rows come; otherwise what `run` returns for these texts.
     pub(crate) fn run(
         &self,
         key: &QueueKey<'_>,
         batch_size: usize,
         workers: usize,
         texts: &[&str],
+        cancel: Option<&CancelToken>,
         run: &dyn Fn(&[&str]) -> Rows,
     ) -> Rows {
+        if let Some(cancel) = cancel {
+            cancel.check()?;
+        }
         if texts.is_empty() {
             return run(texts);
         }
@@ -330,13 +384,10 @@ impl Batchers {
                     })
                 }),
         );
-        let request = Arc::new(Request {
-            texts: texts.iter().map(|t| (*t).to_owned()).collect(),
-            queued_at: Instant::now(),
-            handed: std::sync::atomic::AtomicBool::new(false),
-            slot: std::sync::Mutex::new(Slot::default()),
-            wake: std::sync::Condvar::new(),
-        });
+        let request = Arc::new(Request::new(texts, cancel.cloned()));
+        if let Some(cancel) = cancel {
+            cancel.register(Arc::downgrade(&request) as std::sync::Weak<dyn CancelWaiter>);
+        }
         let mut state = lock(&queue.state);
         let capacity = self.config.max_queued_texts;
         if state.queued_texts + texts.len() > capacity {
@@ -355,13 +406,19 @@ impl Batchers {
         } else {
             drop(state);
             loop {
-                let (rows, lead) = request.wait();
-                if let Some(rows) = rows {
-                    if lead {
-                        // Handed the lead after another worker's call took this request.
-                        pass_lead(&mut lock(&queue.state));
+                match request.wait() {
+                    Woken::Outcome { rows, lead } => {
+                        if lead {
+                            // Handed the lead after another worker's call took this request.
+                            pass_lead(&mut lock(&queue.state));
+                        }
+                        return rows;
                     }
-                    return rows;
+                    Woken::Cancelled { lead } => {
+                        give_up(&mut lock(&queue.state), &request, lead);
+                        return Err(cancelled());
+                    }
+                    Woken::Lead => {}
                 }
                 let mut state = lock(&queue.state);
                 if state.pending.iter().any(|r| Arc::ptr_eq(r, &request)) {
@@ -392,7 +449,11 @@ impl Batchers {
         }
         let outcome = request.slot().outcome.take();
         // Without an outcome, the request is in another worker's call: its outcome comes.
-        outcome.unwrap_or_else(|| request.wait().0.unwrap_or_else(|| Err(lead_lost())))
+        outcome.unwrap_or_else(|| match request.wait() {
+            Woken::Outcome { rows, .. } => rows,
+            Woken::Cancelled { .. } => Err(cancelled()),
+            Woken::Lead => Err(lead_lost()),
+        })
     }
 
     /// Every queue's counters, by model name then preprocess signature.
@@ -412,6 +473,7 @@ impl Batchers {
                     calls: state.stats.calls,
                     texts: state.stats.texts,
                     refused: state.stats.refused,
+                    cancelled: state.stats.cancelled,
                     batch_sizes: state.stats.batch_sizes.report(&BATCH_SIZE_BOUNDS),
                     latency_ms: state.stats.latency.report(&LATENCY_MS_BOUNDS),
                 }
@@ -451,27 +513,58 @@ impl Batchers {
 
 /// The leader's own request, then whole requests from the front of the queue: up to
 /// `batch_size` texts (the own request even if larger). With one worker, the own request
-/// is the front one.
+/// is the front one. Requests whose callers gave up leave the queue with `cancelled`
+/// instead of joining the call.
 fn take_batch(state: &mut QueueState, own: &Arc<Request>, batch_size: usize) -> Vec<Arc<Request>> {
     let mut batch = Vec::new();
     let mut texts = 0;
     if let Some(i) = state.pending.iter().position(|r| Arc::ptr_eq(r, own))
         && let Some(own) = state.pending.remove(i)
     {
-        texts += own.texts.len();
-        batch.push(own);
+        state.queued_texts -= own.texts.len();
+        if own.is_cancelled() {
+            state.stats.cancelled += 1;
+            own.finish(Err(cancelled()));
+        } else {
+            texts += own.texts.len();
+            batch.push(own);
+        }
     }
     while let Some(next) = state.pending.front() {
+        if next.is_cancelled() {
+            if let Some(next) = state.pending.pop_front() {
+                state.queued_texts -= next.texts.len();
+                state.stats.cancelled += 1;
+                // Its caller, if still waiting, wakes to `cancelled` (and passes on the
+                // lead, had it been handed one).
+                next.finish(Err(cancelled()));
+            }
+            continue;
+        }
         if !batch.is_empty() && texts + next.texts.len() > batch_size {
             break;
         }
         texts += next.texts.len();
+        state.queued_texts -= next.texts.len();
         if let Some(next) = state.pending.pop_front() {
             batch.push(next);
         }
     }
-    state.queued_texts -= texts;
     batch
+}
+
+/// A waiting caller that gave up: its request leaves the queue if no call has taken it
+/// (counted as cancelled), and a lead it was handed, before or while giving up, goes on.
+/// Under the queue's lock, so no lead can be handed to it meanwhile.
+fn give_up(state: &mut QueueState, request: &Arc<Request>, lead: bool) {
+    if let Some(i) = state.pending.iter().position(|r| Arc::ptr_eq(r, request)) {
+        state.pending.remove(i);
+        state.queued_texts -= request.texts.len();
+        state.stats.cancelled += 1;
+    }
+    if lead || std::mem::take(&mut request.slot().lead) {
+        pass_lead(state);
+    }
 }
 
 /// Ends one lead: hands it to the first queued request that has not had it (its caller
@@ -617,7 +710,9 @@ mod tests {
                     let text = "x".repeat(i + 1);
                     let other = "y".repeat(2 * i + 1);
                     barrier.wait();
-                    let rows = batchers.run(&KEY, 8, 1, &[&text, &other], run).unwrap();
+                    let rows = batchers
+                        .run(&KEY, 8, 1, &[&text, &other], None, run)
+                        .unwrap();
                     #[allow(clippy::cast_precision_loss)]
                     let want = vec![vec![(i + 1) as f32], vec![(2 * i + 1) as f32]];
                     assert_eq!(rows, want);
@@ -712,7 +807,7 @@ mod tests {
                                 .map(|k| "x".repeat(i * 4 + k + 1))
                                 .collect();
                             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                            let rows = batchers.run(&KEY, 8, workers, &refs, run).unwrap();
+                            let rows = batchers.run(&KEY, 8, workers, &refs, None, run).unwrap();
                             #[allow(clippy::cast_precision_loss)]
                             let want: Vec<Vec<f32>> =
                                 texts.iter().map(|t| vec![t.len() as f32]).collect();
@@ -785,14 +880,14 @@ mod tests {
                     }
                     Ok(texts.iter().map(|_| vec![1.0]).collect())
                 };
-                batchers.run(&KEY, 8, 1, &["first"], &slow).unwrap();
+                batchers.run(&KEY, 8, 1, &["first"], None, &slow).unwrap();
                 answered.fetch_add(1, Ordering::SeqCst);
             });
             started.wait();
             // Four texts fit while the leader runs; the next is refused immediately.
             let (shared, ok_ref) = (&batchers, &ok);
             let waiting =
-                scope.spawn(move || shared.run(&KEY, 8, 1, &["a", "b", "c", "d"], ok_ref));
+                scope.spawn(move || shared.run(&KEY, 8, 1, &["a", "b", "c", "d"], None, ok_ref));
             while lock(&lock(&batchers.queues)["sig\0pp"].state).queued_texts < 4 {
                 std::thread::yield_now();
             }
@@ -802,7 +897,7 @@ mod tests {
             let mut took = Vec::new();
             for _ in 0..100 {
                 let refused_at = Instant::now();
-                let err = batchers.run(&KEY, 8, 1, &["e"], &ok).unwrap_err();
+                let err = batchers.run(&KEY, 8, 1, &["e"], None, &ok).unwrap_err();
                 took.push(refused_at.elapsed());
                 assert_eq!(err.error_code, ErrorCode::Overloaded);
                 assert!(err.message.contains("4 texts queued"), "{err}");
@@ -815,6 +910,97 @@ mod tests {
             assert_eq!(waiting.join().unwrap().unwrap().len(), 4);
         });
         assert_eq!(answered.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_caller_that_gives_up_leaves_the_queue_and_nothing_runs_for_it() {
+        let batchers = Batchers::new(BatchingConfig::default());
+        let started = Barrier::new(2);
+        let release = Barrier::new(2);
+        let calls = std::sync::Mutex::new(Vec::<Vec<String>>::new());
+        let record = |texts: &[&str]| -> Rows {
+            calls
+                .lock()
+                .unwrap()
+                .push(texts.iter().map(|t| (*t).to_owned()).collect());
+            if texts.contains(&"first") {
+                started.wait();
+                release.wait();
+            }
+            Ok(texts.iter().map(|_| vec![1.0]).collect())
+        };
+        let token = CancelToken::new();
+        std::thread::scope(|scope| {
+            // A leader holds the queue busy while two callers queue behind it.
+            let leader = scope.spawn(|| batchers.run(&KEY, 8, 1, &["first"], None, &record));
+            started.wait();
+            let (shared, record, token) = (&batchers, &record, &token);
+            let gives_up =
+                scope.spawn(move || shared.run(&KEY, 8, 1, &["gone"], Some(token), record));
+            let stays = scope.spawn(move || shared.run(&KEY, 8, 1, &["kept"], None, record));
+            let queued = || lock(&lock(&batchers.queues)["sig\0pp"].state).queued_texts;
+            while queued() < 2 {
+                std::thread::yield_now();
+            }
+            token.cancel();
+            // Answered while the leader's call still runs (a failure, not a hang, if not),
+            // and out of the queue.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !gives_up.is_finished() && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let answered = gives_up.is_finished();
+            if !answered {
+                release.wait();
+            }
+            assert!(answered, "the cancelled caller still waits for the running call");
+            let err = gives_up.join().unwrap().unwrap_err();
+            assert_eq!(err.error_code, ErrorCode::Cancelled, "{err}");
+            assert_eq!(queued(), 1);
+            release.wait();
+            assert_eq!(leader.join().unwrap().unwrap(), vec![vec![1.0]]);
+            assert_eq!(stays.join().unwrap().unwrap(), vec![vec![1.0]]);
+        });
+        assert_eq!(
+            calls.into_inner().unwrap(),
+            vec![vec!["first".to_owned()], vec!["kept".to_owned()]]
+        );
+        let status = batchers.status();
+        assert_eq!(
+            (status[0].cancelled, status[0].texts, status[0].queued_texts),
+            (1, 2, 0)
+        );
+        assert_eq!(status[0].busy_workers, 0);
+        // A token already cancelled is refused before queueing.
+        let never = |_: &[&str]| -> Rows { panic!("a cancelled request ran") };
+        let err = batchers
+            .run(&KEY, 8, 1, &["late"], Some(&token), &never)
+            .unwrap_err();
+        assert_eq!(err.error_code, ErrorCode::Cancelled);
+    }
+
+    #[test]
+    fn a_call_leaves_out_queued_requests_whose_callers_gave_up() {
+        let gave_up = CancelToken::new();
+        gave_up.cancel();
+        let own = Arc::new(Request::new(&["own"], None));
+        let gone = Arc::new(Request::new(&["gone", "too"], Some(gave_up)));
+        let next = Arc::new(Request::new(&["next"], None));
+        let mut state = QueueState::default();
+        for request in [&own, &gone, &next] {
+            state.queued_texts += request.texts.len();
+            state.pending.push_back(Arc::clone(request));
+        }
+        let batch = take_batch(&mut state, &own, 8);
+        let texts: Vec<&str> = batch
+            .iter()
+            .flat_map(|r| r.texts.iter().map(String::as_str))
+            .collect();
+        assert_eq!(texts, ["own", "next"]);
+        assert_eq!((state.queued_texts, state.stats.cancelled), (0, 1));
+        assert!(state.pending.is_empty());
+        let outcome = gone.slot().outcome.take().expect("answered");
+        assert_eq!(outcome.unwrap_err().error_code, ErrorCode::Cancelled);
     }
 
     #[test]
@@ -833,10 +1019,10 @@ mod tests {
         std::thread::scope(|scope| {
             let good = scope.spawn(|| {
                 barrier.wait();
-                batchers.run(&KEY, 8, 1, &["good"], &run)
+                batchers.run(&KEY, 8, 1, &["good"], None, &run)
             });
             barrier.wait();
-            let bad = batchers.run(&KEY, 8, 1, &["bad"], &run);
+            let bad = batchers.run(&KEY, 8, 1, &["bad"], None, &run);
             assert_eq!(bad.unwrap_err().message, "bad text");
             assert_eq!(good.join().unwrap().unwrap(), vec![vec![0.5]]);
         });
@@ -847,13 +1033,13 @@ mod tests {
         let batchers = Batchers::new(BatchingConfig::default());
         let panicking = |_: &[&str]| -> Rows { panic!("provider bug") };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batchers.run(&KEY, 8, 1, &["a"], &panicking)
+            batchers.run(&KEY, 8, 1, &["a"], None, &panicking)
         }));
         assert!(caught.is_err());
         // The queue is free again.
         let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
         assert_eq!(
-            batchers.run(&KEY, 8, 1, &["b"], &ok).unwrap(),
+            batchers.run(&KEY, 8, 1, &["b"], None, &ok).unwrap(),
             vec![vec![3.0]]
         );
     }

@@ -247,6 +247,19 @@ impl ModelManager {
         inputs: PresetInputs<'_>,
         prompt_name: Option<&str>,
     ) -> Result<PresetRun, ModelError> {
+        self.run_preset_cancellable(model, inputs, prompt_name, None)
+    }
+
+    /// [`Self::run_preset_with_prompt`] for a caller that may give up: `cancelled` when
+    /// `cancel` is cancelled before the model call starts (while queued for a batch
+    /// included, which it then leaves at once).
+    pub(crate) fn run_preset_cancellable(
+        &self,
+        model: &str,
+        inputs: PresetInputs<'_>,
+        prompt_name: Option<&str>,
+        cancel: Option<&crate::CancelToken>,
+    ) -> Result<PresetRun, ModelError> {
         let handle = self.get(model)?;
         let spec = handle.spec();
         let preset = handle.preset().ok_or_else(|| {
@@ -310,10 +323,20 @@ impl ModelManager {
                     };
                     inner
                         .batchers
-                        .run(&batch_key, preset.batch_size(), workers, texts, &run)
+                        .run(
+                            &batch_key,
+                            preset.batch_size(),
+                            workers,
+                            texts,
+                            cancel,
+                            &run,
+                        )
                         .map(PresetOutput::Vectors)
                 }
-                _ => preset.run(model, inputs),
+                _ => {
+                    cancel.map_or(Ok(()), crate::CancelToken::check)?;
+                    preset.run(model, inputs)
+                }
             }
         };
         let output = match (&cache.vectors, identities(&inputs)) {

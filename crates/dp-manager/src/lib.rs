@@ -73,6 +73,7 @@ mod batcher;
 mod budget;
 mod builder;
 mod cache;
+mod cancel;
 mod clock;
 mod devices;
 mod embedding;
@@ -110,6 +111,7 @@ pub use batcher::{
 };
 pub use builder::{DEFAULT_KEEP_ALIVE, ManagerBuilder};
 pub use cache::ModelHandle;
+pub use cancel::CancelToken;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use devices::DeviceInventory;
 /// The shared pre/post-processing presets (the `dp-preset` crate).

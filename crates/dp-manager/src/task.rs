@@ -96,6 +96,10 @@ pub struct TaskRequest {
     /// [`crate::GenerationOptions`] (`max_new_tokens`, `num_beams`…). Any other option, or
     /// one the task type does not take, is refused rather than ignored.
     pub options: BTreeMap<String, serde_json::Value>,
+    /// The caller's way to give up (`None`: it waits to the end). Cancelled before the
+    /// task's model call starts, the task ends with `cancelled`; an `embedding` task waiting
+    /// in its model's batching queue leaves it at once, and nothing is run for it.
+    pub cancel: Option<crate::CancelToken>,
 }
 
 impl TaskRequest {
@@ -108,6 +112,7 @@ impl TaskRequest {
             data,
             keep_alive: None,
             options: BTreeMap::new(),
+            cancel: None,
         }
     }
 }
@@ -234,7 +239,10 @@ impl ModelManager {
             data,
             keep_alive,
             options,
+            cancel,
         } = request;
+        let check_cancel = || cancel.as_ref().map_or(Ok(()), crate::CancelToken::check);
+        check_cancel()?;
         let transcription = if task_type == TaskType::Transcribe {
             Some(TranscriptionOptions::from_task_options(&options)?)
         } else {
@@ -269,14 +277,20 @@ impl ModelManager {
             // Loads it if needed, and sets its keep-alive for after this task.
             self.preload(&model, Some(keep_alive))?;
         }
+        // Embeddings check the token themselves, up to their model call (queued included);
+        // every other task once, before it starts.
+        if !matches!(task_type, TaskType::Embedding) {
+            check_cancel()?;
+        }
         let run = |inputs: PresetInputs<'_>| self.run_preset(&model, inputs);
         let (output, model_signature, models_used) = match (task_type, data) {
             (TaskType::Embedding, TaskData::Texts(texts)) => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                preset_output(self.run_preset_with_prompt(
+                preset_output(self.run_preset_cancellable(
                     &model,
                     PresetInputs::Texts(&texts),
                     options.prompt_name.as_deref(),
+                    cancel.as_ref(),
                 )?)
             }
             (TaskType::Rerank, TaskData::QueryWithDocuments { query, documents }) => {

@@ -88,6 +88,13 @@ pub trait Preset: Send + Sync + fmt::Debug {
     /// Inputs per model call.
     fn batch_size(&self) -> usize;
 
+    /// Padded tokens per model call (inputs times the longest one's tokens), for presets
+    /// with [`Self::input_lengths`]: the spec's `resource_requirements.max_batch_tokens`.
+    /// `None` (the default): calls are bounded by [`Self::batch_size`] alone.
+    fn max_batch_tokens(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether the preset serves this kind of request.
     fn accepts(&self, kind: InputKind) -> bool;
 
@@ -165,7 +172,9 @@ pub trait Preset: Send + Sync + fmt::Debug {
     /// Runs `inputs` through `model` in calls of at most [`Self::batch_size`] inputs:
     /// encode, infer, decode, results in input order. Inputs with
     /// [`Self::input_lengths`] run in length-ordered groups when the padding that saves
-    /// outweighs the model's [`LoadedModel::call_overhead_tokens`]; others in their order.
+    /// outweighs the model's [`LoadedModel::call_overhead_tokens`], or when
+    /// [`Self::max_batch_tokens`] bounds a call (then, for a model that keeps one call
+    /// when it can, in as few calls as the budget allows); others in their order.
     ///
     /// # Errors
     /// As [`Self::encode`], the model's `infer` and [`Self::decode`]; an empty request is
@@ -179,10 +188,21 @@ pub trait Preset: Send + Sync + fmt::Debug {
             return Err(refused(self.name(), inputs.kind()).into());
         }
         let step = self.batch_size().max(1);
-        let groups = match model.call_overhead_tokens() {
+        let limits = batch_plan::CallLimits {
+            max_inputs: step,
+            max_tokens: self.max_batch_tokens(),
+        };
+        // No overhead of its own (a remote model): one call more always costs more than
+        // any padding, so the plan splits only where the token budget must.
+        let overhead = match (model.call_overhead_tokens(), limits.max_tokens) {
+            (Some(overhead), _) => Some(overhead),
+            (None, Some(_)) => Some(usize::MAX),
+            (None, None) => None,
+        };
+        let groups = match overhead {
             Some(overhead) if inputs.len() > 1 => match self.input_lengths(&inputs)? {
                 Some(lengths) if lengths.len() == inputs.len() => {
-                    batch_plan::length_ordered_batches(&lengths, step, overhead)
+                    batch_plan::length_ordered_batches(&lengths, limits, overhead)
                 }
                 _ => Vec::new(),
             },

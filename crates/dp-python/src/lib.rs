@@ -30,6 +30,7 @@ pub use error::Error;
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<manager::ModelManager>()?;
     module.add_class::<manager::TaskResult>()?;
+    module.add_class::<manager::CancelToken>()?;
     module.add_function(wrap_pyfunction!(tools::validate, module)?)?;
     module.add_function(wrap_pyfunction!(tools::digest, module)?)?;
     module.add_function(wrap_pyfunction!(tools::verify, module)?)?;

@@ -153,6 +153,33 @@ fn batching_config(value: Option<&Bound<'_, PyAny>>) -> Result<BatchingConfig, E
 /// default); `cuda_available` says whether
 /// `device_policy: auto|cuda` may place models on CUDA (default `False`, as `dp`). Safe to
 /// share between threads; the GIL is released while models load and run.
+/// A caller's way to give up on a `task` from another thread (its `cancel=` argument):
+/// cancelled, a request still queued for a batch leaves the queue with `Cancelled`.
+/// `ModelManager.atask` makes one per call and cancels it when the awaiting task is.
+#[pyclass(module = "dp_models._native", name = "CancelToken", frozen)]
+#[derive(Default)]
+pub(crate) struct CancelToken(dp_manager::CancelToken);
+
+#[pymethods]
+impl CancelToken {
+    /// A token not cancelled yet.
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the requests waiting on the token up. Idempotent.
+    fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether `cancel` was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
 #[pyclass(module = "dp_models._native", name = "ModelManager", subclass, frozen)]
 pub(crate) struct ModelManager {
     inner: dp_manager::ModelManager,
@@ -223,8 +250,13 @@ impl ModelManager {
     /// `language`, `task`, `max_new_tokens`, `num_beams`…); `"infer"` a dict of input name →
     /// NumPy array. `None` data
     /// only preloads the model. `keep_alive` (seconds) is how long the model stays loaded
-    /// once idle. Raises a `ModelError` subclass.
-    #[pyo3(signature = (task_data, task_type, model_name, keep_alive=None, **options))]
+    /// once idle. `cancel`, a `CancelToken` another thread may cancel, gives the request up
+    /// (`Cancelled`) while it waits. Raises a `ModelError` subclass.
+    #[pyo3(signature = (task_data, task_type, model_name, keep_alive=None, *, cancel=None, **options))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Python signature: positional data, task and model, then keywords"
+    )]
     fn task(
         &self,
         py: Python<'_>,
@@ -232,6 +264,7 @@ impl ModelManager {
         task_type: &str,
         model_name: String,
         keep_alive: Option<f64>,
+        cancel: Option<PyRef<'_, CancelToken>>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> Result<TaskResult, Error> {
         let task_type = parse_task_type(task_type)?;
@@ -241,6 +274,7 @@ impl ModelManager {
         })?;
         let mut request = TaskRequest::new(task_type, model_name.clone(), data);
         request.keep_alive = seconds(keep_alive, "keep_alive")?;
+        request.cancel = cancel.map(|token| token.0.clone());
         if let Some(options) = options {
             let mut parsed = BTreeMap::new();
             for (key, value) in options.iter() {

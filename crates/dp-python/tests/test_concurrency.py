@@ -115,3 +115,52 @@ def test_atask_raises_model_errors(verify_cache):
     with pytest.raises(dp_models.ModelNotFound) as info:
         asyncio.run(main())
     assert info.value.model == "no-such-model"
+
+
+def test_a_cancelled_atask_leaves_the_queue_and_runs_nothing(verify_cache):
+    m = fresh(verify_cache)
+    m.preload("all-minilm-l6-v2")
+    big = TEXTS * 64  # one request: one long call of 1024 texts that the next one queues behind
+
+    def queue():
+        (status,) = m.get_model_status()["batching"] or [None]
+        return status
+
+    async def main():
+        first = asyncio.create_task(m.atask(big, "embedding", "all-minilm-l6-v2"))
+        while queue() is None or queue()["busy_workers"] == 0:
+            await asyncio.sleep(0.001)
+        queued = asyncio.create_task(m.atask(["a caller that leaves"], "embedding",
+                                             "all-minilm-l6-v2"))
+        while queue()["queued_texts"] == 0:
+            await asyncio.sleep(0.001)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        # Out of the queue at once, while the first call still runs.
+        deadline = time.perf_counter() + 5
+        while queue()["queued_texts"] and time.perf_counter() < deadline:
+            await asyncio.sleep(0.001)
+        during = queue()
+        return await first, during
+
+    result, during = asyncio.run(main())
+    assert result.embeddings.shape == (1024, 384)
+    assert (during["queued_texts"], during["cancelled"]) == (0, 1)
+    assert during["busy_workers"] == 1, "the first call was still running"
+    after = m.get_model_status()["batching"][0]
+    # Only the first request's texts ever ran.
+    assert (after["texts"], after["cancelled"]) == (1024, 1)
+
+
+def test_a_cancel_token_given_up_before_the_task_raises_cancelled(verify_cache):
+    m = fresh(verify_cache)
+    token = dp_models.CancelToken()
+    assert not token.cancelled
+    token.cancel()
+    assert token.cancelled
+    with pytest.raises(dp_models.Cancelled) as info:
+        m.task(["x"], "embedding", "all-minilm-l6-v2", cancel=token)
+    assert info.value.error_code == "cancelled"
+    # Nothing was loaded for it.
+    assert m.get_model_status()["totals"]["loads"] == 0

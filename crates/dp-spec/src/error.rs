@@ -59,11 +59,14 @@ pub enum ErrorCode {
     /// (`cuda` without a CUDA build or a GPU, `cuda:N` past the last device, a runtime library
     /// without a CUDA execution provider). Never answered by running on another device.
     DeviceUnavailable,
+    /// The caller gave up on the request (its cancellation token was cancelled) before it
+    /// ran: nothing was run for it; ask again if the result is still wanted.
+    Cancelled,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::ModelNotFound,
         Self::WeightsMissing,
         Self::WeightsDigestMismatch,
@@ -82,6 +85,7 @@ impl ErrorCode {
         Self::Overloaded,
         Self::OutputDrift,
         Self::DeviceUnavailable,
+        Self::Cancelled,
     ];
 
     /// The stable snake_case name, identical to the serialized form.
@@ -106,6 +110,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::OutputDrift => "output_drift",
             Self::DeviceUnavailable => "device_unavailable",
+            Self::Cancelled => "cancelled",
         }
     }
 }

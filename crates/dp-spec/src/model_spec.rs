@@ -450,6 +450,13 @@ pub struct ResourceRequirements {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_batch_size: Option<u32>,
+    /// The most padded tokens of one model call (texts times the longest one's tokens), for
+    /// presets that tokenize: a batch past it runs as several calls of close lengths; a
+    /// single longer text still runs, alone. Bounds a call's activations: 32 texts of 512
+    /// tokens hold 16 times the memory of 32 texts of 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_batch_tokens: Option<u32>,
     /// How many model calls one loaded instance runs at once for concurrent callers (1 when
     /// absent): the workers of its batching queue, sharing the instance's weights (and, on
     /// the CPU, its threads). More than one overlaps one call's preprocessing with

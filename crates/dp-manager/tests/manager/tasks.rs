@@ -84,6 +84,8 @@ fn models_root(files: &[(&str, &str)]) -> TempDir {
 struct Embedder {
     loads: AtomicUsize,
     rows: Arc<AtomicUsize>,
+    /// `[batch, seq]` of every model call.
+    shapes: Arc<std::sync::Mutex<Vec<[usize; 2]>>>,
 }
 
 impl ModelProvider for Embedder {
@@ -107,6 +109,7 @@ impl ModelProvider for Embedder {
         self.loads.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(TokenEcho {
             rows: Arc::clone(&self.rows),
+            shapes: Arc::clone(&self.shapes),
         }))
     }
 
@@ -121,6 +124,7 @@ impl ModelProvider for Embedder {
 
 struct TokenEcho {
     rows: Arc<AtomicUsize>,
+    shapes: Arc<std::sync::Mutex<Vec<[usize; 2]>>>,
 }
 
 impl LoadedModel for TokenEcho {
@@ -135,6 +139,7 @@ impl LoadedModel for TokenEcho {
             return Err(ModelError::new(ErrorCode::InvalidInput, "int64"));
         };
         self.rows.fetch_add(batch, Ordering::SeqCst);
+        self.shapes.lock().expect("not poisoned").push([batch, seq]);
         #[allow(clippy::cast_precision_loss)]
         let data = ids.iter().flat_map(|&id| [id as f32, 1.0]).collect();
         let hidden = Tensor::new(vec![batch, seq, 2], TensorData::Fp32(data))?;
@@ -268,6 +273,72 @@ fn batches_follow_max_batch_size() {
         .expect("embeds");
     assert_eq!(out.embeddings.len(), 5);
     assert_eq!(out.embeddings[4], expected(&[8.0]));
+}
+
+#[test]
+fn batches_follow_max_batch_tokens() {
+    let s = setup_with(
+        &[embedder(
+            "emb",
+            "emb",
+            "resource_requirements: { max_batch_tokens: 12 }\n",
+        )],
+        |b| b.embedding_cache(EmbeddingCacheConfig::disabled()),
+    );
+    // 3, 8, 3 and 4 tokens with [CLS] and [SEP], at most 12 padded tokens a call: the
+    // three short texts together, the long one alone.
+    let texts = ["mat", "the cat sat on the mat", "on", "the cat"];
+    let out = s.manager.embed("emb", &texts).expect("embeds");
+    assert_eq!(
+        out.embeddings,
+        vec![
+            expected(&[8.0]),
+            expected(&[4.0, 5.0, 6.0, 7.0, 4.0, 8.0]),
+            expected(&[7.0]),
+            expected(&[4.0, 5.0])
+        ]
+    );
+    let shapes = s.provider.shapes.lock().expect("not poisoned").clone();
+    assert!(
+        shapes.iter().all(|[b, s]| b * s <= 12),
+        "every call within the budget: {shapes:?}"
+    );
+    assert_eq!(shapes.iter().map(|[b, _]| b).sum::<usize>(), 4);
+}
+
+#[test]
+fn a_cancelled_task_runs_nothing() {
+    let s = setup(|b| b);
+    let token = dp_manager::CancelToken::new();
+    token.cancel();
+    for task_type in [TaskType::Embedding, TaskType::Infer] {
+        let data = match task_type {
+            TaskType::Embedding => TaskData::Texts(vec!["the cat".to_owned()]),
+            _ => TaskData::Tensors(NamedTensors::new()),
+        };
+        let request = TaskRequest {
+            cancel: Some(token.clone()),
+            ..TaskRequest::new(task_type, "emb", Some(data))
+        };
+        let err = s.manager.task(request).expect_err("cancelled");
+        assert_eq!(err.error_code, ErrorCode::Cancelled, "{err}");
+    }
+    // Not even loaded.
+    assert_eq!(s.provider.loads.load(Ordering::SeqCst), 0);
+    assert_eq!(s.provider.rows.load(Ordering::SeqCst), 0);
+    // A token not cancelled changes nothing.
+    let request = TaskRequest {
+        cancel: Some(dp_manager::CancelToken::new()),
+        ..TaskRequest::new(
+            TaskType::Embedding,
+            "emb",
+            Some(TaskData::Texts(vec!["mat".to_owned()])),
+        )
+    };
+    let TaskOutput::Embeddings(rows) = s.manager.task(request).expect("embeds").output else {
+        panic!("embeddings");
+    };
+    assert_eq!(rows, vec![expected(&[8.0])]);
 }
 
 #[test]

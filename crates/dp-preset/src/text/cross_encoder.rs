@@ -24,7 +24,7 @@ use dp_spec::tensor_names::{LOGITS, TEXT_INPUTS};
 use dp_spec::{ModelSpec, NamedTensors, TensorData, VerifiedArtifacts};
 use serde_json::Value;
 
-use super::{PAD_TOKENS, TextTokenizer, batch_size_of, text_tensors};
+use super::{PAD_TOKENS, TextTokenizer, batch_size_of, max_batch_tokens_of, text_tensors};
 use crate::artifacts::{ArtifactFiles, agree};
 use crate::error::PresetError;
 use crate::{BatchContext, EncodedBatch, InputKind, Preset, PresetInputs, PresetOutput};
@@ -89,6 +89,8 @@ pub struct CrossEncoder {
     /// Which of [`TEXT_INPUTS`] the model takes.
     inputs: [bool; 3],
     batch_size: usize,
+    /// The spec's `max_batch_tokens`.
+    max_batch_tokens: Option<usize>,
     params: BTreeMap<String, Value>,
     signature: String,
     model_name: String,
@@ -160,6 +162,7 @@ impl CrossEncoder {
             activation,
             inputs,
             batch_size: batch_size_of(spec, DEFAULT_PAIR_BATCH_SIZE),
+            max_batch_tokens: max_batch_tokens_of(spec),
             signature: dp_signature::preprocess_signature(Some(CROSS_ENCODER), &resolved),
             params: resolved,
             model_name: spec.model_name.clone(),
@@ -299,6 +302,10 @@ impl Preset for CrossEncoder {
 
     fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    fn max_batch_tokens(&self) -> Option<usize> {
+        self.max_batch_tokens
     }
 
     fn accepts(&self, kind: InputKind) -> bool {

@@ -82,6 +82,8 @@ pub struct SentenceEmbedding {
     /// Which of [`TEXT_INPUTS`] the model takes.
     inputs: [bool; 3],
     batch_size: usize,
+    /// The spec's `max_batch_tokens`.
+    max_batch_tokens: Option<usize>,
     signature: String,
 }
 
@@ -114,6 +116,7 @@ impl SentenceEmbedding {
             preset.inputs = TEXT_INPUTS.map(|name| wanted.contains(&name));
         }
         preset.batch_size = batch_size_of(spec, DEFAULT_BATCH_SIZE);
+        preset.max_batch_tokens = max_batch_tokens_of(spec);
         Ok(preset)
     }
 
@@ -134,6 +137,7 @@ impl SentenceEmbedding {
             config,
             inputs: [true; 3],
             batch_size: DEFAULT_BATCH_SIZE,
+            max_batch_tokens: None,
         })
     }
 
@@ -233,6 +237,13 @@ pub(crate) fn batch_size_of(spec: &ModelSpec, default: usize) -> usize {
         })
 }
 
+/// Padded tokens per model call: the spec's `max_batch_tokens`, if any.
+pub(crate) fn max_batch_tokens_of(spec: &ModelSpec) -> Option<usize> {
+    spec.resource_requirements
+        .max_batch_tokens
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX).max(1))
+}
+
 impl Preset for SentenceEmbedding {
     fn name(&self) -> &'static str {
         SENTENCE_EMBEDDING
@@ -248,6 +259,10 @@ impl Preset for SentenceEmbedding {
 
     fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    fn max_batch_tokens(&self) -> Option<usize> {
+        self.max_batch_tokens
     }
 
     fn accepts(&self, kind: InputKind) -> bool {
@@ -359,6 +374,10 @@ impl Preset for PromptedSentenceEmbedding<'_> {
 
     fn batch_size(&self) -> usize {
         self.base.batch_size
+    }
+
+    fn max_batch_tokens(&self) -> Option<usize> {
+        self.base.max_batch_tokens
     }
 
     fn accepts(&self, kind: InputKind) -> bool {

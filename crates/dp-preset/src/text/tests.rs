@@ -261,6 +261,52 @@ fn texts_of_mixed_lengths_run_in_length_groups_and_come_back_in_order() {
 }
 
 #[test]
+fn a_token_budget_bounds_every_call_for_in_process_and_served_models() {
+    let mut p = preset(64);
+    let long = "the cat sat on the mat ".repeat(5);
+    let texts = [
+        long.as_str(),
+        "cat",
+        long.as_str(),
+        "mat",
+        "the cat",
+        long.as_str(),
+    ];
+    let free = p
+        .run(&Echo, PresetInputs::Texts(&texts))
+        .expect("embeds")
+        .into_rows();
+    // 40 padded tokens a call: no two texts of 32 tokens fit together; the three short
+    // ones (at most 4 tokens) do.
+    p.max_batch_tokens = Some(40);
+    for overhead in [Some(4), None] {
+        let model = ShapeRecorder {
+            shapes: std::sync::Mutex::new(Vec::new()),
+            overhead,
+        };
+        let out = p
+            .run(&model, PresetInputs::Texts(&texts))
+            .expect("embeds")
+            .into_rows();
+        assert_eq!(out, free, "overhead {overhead:?}");
+        let shapes = model.shapes.into_inner().unwrap();
+        assert_eq!(
+            shapes,
+            vec![(3, 4), (1, 32), (1, 32), (1, 32)],
+            "overhead {overhead:?}"
+        );
+    }
+    // A budget the whole batch fits in: a served model keeps its one call, in order.
+    p.max_batch_tokens = Some(6 * 32);
+    let served = ShapeRecorder {
+        shapes: std::sync::Mutex::new(Vec::new()),
+        overhead: None,
+    };
+    p.run(&served, PresetInputs::Texts(&texts)).expect("embeds");
+    assert_eq!(served.shapes.into_inner().unwrap(), vec![(6, 32)]);
+}
+
+#[test]
 fn a_bad_tokenizer_is_invalid_spec_naming_the_file() {
     let err = SentenceEmbedding::from_tokenizer_json(
         b"{not json",

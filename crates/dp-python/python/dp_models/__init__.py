@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import _native
 from ._errors import (
     ERROR_CLASSES,
+    Cancelled,
     DeviceUnavailable,
     InsufficientGpuMemory,
     InsufficientMemory,
@@ -38,7 +39,7 @@ from ._errors import (
     WeightsDigestMismatch,
     WeightsMissing,
 )
-from ._native import TaskResult, digest, validate, verify
+from ._native import CancelToken, TaskResult, digest, validate, verify
 
 __version__: str = _native.__version__
 
@@ -64,18 +65,29 @@ class ModelManager(_native.ModelManager):
         **options: Any,
     ) -> TaskResult:
         """``task`` on the event loop's default executor (a thread): the loop keeps running
-        while the model loads and runs (the GIL is released meanwhile)."""
+        while the model loads and runs (the GIL is released meanwhile).
+
+        Cancelling the awaiting task gives the request up: if it still waits in its
+        model's batching queue it leaves it and nothing is run for it; a model call already
+        running for it (shared with other callers) finishes, its result dropped."""
         loop = asyncio.get_running_loop()
+        token = CancelToken()
         call = functools.partial(
-            self.task, task_data, task_type, model_name, keep_alive, **options
+            self.task, task_data, task_type, model_name, keep_alive, cancel=token, **options
         )
-        return await loop.run_in_executor(None, call)
+        try:
+            return await loop.run_in_executor(None, call)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
 
 
 __all__ = [
     "ERROR_CLASSES",
     "ERROR_CODES",
     "TASK_TYPES",
+    "CancelToken",
+    "Cancelled",
     "DeviceUnavailable",
     "InsufficientGpuMemory",
     "InsufficientMemory",

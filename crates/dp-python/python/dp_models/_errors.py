@@ -148,6 +148,13 @@ class DeviceUnavailable(ModelError):
     code = "device_unavailable"
 
 
+class Cancelled(ModelError):
+    """The caller gave up on the request before it ran (an ``atask`` cancelled, a
+    ``CancelToken`` cancelled): nothing was run for it."""
+
+    code = "cancelled"
+
+
 #: The exception class of each error code.
 ERROR_CLASSES: Dict[str, Type[ModelError]] = {
     cls.code: cls
@@ -170,6 +177,7 @@ ERROR_CLASSES: Dict[str, Type[ModelError]] = {
         Overloaded,
         OutputDrift,
         DeviceUnavailable,
+        Cancelled,
     )
 }
 

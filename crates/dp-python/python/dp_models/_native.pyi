@@ -16,6 +16,17 @@ def error_codes() -> List[str]:
 def task_types() -> List[str]:
     """The task type names ``ModelManager.task`` knows."""
 
+class CancelToken:
+    """A caller's way to give up on a ``task`` (its ``cancel=`` argument) from another
+    thread; ``ModelManager.atask`` makes one and cancels it when the awaiting task is."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """Gives up: a request still queued for a batch leaves the queue with ``Cancelled``."""
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel`` was called."""
+
 class TaskResult:
     """The result of ``ModelManager.task``: the output in the attribute of its kind (the
     others are ``None``), and what produced it."""
@@ -69,6 +80,8 @@ class ModelManager:
         task_type: str,
         model_name: str,
         keep_alive: Optional[float] = None,
+        *,
+        cancel: Optional[CancelToken] = None,
         **options: Any,
     ) -> TaskResult:
         """Runs a task (see docs/python.md); raises a ``ModelError`` subclass."""
