@@ -953,7 +953,10 @@ mod tests {
             if !answered {
                 release.wait();
             }
-            assert!(answered, "the cancelled caller still waits for the running call");
+            assert!(
+                answered,
+                "the cancelled caller still waits for the running call"
+            );
             let err = gives_up.join().unwrap().unwrap_err();
             assert_eq!(err.error_code, ErrorCode::Cancelled, "{err}");
             assert_eq!(queued(), 1);

@@ -257,16 +257,16 @@ fn a_disabled_cache_embeds_every_text_every_time() {
     assert_eq!((cache.entries, cache.hits), (0, 0));
 }
 
+/// The `emb` model with `extra` in its spec, without embedding cache: every text runs.
+fn uncached_with(extra: &str) -> Setup {
+    setup_with(&[embedder("emb", "emb", extra)], |b| {
+        b.embedding_cache(EmbeddingCacheConfig::disabled())
+    })
+}
+
 #[test]
 fn batches_follow_max_batch_size() {
-    let s = setup_with(
-        &[embedder(
-            "emb",
-            "emb",
-            "resource_requirements: { max_batch_size: 2 }\n",
-        )],
-        |b| b.embedding_cache(EmbeddingCacheConfig::disabled()),
-    );
+    let s = uncached_with("resource_requirements: { max_batch_size: 2 }\n");
     let out = s
         .manager
         .embed("emb", &["the", "cat", "sat", "on", "mat"])
@@ -277,14 +277,7 @@ fn batches_follow_max_batch_size() {
 
 #[test]
 fn batches_follow_max_batch_tokens() {
-    let s = setup_with(
-        &[embedder(
-            "emb",
-            "emb",
-            "resource_requirements: { max_batch_tokens: 12 }\n",
-        )],
-        |b| b.embedding_cache(EmbeddingCacheConfig::disabled()),
-    );
+    let s = uncached_with("resource_requirements: { max_batch_tokens: 12 }\n");
     // 3, 8, 3 and 4 tokens with [CLS] and [SEP], at most 12 padded tokens a call: the
     // three short texts together, the long one alone.
     let texts = ["mat", "the cat sat on the mat", "on", "the cat"];

@@ -216,19 +216,22 @@ impl LoadedModel for ShapeRecorder {
     }
 }
 
+/// A text of 30 words (32 tokens with `[CLS]` and `[SEP]`).
+fn long_text() -> String {
+    "the cat sat on the mat ".repeat(5)
+}
+
+/// Three copies of `long` interleaved with three texts of 3–4 tokens.
+fn mixed_lengths(long: &str) -> [&str; 6] {
+    [long, "cat", long, "mat", "the cat", long]
+}
+
 #[test]
 fn texts_of_mixed_lengths_run_in_length_groups_and_come_back_in_order() {
     let p = preset(64);
-    let long = "the cat sat on the mat ".repeat(5);
+    let long = long_text();
     // Long and short texts interleaved: two groups pad far less than one call.
-    let texts = [
-        long.as_str(),
-        "cat",
-        long.as_str(),
-        "mat",
-        "the cat",
-        long.as_str(),
-    ];
+    let texts = mixed_lengths(&long);
     let grouped = ShapeRecorder {
         shapes: std::sync::Mutex::new(Vec::new()),
         overhead: Some(4),
@@ -263,15 +266,8 @@ fn texts_of_mixed_lengths_run_in_length_groups_and_come_back_in_order() {
 #[test]
 fn a_token_budget_bounds_every_call_for_in_process_and_served_models() {
     let mut p = preset(64);
-    let long = "the cat sat on the mat ".repeat(5);
-    let texts = [
-        long.as_str(),
-        "cat",
-        long.as_str(),
-        "mat",
-        "the cat",
-        long.as_str(),
-    ];
+    let long = long_text();
+    let texts = mixed_lengths(&long);
     let free = p
         .run(&Echo, PresetInputs::Texts(&texts))
         .expect("embeds")
