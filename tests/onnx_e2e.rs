@@ -50,9 +50,7 @@ fn embed(manager: &ModelManager, model: &str, sentences: &[&str]) -> Vec<Vec<f32
 }
 
 /// The vectors of `sentences` from one model call, as the spec's recorded int8 accuracy
-/// was measured: the manager may split a call into length groups, and a dynamically
-/// quantized graph's activation scale is per call, so its vectors move a little with
-/// their call-mates.
+/// was measured (the manager may split a call into length groups).
 fn one_call(manager: &ModelManager, model: &str, sentences: &[&str]) -> Vec<Vec<f32>> {
     let handle = manager.get(model).unwrap();
     let preset = handle.preset().unwrap();
@@ -139,23 +137,14 @@ fn onnx_and_candle_agree_on_the_same_weights() {
     eprintln!("onnx vs candle: worst max abs diff {worst:.3e}");
 }
 
-/// Whether ONNX Runtime's int8 matrix kernels can use VNNI on this CPU (non-x86 CPUs
-/// have their own dot-product instructions, counted as such).
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-            || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
-    }
-}
+/// The accuracy throughput issue asks of an int8 model: cosine to the fp32 graph on every
+/// reference sentence.
+const INT8_MIN_COSINE: f64 = 0.99;
 
 /// The int8 MiniLM (`cargo xtask setup` asset `minilm-onnx-int8`: the fp32 graph's weight
-/// products quantized by ONNX Runtime) on the same provider and preset: its accuracy
-/// against the fp32 graph and sentence-transformers, as its spec records it.
+/// products on int8 weights and uint8 activations quantized per row) on the same provider
+/// and preset: its accuracy against the fp32 graph and sentence-transformers, as its spec
+/// records it, the same however the sentences are batched.
 #[test]
 fn int8_minilm_stays_within_its_recorded_accuracy() {
     let test = "int8_minilm_stays_within_its_recorded_accuracy";
@@ -173,48 +162,55 @@ fn int8_minilm_stays_within_its_recorded_accuracy() {
     let record = &output.models_used[0];
     assert_eq!(record.model_name, int8);
     assert_eq!(record.precision.as_str(), "int8");
-    let served = dp_manager::EmbeddingParity::compare(
-        &embed(&manager, MODEL, &sentences),
-        &output.embeddings,
-    )
-    .unwrap();
-    println!("int8 vs fp32 ONNX, as the manager groups them: {served:?}");
     let fp32 = one_call(&manager, MODEL, &sentences);
     let int8_vectors = one_call(&manager, int8, &sentences);
     let parity = dp_manager::EmbeddingParity::compare(&fp32, &int8_vectors).unwrap();
     println!("int8 vs fp32 ONNX, one call: {parity:?}");
-    // The spec's metadata records what was measured when the model was built. The
-    // quantized bytes are pinned, so only ONNX Runtime's int8 kernels can move it (they
-    // differ between CPUs with and without VNNI): a small margin, never below it by more.
+    // Scales per row: a sentence's vector does not depend on what shares its call (the
+    // manager's length groups, or a call of its own), up to float rounding.
+    for (i, sentence) in sentences.iter().enumerate() {
+        let alone = one_call(&manager, int8, &[sentence]);
+        for (got, want) in [
+            (&output.embeddings[i], &int8_vectors[i]),
+            (&alone[0], &int8_vectors[i]),
+        ] {
+            let diff = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                diff <= 1e-4,
+                "sentence {i} {sentence:?}: {diff:e} between calls"
+            );
+        }
+    }
+    // The spec's metadata records what was measured when the model was built; the bytes
+    // are pinned and the integer products exact on every CPU, so only float rounding of
+    // the scales can move it.
     let catalog = catalog();
     let spec = &catalog.get(int8).unwrap().spec;
-    // Without VNNI, ONNX Runtime's int8 kernels saturate 16-bit pair sums: the spec
-    // records that accuracy too.
-    let suffix = if has_vnni() { "" } else { "_avx2" };
-    let recorded = |key: &str| {
-        spec.metadata[format!("{key}{suffix}").as_str()]
-            .as_f64()
-            .unwrap()
-    };
+    let recorded = |key: &str| spec.metadata[key].as_f64().unwrap();
     let (min, mean) = (
         recorded("accuracy_min_cosine_vs_fp32"),
         recorded("accuracy_mean_cosine_vs_fp32"),
     );
+    assert!(min >= INT8_MIN_COSINE, "recorded {min}");
     assert!(
-        parity.min_cosine >= min - 5e-3,
+        parity.min_cosine >= min - 1e-3,
         "{parity:?} vs recorded {min}"
     );
     assert!(
-        parity.mean_cosine >= mean - 2e-3,
+        parity.mean_cosine >= mean - 1e-3,
         "{parity:?} vs recorded {mean}"
     );
-    // Quantized, not a copy: the vectors move, within the recorded floor also against
+    // Quantized, not a copy: the vectors move, and stay within the bar also against
     // sentence-transformers' fp32 embeddings.
     assert!(parity.max_abs_diff > 1e-3, "{parity:?}");
     for (i, (got, want)) in int8_vectors.iter().zip(&reference.embeddings).enumerate() {
         let c = cosine(got, want);
         assert!(
-            c >= min - 5e-4,
+            c >= INT8_MIN_COSINE,
             "sentence {i} {:?}: cosine {c}",
             sentences[i]
         );

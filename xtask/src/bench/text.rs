@@ -13,8 +13,8 @@
 //!
 //! The issue's bar is on the best provider (`≥ 1.5×` sentence-transformers), so each
 //! workload's target sits on the row of whichever fp32 provider has the higher median in
-//! the run. Each ONNX graph is also run with int8 weights (ONNX Runtime's dynamic
-//! quantization, as `all-minilm-l6-v2-onnx-int8`), in rows without target: they do not
+//! the run. Each ONNX graph is also run with int8 weights (per-row activation scales, as
+//! `all-minilm-l6-v2-onnx-int8`), in rows without target: they do not
 //! compute the anchor's fp32 maths. Before any figure is trusted, the outputs of each
 //! runner's warm-up call are compared with sentence-transformers' (the first embedding,
 //! every score; within 2e-3, or 0.05 for int8).
@@ -47,8 +47,8 @@ const EMBED_MODEL: &str = "xlmr-e5-small-random";
 const EMBED_ONNX_MODEL: &str = "xlmr-e5-small-random-onnx";
 const RERANK_MODEL: &str = "bert-reranker-minilm-random";
 const RERANK_ONNX_MODEL: &str = "bert-reranker-minilm-random-onnx";
-/// The ONNX graphs with int8 weights (ONNX Runtime's dynamic quantization, as
-/// `all-minilm-l6-v2-onnx-int8`): rows of their own, without target, beside the fp32 ones.
+/// The ONNX graphs with int8 weights (quantized as `all-minilm-l6-v2-onnx-int8` is): rows
+/// of their own, without target, beside the fp32 ones.
 const EMBED_INT8_MODEL: &str = "xlmr-e5-small-random-onnx-int8";
 const RERANK_INT8_MODEL: &str = "bert-reranker-minilm-random-onnx-int8";
 
@@ -589,7 +589,8 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
     let int8_note = |model: &str| {
         format!(
             "{model}: the fp32 graph's weight products quantized by {QUANTIZE_SCRIPT} \
-             (dynamic, QInt8 per channel); not the anchor's fp32 maths, so no target"
+             (int8 weights per column, uint8 activations per row); not the anchor's fp32 \
+             maths, so no target"
         )
     };
     rows.push(
