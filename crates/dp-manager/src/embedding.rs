@@ -213,6 +213,19 @@ fn identities(inputs: &PresetInputs<'_>) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// How one task-API call runs a preset, beyond its inputs.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PresetCall<'a> {
+    /// The model's named prompt to prepend (`None`: its default prompt, if any).
+    pub(crate) prompt_name: Option<&'a str>,
+    /// The caller's way to give up: `cancelled` when cancelled before the model call
+    /// starts (while queued for a batch included, which it then leaves at once).
+    pub(crate) cancel: Option<&'a crate::CancelToken>,
+    /// Calls the model's batching queue runs at once, from now on (`None`: the spec's
+    /// `num_workers`, else 1).
+    pub(crate) num_workers: Option<usize>,
+}
+
 impl ModelManager {
     /// Runs `inputs` through the preset of the model `model` (a name or alias): texts or
     /// images to vectors, images and labels to probabilities, with the `models_used`
@@ -247,19 +260,29 @@ impl ModelManager {
         inputs: PresetInputs<'_>,
         prompt_name: Option<&str>,
     ) -> Result<PresetRun, ModelError> {
-        self.run_preset_cancellable(model, inputs, prompt_name, None)
+        self.run_preset_as(
+            model,
+            inputs,
+            &PresetCall {
+                prompt_name,
+                ..PresetCall::default()
+            },
+        )
     }
 
-    /// [`Self::run_preset_with_prompt`] for a caller that may give up: `cancelled` when
-    /// `cancel` is cancelled before the model call starts (while queued for a batch
-    /// included, which it then leaves at once).
-    pub(crate) fn run_preset_cancellable(
+    /// [`Self::run_preset_with_prompt`] with the task API's settings of one call (see
+    /// [`PresetCall`]).
+    pub(crate) fn run_preset_as(
         &self,
         model: &str,
         inputs: PresetInputs<'_>,
-        prompt_name: Option<&str>,
-        cancel: Option<&crate::CancelToken>,
+        call: &PresetCall<'_>,
     ) -> Result<PresetRun, ModelError> {
+        let PresetCall {
+            prompt_name,
+            cancel,
+            num_workers,
+        } = *call;
         let handle = self.get(model)?;
         let spec = handle.spec();
         let preset = handle.preset().ok_or_else(|| {
@@ -302,10 +325,11 @@ impl ModelManager {
         let model = handle.model();
         // Texts made into vectors go through the model's batching queue, shared with
         // concurrent callers of the same model and preprocessing.
-        let workers = spec
-            .resource_requirements
-            .num_workers
-            .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let workers = num_workers.unwrap_or_else(|| {
+            spec.resource_requirements
+                .num_workers
+                .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        });
         let batch_key = crate::batcher::QueueKey {
             model: &spec.model_name,
             model_signature: &entry.model_signature,

@@ -91,7 +91,8 @@ pub struct TaskRequest {
     /// How long the model stays loaded once idle (default: the manager's).
     pub keep_alive: Option<Duration>,
     /// Task options: `prompt_name` (a string; `embedding`: the model's named prompt to
-    /// prepend, e.g. `query`), `top_k` (a positive integer; `rerank`: return the best
+    /// prepend, e.g. `query`), `num_workers` (1 to 64; `embedding`: the calls the model's
+    /// batching queue runs at once from this request on, in place of the spec's), `top_k` (a positive integer; `rerank`: return the best
     /// `top_k` documents, sorted), and for `text_generation` those of
     /// [`crate::GenerationOptions`] (`max_new_tokens`, `num_beams`…). Any other option, or
     /// one the task type does not take, is refused rather than ignored.
@@ -163,7 +164,11 @@ fn bad(message: String) -> ModelError {
 struct TaskOptions {
     prompt_name: Option<String>,
     top_k: Option<usize>,
+    num_workers: Option<usize>,
 }
+
+/// The most calls a model's batching queue may run at once (as the spec's `num_workers`).
+const MAX_WORKERS: u64 = 64;
 
 impl TaskOptions {
     fn parse(
@@ -181,6 +186,19 @@ impl TaskOptions {
                     })?;
                     parsed.prompt_name = Some(name.to_owned());
                 }
+                ("num_workers", TaskType::Embedding) => {
+                    let n = value
+                        .as_u64()
+                        .filter(|n| (1..=MAX_WORKERS).contains(n))
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "option num_workers must be an integer from 1 to \
+                                 {MAX_WORKERS}, got {value}"
+                            ))
+                        })?;
+                    parsed.num_workers = Some(n);
+                }
                 ("top_k", TaskType::Rerank) => {
                     let k = value
                         .as_u64()
@@ -196,7 +214,7 @@ impl TaskOptions {
                 (_, TaskType::TextGeneration | TaskType::Transcribe) => {}
                 _ => {
                     let takes = match task_type {
-                        TaskType::Embedding => "only prompt_name",
+                        TaskType::Embedding => "only prompt_name and num_workers",
                         TaskType::Rerank => "only top_k",
                         _ => "no options",
                     };
@@ -286,11 +304,14 @@ impl ModelManager {
         let (output, model_signature, models_used) = match (task_type, data) {
             (TaskType::Embedding, TaskData::Texts(texts)) => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                preset_output(self.run_preset_cancellable(
+                preset_output(self.run_preset_as(
                     &model,
                     PresetInputs::Texts(&texts),
-                    options.prompt_name.as_deref(),
-                    cancel.as_ref(),
+                    &crate::embedding::PresetCall {
+                        prompt_name: options.prompt_name.as_deref(),
+                        cancel: cancel.as_ref(),
+                        num_workers: options.num_workers,
+                    },
                 )?)
             }
             (TaskType::Rerank, TaskData::QueryWithDocuments { query, documents }) => {

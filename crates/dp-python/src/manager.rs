@@ -242,7 +242,8 @@ impl ModelManager {
 
     /// Runs a task and returns a `TaskResult`.
     ///
-    /// `task_type` and `task_data`: `"embedding"` a list of str (option `prompt_name`);
+    /// `task_type` and `task_data`: `"embedding"` a list of str (options `prompt_name`,
+    /// `num_workers`);
     /// `"image_embedding"` a list of encoded images (bytes); `"zero_shot_classification"`
     /// `{"images": [bytes], "labels": [str]}`; `"rerank"` `{"query": str, "documents":
     /// [str]}` (option `top_k`); `"text_generation"` a list of str (options `max_new_tokens`,

@@ -164,3 +164,14 @@ def test_a_cancel_token_given_up_before_the_task_raises_cancelled(verify_cache):
     assert info.value.error_code == "cancelled"
     # Nothing was loaded for it.
     assert m.get_model_status()["totals"]["loads"] == 0
+
+
+def test_num_workers_is_a_task_option(verify_cache):
+    m = fresh(verify_cache)
+    expected = m.task(TEXTS, "embedding", "all-minilm-l6-v2").embeddings
+    got = m.task(TEXTS, "embedding", "all-minilm-l6-v2", num_workers=2).embeddings
+    assert np.array_equal(got, expected)
+    (queue,) = m.get_model_status()["batching"]
+    assert queue["workers"] == 2
+    with pytest.raises(dp_models.InvalidInput):
+        m.task(TEXTS, "embedding", "all-minilm-l6-v2", num_workers=0)

@@ -335,6 +335,38 @@ fn a_cancelled_task_runs_nothing() {
 }
 
 #[test]
+fn the_num_workers_option_sets_the_calls_a_queue_runs_at_once() {
+    let s = setup(|b| b);
+    let task = |workers: serde_json::Value| {
+        let request = TaskRequest {
+            options: BTreeMap::from([("num_workers".to_owned(), workers)]),
+            ..TaskRequest::new(
+                TaskType::Embedding,
+                "emb",
+                Some(TaskData::Texts(vec!["the cat".to_owned()])),
+            )
+        };
+        s.manager.task(request)
+    };
+    let TaskOutput::Embeddings(rows) = task(serde_json::json!(3)).expect("embeds").output else {
+        panic!("embeddings");
+    };
+    assert_eq!(rows, vec![expected(&[4.0, 5.0])]);
+    let queues = s.manager.status().batching;
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].workers, 3, "the spec sets none: the option's");
+    for bad in [
+        serde_json::json!(0),
+        serde_json::json!(65),
+        serde_json::json!("2"),
+    ] {
+        let err = task(bad.clone()).expect_err("refused");
+        assert_eq!(err.error_code, ErrorCode::InvalidInput, "{bad}: {err}");
+        assert!(err.message.contains("1 to 64"), "{err}");
+    }
+}
+
+#[test]
 fn tasks_preload_embed_infer_and_refuse_what_they_cannot_do() {
     let s = setup(|b| b);
     // data: None preloads.
