@@ -99,20 +99,17 @@ impl EncoderInput {
 
     /// The rows `rows` (by index, in that order), each cut to its first `seq` columns.
     fn select(&self, rows: &[usize], seq: usize) -> Self {
-        let pick = |cells: &[u32]| -> Vec<u32> {
+        /// Those rows' first `seq` cells of a `[batch, width]` table.
+        fn cut<T: Copy>(cells: &[T], width: usize, rows: &[usize], seq: usize) -> Vec<T> {
             rows.iter()
-                .flat_map(|&r| &cells[r * self.seq..r * self.seq + seq])
+                .flat_map(|&r| &cells[r * width..r * width + seq])
                 .copied()
                 .collect()
-        };
+        }
         Self {
-            input_ids: pick(&self.input_ids),
-            token_type_ids: pick(&self.token_type_ids),
-            attention_mask: rows
-                .iter()
-                .flat_map(|&r| &self.attention_mask[r * self.seq..r * self.seq + seq])
-                .copied()
-                .collect(),
+            input_ids: cut(&self.input_ids, self.seq, rows, seq),
+            token_type_ids: cut(&self.token_type_ids, self.seq, rows, seq),
+            attention_mask: cut(&self.attention_mask, self.seq, rows, seq),
             batch: rows.len(),
             seq,
         }
