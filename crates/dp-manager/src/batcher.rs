@@ -70,8 +70,22 @@ impl BatchingConfig {
     }
 }
 
-/// The rows of one request, or why it failed.
+/// The rows of one model call, or why it failed.
 type Rows = Result<Vec<Vec<f32>>, ModelError>;
+
+/// One request's rows and the worker whose call made them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Served {
+    /// One row per text, in the request's order.
+    pub(crate) rows: Vec<Vec<f32>>,
+    /// The worker (0 to `workers - 1`) that ran the call: the lowest one free when the call
+    /// started, so a worker number stands for one executor of the model (see
+    /// [`Batchers::run`]).
+    pub(crate) worker: usize,
+}
+
+/// What a request's caller gets: its rows and where they were made, or why it failed.
+type Outcome = Result<Served, ModelError>;
 
 /// One caller's texts, waiting in a queue.
 struct Request {
@@ -92,7 +106,7 @@ struct Request {
 #[derive(Default)]
 struct Slot {
     /// Set once by the leader that ran the request; taken by its caller.
-    outcome: Option<Rows>,
+    outcome: Option<Outcome>,
     /// Set when the previous leader hands this caller the lead.
     lead: bool,
     /// Set when the caller's token is cancelled.
@@ -103,7 +117,7 @@ struct Slot {
 enum Woken {
     /// The request's outcome; `lead` when the lead came too (another worker's call may
     /// have taken a request that was handed the lead meanwhile).
-    Outcome { rows: Rows, lead: bool },
+    Outcome { rows: Outcome, lead: bool },
     /// The lead: the request is still queued, or another call took it meanwhile.
     Lead,
     /// The caller gave up; `lead` when the lead had come too.
@@ -135,8 +149,8 @@ impl Request {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn finish(&self, rows: Rows) {
-        self.slot().outcome = Some(rows);
+    fn finish(&self, rows: Rows, worker: usize) {
+        self.slot().outcome = Some(rows.map(|rows| Served { rows, worker }));
         self.wake.notify_one();
     }
 
@@ -186,6 +200,8 @@ struct QueueState {
     /// Callers that lead: run a call, or have been handed the lead and are waking. At most
     /// `workers`.
     leaders: usize,
+    /// The workers whose call is running, one bit each (a call takes the lowest free one).
+    busy: u64,
     /// Calls the queue may run at once: the model's `num_workers` (1 when unset).
     workers: usize,
     /// What the queue has served, for [`Batchers::status`].
@@ -203,6 +219,10 @@ struct QueueStats {
     batch_sizes: Histogram<{ BATCH_SIZE_BOUNDS.len() + 1 }>,
     latency: Histogram<{ LATENCY_MS_BOUNDS.len() + 1 }>,
 }
+
+/// The most calls one queue runs at once (its workers are the bits of a `u64`); the task
+/// option and the spec's `num_workers` stay below it.
+pub(crate) const MAX_WORKERS: usize = 64;
 
 /// Upper bounds (inclusive) of the batch-size buckets, in texts per model call.
 pub const BATCH_SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -352,6 +372,11 @@ impl Batchers {
     /// queue) together with the texts of concurrent callers of the same queue: the model
     /// signature and preprocess signature of `key`, whose names status reports.
     ///
+    /// `run` is told which worker runs the call: the lowest-numbered one with no call
+    /// running, below `workers` (at most 64), so a caller can give each worker its own
+    /// executor (the model's GPUs in turn) and know from [`Served::worker`] where its rows
+    /// were made.
+    ///
     /// # Errors
     /// `overloaded` when the queue is full; `cancelled` when `cancel` is cancelled before
     /// the rows come; otherwise what `run` returns for these texts.
@@ -362,13 +387,13 @@ impl Batchers {
         workers: usize,
         texts: &[&str],
         cancel: Option<&CancelToken>,
-        run: &dyn Fn(&[&str]) -> Rows,
-    ) -> Rows {
+        run: &dyn Fn(usize, &[&str]) -> Rows,
+    ) -> Outcome {
         if let Some(cancel) = cancel {
             cancel.check()?;
         }
         if texts.is_empty() {
-            return run(texts);
+            return run(0, texts).map(|rows| Served { rows, worker: 0 });
         }
         let queue = Arc::clone(
             lock(&self.queues)
@@ -398,7 +423,7 @@ impl Batchers {
         state.queued_texts += texts.len();
         state.stats.peak_queued_texts = state.stats.peak_queued_texts.max(state.queued_texts);
         queue.changed.notify_all();
-        state.workers = workers.max(1);
+        state.workers = workers.clamp(1, MAX_WORKERS);
         let state = if state.leaders < state.workers {
             state.leaders += 1;
             request.handed.store(true, Relaxed);
@@ -434,17 +459,22 @@ impl Batchers {
         // this leader waits for a fuller call (`max_delay`).
         let mut state = self.gather(&queue, state, batch_size);
         let batch = take_batch(&mut state, &request, batch_size.max(1));
+        // At most `MAX_WORKERS` leaders, each holding one bit while its call runs: a bit is
+        // free for this one.
+        let worker = (state.busy.trailing_ones() as usize).min(MAX_WORKERS - 1);
+        state.busy |= 1_u64 << worker;
         drop(state);
         {
-            // Ends the call and passes the lead even if `run` panics: no waiter is left
-            // hanging.
+            // Ends the call, frees the worker and passes the lead even if `run` panics: no
+            // waiter is left hanging.
             let _lead = Lead {
                 queue: &queue,
                 batch: &batch,
                 own: &request,
+                worker,
             };
             if !batch.is_empty() {
-                run_batch(&batch, run);
+                run_batch(&batch, worker, run);
             }
         }
         let outcome = request.slot().outcome.take();
@@ -524,7 +554,7 @@ fn take_batch(state: &mut QueueState, own: &Arc<Request>, batch_size: usize) -> 
         state.queued_texts -= own.texts.len();
         if own.is_cancelled() {
             state.stats.cancelled += 1;
-            own.finish(Err(cancelled()));
+            own.finish(Err(cancelled()), 0);
         } else {
             texts += own.texts.len();
             batch.push(own);
@@ -537,7 +567,7 @@ fn take_batch(state: &mut QueueState, own: &Arc<Request>, batch_size: usize) -> 
                 state.stats.cancelled += 1;
                 // Its caller, if still waiting, wakes to `cancelled` (and passes on the
                 // lead, had it been handed one).
-                next.finish(Err(cancelled()));
+                next.finish(Err(cancelled()), 0);
             }
             continue;
         }
@@ -579,35 +609,41 @@ fn pass_lead(state: &mut QueueState) {
     }
 }
 
-/// Runs the batch's texts as one call and gives each request its rows; when the merged
-/// call fails, each request runs alone so that its error is its own.
-fn run_batch(batch: &[Arc<Request>], run: &dyn Fn(&[&str]) -> Rows) {
+/// Runs the batch's texts as one call of `worker` and gives each request its rows; when
+/// the merged call fails, each request runs alone so that its error is its own.
+fn run_batch(batch: &[Arc<Request>], worker: usize, run: &dyn Fn(usize, &[&str]) -> Rows) {
     let texts: Vec<&str> = batch
         .iter()
         .flat_map(|r| r.texts.iter().map(String::as_str))
         .collect();
-    match run(&texts) {
+    match run(worker, &texts) {
         Ok(rows) if rows.len() == texts.len() => {
             let mut rows = rows.into_iter();
             for request in batch {
-                request.finish(Ok(rows.by_ref().take(request.texts.len()).collect()));
+                request.finish(
+                    Ok(rows.by_ref().take(request.texts.len()).collect()),
+                    worker,
+                );
             }
         }
         Ok(_) | Err(_) if batch.len() > 1 => {
             for request in batch {
                 let texts: Vec<&str> = request.texts.iter().map(String::as_str).collect();
-                request.finish(run(&texts));
+                request.finish(run(worker, &texts), worker);
             }
         }
-        Ok(rows) => batch[0].finish(Err(ModelError::new(
-            ErrorCode::InvalidInput,
-            format!(
-                "the model returned {} rows for {} texts",
-                rows.len(),
-                texts.len()
-            ),
-        ))),
-        Err(err) => batch[0].finish(Err(err)),
+        Ok(rows) => batch[0].finish(
+            Err(ModelError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "the model returned {} rows for {} texts",
+                    rows.len(),
+                    texts.len()
+                ),
+            )),
+            worker,
+        ),
+        Err(err) => batch[0].finish(Err(err), worker),
     }
 }
 
@@ -619,20 +655,26 @@ struct Lead<'a> {
     batch: &'a [Arc<Request>],
     /// The leader's own request.
     own: &'a Arc<Request>,
+    /// The worker running the call (freed when it ends).
+    worker: usize,
 }
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         for request in self.batch {
             if !request.is_finished() {
-                request.finish(Err(ModelError::new(
-                    ErrorCode::ProviderUnavailable,
-                    "the batched model call panicked; the request was not run to the end \
-                     (see the log); retry it",
-                )));
+                request.finish(
+                    Err(ModelError::new(
+                        ErrorCode::ProviderUnavailable,
+                        "the batched model call panicked; the request was not run to the end \
+                         (see the log); retry it",
+                    )),
+                    self.worker,
+                );
             }
         }
         let mut state = lock(&self.queue.state);
+        state.busy &= !(1_u64 << self.worker);
         let texts: usize = self.batch.iter().map(|r| r.texts.len()).sum();
         let stats = &mut state.stats;
         stats.calls += 1;
@@ -677,7 +719,7 @@ fn overloaded(queued: usize, asked: usize, capacity: usize) -> ModelError {
 #[cfg(test)]
 mod tests {
     use std::sync::Barrier;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use super::*;
 
@@ -688,8 +730,8 @@ mod tests {
     };
 
     /// A "model" whose rows are each text's length, recording every call's size.
-    fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(&[&str]) -> Rows + '_ {
-        move |texts: &[&str]| {
+    fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(usize, &[&str]) -> Rows + '_ {
+        move |_: usize, texts: &[&str]| {
             calls.lock().unwrap().push(texts.len());
             std::thread::sleep(Duration::from_millis(20));
             #[allow(clippy::cast_precision_loss)]
@@ -712,7 +754,8 @@ mod tests {
                     barrier.wait();
                     let rows = batchers
                         .run(&KEY, 8, 1, &[&text, &other], None, run)
-                        .unwrap();
+                        .unwrap()
+                        .rows;
                     #[allow(clippy::cast_precision_loss)]
                     let want = vec![vec![(i + 1) as f32], vec![(2 * i + 1) as f32]];
                     assert_eq!(rows, want);
@@ -769,16 +812,22 @@ mod tests {
         );
     }
 
-    /// A "model" whose rows are each text's length, recording the most calls in flight.
+    /// A "model" whose rows are each text's length, recording the most calls in flight
+    /// and checking that calls running together have different workers.
     fn concurrency_probe<'a>(
         in_flight: &'a AtomicUsize,
         most: &'a AtomicUsize,
-    ) -> impl Fn(&[&str]) -> Rows + 'a {
-        move |texts: &[&str]| {
+        workers_busy: &'a AtomicU64,
+    ) -> impl Fn(usize, &[&str]) -> Rows + 'a {
+        move |worker: usize, texts: &[&str]| {
+            let bit = 1_u64 << worker;
+            let before = workers_busy.fetch_or(bit, Ordering::SeqCst);
+            assert_eq!(before & bit, 0, "worker {worker} ran two calls at once");
             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(5));
             in_flight.fetch_sub(1, Ordering::SeqCst);
+            workers_busy.fetch_and(!bit, Ordering::SeqCst);
             #[allow(clippy::cast_precision_loss)]
             Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
         }
@@ -794,7 +843,8 @@ mod tests {
                 ..BatchingConfig::default()
             });
             let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            let run = concurrency_probe(&in_flight, &most);
+            let workers_busy = AtomicU64::new(0);
+            let run = concurrency_probe(&in_flight, &most, &workers_busy);
             let barrier = Barrier::new(24);
             std::thread::scope(|scope| {
                 for i in 0..24_usize {
@@ -807,7 +857,9 @@ mod tests {
                                 .map(|k| "x".repeat(i * 4 + k + 1))
                                 .collect();
                             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                            let rows = batchers.run(&KEY, 8, workers, &refs, None, run).unwrap();
+                            let served = batchers.run(&KEY, 8, workers, &refs, None, run).unwrap();
+                            assert!(served.worker < workers, "worker {}", served.worker);
+                            let rows = served.rows;
                             #[allow(clippy::cast_precision_loss)]
                             let want: Vec<Vec<f32>> =
                                 texts.iter().map(|t| vec![t.len() as f32]).collect();
@@ -869,11 +921,12 @@ mod tests {
         let started = Barrier::new(2);
         let release = Barrier::new(2);
         let answered = AtomicUsize::new(0);
-        let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![2.0]).collect()) };
+        let ok =
+            |_: usize, texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![2.0]).collect()) };
         std::thread::scope(|scope| {
             // A leader holds the queue busy while others arrive.
             scope.spawn(|| {
-                let slow = |texts: &[&str]| -> Rows {
+                let slow = |_: usize, texts: &[&str]| -> Rows {
                     if texts.contains(&"first") {
                         started.wait();
                         release.wait();
@@ -907,7 +960,7 @@ mod tests {
             let status = batchers.status();
             assert_eq!((status[0].refused, status[0].peak_queued_texts), (100, 4));
             release.wait();
-            assert_eq!(waiting.join().unwrap().unwrap().len(), 4);
+            assert_eq!(waiting.join().unwrap().unwrap().rows.len(), 4);
         });
         assert_eq!(answered.load(Ordering::SeqCst), 1);
     }
@@ -918,7 +971,7 @@ mod tests {
         let started = Barrier::new(2);
         let release = Barrier::new(2);
         let calls = std::sync::Mutex::new(Vec::<Vec<String>>::new());
-        let record = |texts: &[&str]| -> Rows {
+        let record = |_: usize, texts: &[&str]| -> Rows {
             calls
                 .lock()
                 .unwrap()
@@ -961,8 +1014,8 @@ mod tests {
             assert_eq!(err.error_code, ErrorCode::Cancelled, "{err}");
             assert_eq!(queued(), 1);
             release.wait();
-            assert_eq!(leader.join().unwrap().unwrap(), vec![vec![1.0]]);
-            assert_eq!(stays.join().unwrap().unwrap(), vec![vec![1.0]]);
+            assert_eq!(leader.join().unwrap().unwrap().rows, vec![vec![1.0]]);
+            assert_eq!(stays.join().unwrap().unwrap().rows, vec![vec![1.0]]);
         });
         assert_eq!(
             calls.into_inner().unwrap(),
@@ -975,7 +1028,7 @@ mod tests {
         );
         assert_eq!(status[0].busy_workers, 0);
         // A token already cancelled is refused before queueing.
-        let never = |_: &[&str]| -> Rows { panic!("a cancelled request ran") };
+        let never = |_: usize, _: &[&str]| -> Rows { panic!("a cancelled request ran") };
         let err = batchers
             .run(&KEY, 8, 1, &["late"], Some(&token), &never)
             .unwrap_err();
@@ -1012,7 +1065,7 @@ mod tests {
             max_delay: Duration::from_millis(200),
             ..BatchingConfig::default()
         });
-        let run = |texts: &[&str]| -> Rows {
+        let run = |_: usize, texts: &[&str]| -> Rows {
             if texts.contains(&"bad") {
                 return Err(ModelError::new(ErrorCode::InvalidInput, "bad text"));
             }
@@ -1027,23 +1080,28 @@ mod tests {
             barrier.wait();
             let bad = batchers.run(&KEY, 8, 1, &["bad"], None, &run);
             assert_eq!(bad.unwrap_err().message, "bad text");
-            assert_eq!(good.join().unwrap().unwrap(), vec![vec![0.5]]);
+            assert_eq!(good.join().unwrap().unwrap().rows, vec![vec![0.5]]);
         });
     }
 
     #[test]
     fn a_panicking_call_leaves_no_waiter_behind() {
         let batchers = Batchers::new(BatchingConfig::default());
-        let panicking = |_: &[&str]| -> Rows { panic!("provider bug") };
+        let panicking = |_: usize, _: &[&str]| -> Rows { panic!("provider bug") };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             batchers.run(&KEY, 8, 1, &["a"], None, &panicking)
         }));
         assert!(caught.is_err());
         // The queue is free again.
-        let ok = |texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
+        let ok =
+            |_: usize, texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
         assert_eq!(
             batchers.run(&KEY, 8, 1, &["b"], None, &ok).unwrap(),
-            vec![vec![3.0]]
+            Served {
+                rows: vec![vec![3.0]],
+                worker: 0
+            },
+            "the panicked call's worker is free again"
         );
     }
 }

@@ -374,6 +374,27 @@ impl ManagerBuilder {
             Runtime::Triton => Placement::Triton,
             Runtime::Inprocess => Placement::Local(device),
         };
+        // A worker pool may spread over every GPU a policy naming none allows: each further
+        // device gets a route (and cache slot) of its own, loaded when a worker needs it.
+        let spread = self
+            .devices
+            .spread_devices(spec, device)
+            .into_iter()
+            .map(|device| {
+                Arc::new(Route {
+                    spec: spec.clone(),
+                    key: CacheKey {
+                        device,
+                        ..key.clone()
+                    },
+                    packed: PackedKey::new(index, device, spec.precision),
+                    provider,
+                    demand,
+                    resolution: Resolution::new(Placement::Local(device), spec.precision),
+                    spread: Vec::new(),
+                })
+            })
+            .collect();
         EntryRoute {
             packed,
             route: Ok(Arc::new(Route {
@@ -383,6 +404,7 @@ impl ManagerBuilder {
                 provider,
                 demand,
                 resolution: Resolution::new(placement, spec.precision),
+                spread,
             })),
         }
     }

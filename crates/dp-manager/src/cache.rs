@@ -43,6 +43,29 @@ pub(crate) struct Route {
     /// Where and at which precision it runs: with the identity of its verified files, what
     /// its `models_used` record is made of.
     pub(crate) resolution: Resolution,
+    /// The same model on the machine's other GPUs, in device order, when its policy names
+    /// no device (`auto`, `cuda`) and there are several: where a worker pool's further
+    /// workers run (worker `w` on the `w mod (1 + len)`-th of this route and these). Empty
+    /// otherwise, and in these routes themselves.
+    pub(crate) spread: Vec<Arc<Route>>,
+}
+
+impl Route {
+    /// The route worker `worker` of a pool runs on: this one, or one of [`Self::spread`]
+    /// (round robin over the devices).
+    pub(crate) fn for_worker(self: &Arc<Self>, worker: usize) -> &Arc<Self> {
+        match worker % (self.spread.len() + 1) {
+            0 => self,
+            n => &self.spread[n - 1],
+        }
+    }
+
+    /// This route, or the one of [`Self::spread`] whose slot is `packed`.
+    pub(crate) fn with_key(self: &Arc<Self>, packed: PackedKey) -> Option<&Arc<Self>> {
+        std::iter::once(self)
+            .chain(&self.spread)
+            .find(|route| route.packed == packed)
+    }
 }
 
 /// What the map holds for one key.
@@ -177,7 +200,7 @@ impl Resident {
         self.provider
     }
 
-    pub(crate) fn route(&self) -> &Route {
+    pub(crate) fn route(&self) -> &Arc<Route> {
         &self.route
     }
 

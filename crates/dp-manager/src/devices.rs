@@ -181,6 +181,29 @@ impl DeviceInventory {
     }
 }
 
+impl DeviceInventory {
+    /// The GPUs besides `primary` a worker pool of `spec`'s model may also run on: with
+    /// a policy that names no device (`auto`, `cuda`) placed on `cuda:0`, every other
+    /// probed GPU in order (`cuda:1`, `cuda:2`…), so that its workers go round robin over
+    /// all of them. None for a pinned `cuda:N` (placed where it says), the CPU, Triton
+    /// models (their server places them) and CUDA declared without a probe (which devices
+    /// exist is not known).
+    pub(crate) fn spread_devices(
+        &self,
+        spec: &ModelSpec,
+        primary: ResolvedDevice,
+    ) -> Vec<ResolvedDevice> {
+        let spreads = matches!(spec.device_policy, DevicePolicy::Auto | DevicePolicy::Cuda);
+        if spec.runtime != Runtime::Inprocess || primary != ResolvedDevice::Cuda(0) || !spreads {
+            return Vec::new();
+        }
+        self.cuda_devices()
+            .iter()
+            .filter_map(|d| (d.index != 0).then_some(ResolvedDevice::Cuda(d.index)))
+            .collect()
+    }
+}
+
 impl Default for DeviceInventory {
     /// [`Self::cpu_only`]: nothing is placed on a GPU unless probed or declared.
     fn default() -> Self {
@@ -245,6 +268,38 @@ mod tests {
             Some(ResolvedDevice::Cpu),
             "the Triton server places its models"
         );
+    }
+
+    #[test]
+    fn worker_pools_spread_only_where_the_policy_names_no_device() {
+        let three = DeviceInventory::from_devices(vec![gpu(0, 8), gpu(1, 8), gpu(2, 8)]);
+        let cuda0 = ResolvedDevice::Cuda(0);
+        let others = vec![ResolvedDevice::Cuda(1), ResolvedDevice::Cuda(2)];
+        for policy in ["auto", "cuda"] {
+            let spec = spec(policy, "inprocess");
+            assert_eq!(three.spread_devices(&spec, cuda0), others, "{policy}");
+            // One GPU, or CUDA declared without knowing the devices: nowhere to spread.
+            let one = DeviceInventory::from_devices(vec![gpu(0, 8)]);
+            assert!(one.spread_devices(&spec, cuda0).is_empty());
+            assert!(
+                DeviceInventory::declared_cuda()
+                    .spread_devices(&spec, cuda0)
+                    .is_empty()
+            );
+        }
+        for (policy, runtime, primary) in [
+            ("cuda:1", "inprocess", ResolvedDevice::Cuda(1)),
+            ("cuda:0", "inprocess", cuda0),
+            ("cpu", "inprocess", ResolvedDevice::Cpu),
+            ("auto", "inprocess", ResolvedDevice::Cpu),
+            ("auto", "triton", ResolvedDevice::Cpu),
+        ] {
+            let spec = spec(policy, runtime);
+            assert!(
+                three.spread_devices(&spec, primary).is_empty(),
+                "{policy} {runtime}"
+            );
+        }
     }
 
     #[test]

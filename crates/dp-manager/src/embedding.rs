@@ -23,6 +23,7 @@ use dp_spec::ModelError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::cache::ModelHandle;
 use crate::error::ManagerError;
 use crate::manager::ModelManager;
 
@@ -303,9 +304,6 @@ impl ModelManager {
             let err = dp_preset::refused(preset.name(), inputs.kind());
             return Err(ModelError::from(err).with_detail("model_name", spec.model_name.as_str()));
         }
-        // The record of the loaded instance: its signature already covers the preset's
-        // settings as resolved from the spec *and* the model's own files.
-        let mut entry = handle.models_used().clone();
         let prompted = match prompt_name {
             Some(name) => Some(preset.with_prompt(name).map_err(|e| {
                 ModelError::from(e).with_detail("model_name", spec.model_name.as_str())
@@ -313,13 +311,21 @@ impl ModelManager {
             None => None,
         };
         let preset: &dyn Preset = match &prompted {
-            Some(prompted) => {
-                entry.preprocess_signature = prompted.preprocess_signature().to_owned();
-                entry.prompt_name = prompted.prompt_name().map(str::to_owned);
-                prompted.as_ref()
-            }
+            Some(prompted) => prompted.as_ref(),
             None => preset,
         };
+        // The record of the loaded instance that ran (its signature already covers the
+        // preset's settings as resolved from the spec *and* the model's own files), with
+        // the prompt used.
+        let record = |instance: &ModelHandle| {
+            let mut entry = instance.models_used().clone();
+            if let Some(prompted) = &prompted {
+                entry.preprocess_signature = prompted.preprocess_signature().to_owned();
+                entry.prompt_name = prompted.prompt_name().map(str::to_owned);
+            }
+            entry
+        };
+        let entry = record(&handle);
         let inner = self.inner();
         let cache = &inner.embedding_cache;
         let model = handle.model();
@@ -335,27 +341,38 @@ impl ModelManager {
             model_signature: &entry.model_signature,
             preprocess_signature: preset.preprocess_signature(),
         };
+        // Worker `w` of the queue runs on the model's `w mod n`-th device (its GPUs in turn
+        // when the policy spreads it, else the one instance): which one ran the call decides
+        // the record.
+        let route = handle.resident().route();
+        let ran_on = std::cell::Cell::new(0_usize);
         let compute = |inputs: PresetInputs<'_>| -> Result<PresetOutput, ModelError> {
             match inputs {
                 PresetInputs::Texts(texts)
                     if inner.batchers.enabled() && preset.makes_vectors() =>
                 {
-                    let run = |texts: &[&str]| {
-                        preset
-                            .run(model, PresetInputs::Texts(texts))
-                            .map(PresetOutput::into_rows)
+                    let run = |worker: usize, texts: &[&str]| {
+                        let on = route.for_worker(worker);
+                        let texts = PresetInputs::Texts(texts);
+                        if Arc::ptr_eq(on, route) {
+                            preset.run(model, texts).map(PresetOutput::into_rows)
+                        } else {
+                            let replica = inner.get_route(on)?;
+                            preset
+                                .run(replica.model(), texts)
+                                .map(PresetOutput::into_rows)
+                        }
                     };
-                    inner
-                        .batchers
-                        .run(
-                            &batch_key,
-                            preset.batch_size(),
-                            workers,
-                            texts,
-                            cancel,
-                            &run,
-                        )
-                        .map(PresetOutput::Vectors)
+                    let served = inner.batchers.run(
+                        &batch_key,
+                        preset.batch_size(),
+                        workers,
+                        texts,
+                        cancel,
+                        &run,
+                    )?;
+                    ran_on.set(served.worker);
+                    Ok(PresetOutput::Vectors(served.rows))
                 }
                 _ => {
                     cancel.map_or(Ok(()), crate::CancelToken::check)?;
@@ -377,6 +394,13 @@ impl ModelManager {
                 )?
             }
             _ => compute(inputs)?,
+        };
+        let on = route.for_worker(ran_on.get());
+        let entry = if Arc::ptr_eq(on, route) {
+            entry
+        } else {
+            // Loaded: its call just ran (a hit, unless evicted since).
+            record(&inner.get_route(on)?)
         };
         Ok(PresetRun {
             output,

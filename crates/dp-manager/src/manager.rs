@@ -285,22 +285,27 @@ impl ModelManager {
         let Ok(route) = self.inner.route_of(name_or_alias) else {
             return false;
         };
-        let removed = self
-            .inner
-            .slots
-            .remove_if(&route.packed, |_, slot| matches!(slot, Slot::Ready(_)));
-        let Some((_, Slot::Ready(resident))) = removed else {
-            return false;
-        };
-        self.inner.retire(&resident);
-        Counters::bump(&self.inner.accounting.counters.releases);
-        tracing::info!(
-            event = "model_released",
-            model = %route.key,
-            handles = resident.handles(),
-            "model released"
-        );
-        true
+        // The instances a worker pool spread over other GPUs go with it.
+        let mut released = false;
+        for route in std::iter::once(route).chain(&route.spread) {
+            let removed = self
+                .inner
+                .slots
+                .remove_if(&route.packed, |_, slot| matches!(slot, Slot::Ready(_)));
+            let Some((_, Slot::Ready(resident))) = removed else {
+                continue;
+            };
+            self.inner.retire(&resident);
+            Counters::bump(&self.inner.accounting.counters.releases);
+            tracing::info!(
+                event = "model_released",
+                model = %route.key,
+                handles = resident.handles(),
+                "model released"
+            );
+            released = true;
+        }
+        released
     }
 
     /// Runs one keep-alive pass now: releases every idle model whose idle time (measured on
@@ -336,6 +341,18 @@ impl Inner {
     /// The route of a catalog index (for status).
     pub(crate) fn route_at(&self, index: u32) -> Option<&Arc<Route>> {
         self.routes.get(index as usize)?.route.as_ref().ok()
+    }
+
+    /// The instance of `route` (a catalog entry's, or one of its `spread` routes), loaded
+    /// if needed: [`ModelManager::get`] for a route already resolved.
+    pub(crate) fn get_route(&self, route: &Arc<Route>) -> Result<ModelHandle, ModelError> {
+        if let Some(slot) = self.slots.get(&route.packed)
+            && let Slot::Ready(resident) = slot.value()
+        {
+            resident.record_hit();
+            return Ok(resident.acquire());
+        }
+        self.get_cold(route)
     }
 
     /// The request path when the model is not ready: join a load in flight or lead one.

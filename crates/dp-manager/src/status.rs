@@ -134,7 +134,10 @@ impl ModelManager {
         let mut live_hits = 0_u64;
         for item in &inner.slots {
             let packed = *item.key();
-            let Some(route) = inner.route_at(packed.index()) else {
+            let Some(route) = inner
+                .route_at(packed.index())
+                .and_then(|route| route.with_key(packed))
+            else {
                 continue;
             };
             let status = match item.value() {

@@ -13,8 +13,8 @@ use dp_manager::{
     TaskRequest, TaskType,
 };
 use dp_spec::{
-    ErrorCode, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
-    ProviderHealth, Tensor, TensorData,
+    CudaDeviceInfo, ErrorCode, LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec,
+    NamedTensors, ProviderHealth, ResolvedDevice, Tensor, TensorData,
 };
 use tempfile::TempDir;
 
@@ -86,6 +86,12 @@ struct Embedder {
     rows: Arc<AtomicUsize>,
     /// `[batch, seq]` of every model call.
     shapes: Arc<std::sync::Mutex<Vec<[usize; 2]>>>,
+    /// The device of every load.
+    devices: std::sync::Mutex<Vec<ResolvedDevice>>,
+    /// The device of every model call, and how many texts it embedded.
+    calls_on: Arc<std::sync::Mutex<Vec<(ResolvedDevice, usize)>>>,
+    /// How long each model call takes (to make concurrent calls overlap).
+    call_time: Duration,
 }
 
 impl ModelProvider for Embedder {
@@ -105,11 +111,20 @@ impl ModelProvider for Embedder {
         Ok(())
     }
 
-    fn load(&self, _request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
+    // A double for a runtime that can use the GPUs of the inventory a test gives.
+    fn runs_on_cuda(&self, _spec: &ModelSpec, _models_root: &Path) -> bool {
+        true
+    }
+
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        self.devices.lock().expect("lock").push(request.device);
         Ok(Box::new(TokenEcho {
             rows: Arc::clone(&self.rows),
             shapes: Arc::clone(&self.shapes),
+            device: request.device,
+            calls_on: Arc::clone(&self.calls_on),
+            call_time: self.call_time,
         }))
     }
 
@@ -125,6 +140,9 @@ impl ModelProvider for Embedder {
 struct TokenEcho {
     rows: Arc<AtomicUsize>,
     shapes: Arc<std::sync::Mutex<Vec<[usize; 2]>>>,
+    device: ResolvedDevice,
+    calls_on: Arc<std::sync::Mutex<Vec<(ResolvedDevice, usize)>>>,
+    call_time: Duration,
 }
 
 impl LoadedModel for TokenEcho {
@@ -140,6 +158,11 @@ impl LoadedModel for TokenEcho {
         };
         self.rows.fetch_add(batch, Ordering::SeqCst);
         self.shapes.lock().expect("not poisoned").push([batch, seq]);
+        self.calls_on
+            .lock()
+            .expect("not poisoned")
+            .push((self.device, batch));
+        std::thread::sleep(self.call_time);
         #[allow(clippy::cast_precision_loss)]
         let data = ids.iter().flat_map(|&id| [id as f32, 1.0]).collect();
         let hidden = Tensor::new(vec![batch, seq, 2], TensorData::Fp32(data))?;
@@ -161,13 +184,21 @@ fn setup_with(
     specs: &[(String, String)],
     configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
 ) -> Setup {
+    setup_provider(specs, Embedder::default(), configure)
+}
+
+fn setup_provider(
+    specs: &[(String, String)],
+    provider: Embedder,
+    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+) -> Setup {
     let tokenizer = tokenizer_json();
     let root = models_root(&[
         ("emb/tokenizer.json", &tokenizer),
         ("broken/tokenizer.json", "{\"model\": 42}"),
     ]);
     let (specs_dir, catalog) = catalog(specs);
-    let provider = Arc::new(Embedder::default());
+    let provider = Arc::new(provider);
     // The test provider reads no weights and the pins are placeholders: verification off.
     let builder = ModelManager::builder(catalog, root.path())
         .provider(Arc::clone(&provider) as Arc<dyn ModelProvider>)
@@ -363,6 +394,141 @@ fn the_num_workers_option_sets_the_calls_a_queue_runs_at_once() {
         let err = task(bad.clone()).expect_err("refused");
         assert_eq!(err.error_code, ErrorCode::InvalidInput, "{bad}: {err}");
         assert!(err.message.contains("1 to 64"), "{err}");
+    }
+}
+
+/// `count` GPUs of 16 GiB.
+fn gpus(count: u16) -> dp_manager::DeviceInventory {
+    dp_manager::DeviceInventory::from_devices(
+        (0..count)
+            .map(|index| CudaDeviceInfo {
+                index,
+                name: format!("test GPU {index}"),
+                compute_capability: (9, 0),
+                total_bytes: 16 << 30,
+                free_bytes: 16 << 30,
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_worker_pool_goes_round_robin_over_the_gpus_its_policy_allows() {
+    let workers = "resource_requirements: { num_workers: 4, vram_bytes: 1000000 }\n";
+    let (path, pinned) = embedder("pinned", "emb", workers);
+    let specs = [
+        embedder("spread", "emb", workers),
+        (
+            path,
+            pinned.replace("device_policy: auto", "device_policy: cuda:1"),
+        ),
+        embedder("single", "emb", ""),
+    ];
+    let provider = Embedder {
+        call_time: Duration::from_millis(30),
+        ..Embedder::default()
+    };
+    let s = setup_provider(&specs, provider, |b| b.devices(gpus(3)));
+    // 12 callers at once: the first four lead a call each (four workers), the others
+    // queue behind them.
+    let barrier = std::sync::Barrier::new(12);
+    let records: Vec<(dp_signature::ModelsUsedEntry, Vec<Vec<f32>>)> =
+        std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..12)
+                .map(|i| {
+                    let (s, barrier) = (&s, &barrier);
+                    scope.spawn(move || {
+                        let words = ["the", "cat", "sat", "on", "mat"];
+                        let text = format!("{} {}", words[i % 5], words[(i / 5) % 5]);
+                        barrier.wait();
+                        let out = s.manager.embed("spread", &[text.as_str()]).expect("embeds");
+                        (out.models_used[0].clone(), out.embeddings)
+                    })
+                })
+                .collect();
+            callers
+                .into_iter()
+                .map(|c| c.join().expect("no panic"))
+                .collect()
+        });
+    let calls = s.provider.calls_on.lock().expect("lock").clone();
+    let used: std::collections::BTreeSet<ResolvedDevice> = calls.iter().map(|c| c.0).collect();
+    assert_eq!(
+        used,
+        (0..3).map(ResolvedDevice::Cuda).collect(),
+        "four workers over three GPUs: worker 3 back on cuda:0 ({calls:?})"
+    );
+    let mut loads = s.provider.devices.lock().expect("lock").clone();
+    loads.sort();
+    assert_eq!(
+        loads,
+        (0..3).map(ResolvedDevice::Cuda).collect::<Vec<_>>(),
+        "one instance per GPU, shared by the workers on it"
+    );
+    // Every caller's record names the GPU its call ran on, and its vector is right.
+    for (record, rows) in &records {
+        let device = record.device.local_device().expect("local");
+        assert!(used.contains(&device));
+        assert!(
+            record.model_signature.contains(&format!("device={device}")),
+            "{}",
+            record.model_signature
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][1], 1.0);
+    }
+    let by_device = |d: ResolvedDevice| {
+        records
+            .iter()
+            .filter(|r| r.0.device.local_device() == Some(d))
+            .count()
+    };
+    let texts_on = |d: ResolvedDevice| {
+        calls
+            .iter()
+            .filter(|c| c.0 == d)
+            .map(|c| c.1)
+            .sum::<usize>()
+    };
+    for d in (0..3).map(ResolvedDevice::Cuda) {
+        assert_eq!(by_device(d), texts_on(d), "records and calls agree on {d}");
+    }
+    // Status lists one instance per GPU; releasing the model releases them all.
+    let status = s.manager.status();
+    let mut placed: Vec<ResolvedDevice> = status
+        .models
+        .iter()
+        .filter(|m| m.key.model_name == "spread")
+        .map(|m| m.key.device)
+        .collect();
+    placed.sort();
+    assert_eq!(placed, (0..3).map(ResolvedDevice::Cuda).collect::<Vec<_>>());
+    assert!(s.manager.release("spread"));
+    assert_eq!(s.manager.status().totals.loaded, 0);
+
+    // A pinned GPU keeps every worker there; one worker never leaves cuda:0.
+    for (model, device) in [
+        ("pinned", ResolvedDevice::Cuda(1)),
+        ("single", ResolvedDevice::Cuda(0)),
+    ] {
+        s.provider.devices.lock().expect("lock").clear();
+        let barrier = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            for i in 0..6 {
+                let (s, barrier) = (&s, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let text = ["the", "cat", "sat", "on", "mat", "the cat"][i];
+                    let out = s.manager.embed(model, &[text]).expect("embeds");
+                    assert_eq!(out.models_used[0].device.local_device(), Some(device));
+                });
+            }
+        });
+        assert_eq!(
+            *s.provider.devices.lock().expect("lock"),
+            vec![device],
+            "{model}"
+        );
     }
 }
 
