@@ -216,3 +216,72 @@ fn int8_minilm_stays_within_its_recorded_accuracy() {
         );
     }
 }
+
+/// Concurrent callers of a model run by two workers (`num_workers`), each worker on its
+/// own share of the threads (candle: a pool of its own; ONNX Runtime: sessions of its own,
+/// sharing the packed weights): every caller gets its sentence's reference vector, the
+/// same one worker gives.
+#[test]
+fn two_workers_give_every_concurrent_caller_its_reference_vector() {
+    use dp_manager::{TaskData, TaskOutput, TaskRequest, TaskType};
+    let test = "two_workers_give_every_concurrent_caller_its_reference_vector";
+    let Some(root) = models_root(test) else {
+        return;
+    };
+    if dp_tests::asset("models/all-minilm-l6-v2/model.safetensors", test).is_none() {
+        return;
+    }
+    let manager = ModelManager::builder(catalog(), &root)
+        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
+        .provider(Arc::new(CandleProvider::new()))
+        .embedding_cache(dp_manager::EmbeddingCacheConfig::disabled())
+        .reaper(false)
+        .build()
+        .unwrap();
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    for model in [MODEL, "all-minilm-l6-v2"] {
+        let alone = embed(&manager, model, &sentences);
+        let task = |sentence: &str| {
+            let request = TaskRequest {
+                options: std::collections::BTreeMap::from([(
+                    "num_workers".to_owned(),
+                    serde_json::json!(2),
+                )]),
+                ..TaskRequest::new(
+                    TaskType::Embedding,
+                    model,
+                    Some(TaskData::Texts(vec![sentence.to_owned()])),
+                )
+            };
+            let TaskOutput::Embeddings(mut rows) = manager.task(request).unwrap().output else {
+                panic!("{model}: embeddings");
+            };
+            rows.pop().unwrap()
+        };
+        std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..sentences.len())
+                .map(|i| {
+                    let task = &task;
+                    let sentence = sentences[i];
+                    scope.spawn(move || (0..3).map(|_| task(sentence)).collect::<Vec<_>>())
+                })
+                .collect();
+            for (i, caller) in callers.into_iter().enumerate() {
+                for got in caller.join().unwrap() {
+                    let diff = max_abs_diff(&got, &alone[i]);
+                    assert!(
+                        diff <= 1e-5,
+                        "{model} sentence {i}: {diff:e} from one worker's"
+                    );
+                    let cos = cosine(&got, &reference.embeddings[i]);
+                    assert!(cos >= 0.99999, "{model} sentence {i}: cosine {cos}");
+                }
+            }
+        });
+        let status = manager.status();
+        let queue = status.batching.iter().find(|q| q.model == model).unwrap();
+        assert_eq!(queue.workers, 2, "{model}");
+        assert!(queue.calls >= 1 && queue.texts >= 63, "{model}: {queue:?}");
+    }
+}

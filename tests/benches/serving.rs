@@ -12,7 +12,9 @@
 //!   `restart_n_s`, a restarted manager (model loaded) embedding the same N from disk.
 //!
 //! `serving --engine candle|onnx --models-root DIR --spec FILE --texts FILE [--threads N]
-//! [--min-seconds S] [--onnx-library FILE] [--restart-texts N]`.
+//! [--min-seconds S] [--onnx-library FILE] [--restart-texts N] [--workers N]`; `--workers`
+//! sets the spec's `resource_requirements.num_workers` (the calls the batching queue runs
+//! at once, each on its share of the threads).
 
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +29,7 @@ use std::time::Instant;
 use dp_manager::{EmbeddingCacheConfig, ModelManager, PersistentCacheConfig};
 use dp_provider_candle::{CandleProvider, CandleProviderConfig};
 use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
-use dp_spec::{Catalog, ModelProvider};
+use dp_spec::{Catalog, ModelProvider, SourceDocument, SourceFormat};
 
 const CALLERS: usize = 64;
 
@@ -40,6 +42,7 @@ struct Options {
     min_seconds: f64,
     onnx_library: Option<PathBuf>,
     restart_texts: usize,
+    workers: Option<u64>,
 }
 
 impl Options {
@@ -59,6 +62,7 @@ impl Options {
             min_seconds: get("--min-seconds").map_or(0.5, |v| v.parse().unwrap()),
             onnx_library: get("--onnx-library").map(PathBuf::from),
             restart_texts: get("--restart-texts").map_or(0, |v| v.parse().unwrap()),
+            workers: get("--workers").map(|v| v.parse().unwrap()),
         }
     }
 
@@ -92,12 +96,23 @@ impl Options {
     }
 }
 
-/// A catalog folder holding only the spec.
-fn catalog_dir(spec: &Path) -> tempfile::TempDir {
+/// A catalog folder holding only the spec, with `num_workers` when given.
+fn catalog_dir(spec: &Path, workers: Option<u64>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let role = dir.path().join("text_embedding");
     std::fs::create_dir_all(&role).unwrap();
-    std::fs::copy(spec, role.join(spec.file_name().unwrap())).unwrap();
+    let target = role.join(spec.file_name().unwrap());
+    match workers {
+        None => drop(std::fs::copy(spec, target).unwrap()),
+        Some(n) => {
+            let text = std::fs::read_to_string(spec).unwrap();
+            let mut doc = SourceDocument::parse_str(spec, &text, SourceFormat::Yaml)
+                .unwrap()
+                .value;
+            doc["resource_requirements"]["num_workers"] = n.into();
+            std::fs::write(target, dp_spec::to_yaml(&doc)).unwrap();
+        }
+    }
     dir
 }
 
@@ -160,7 +175,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let o = Options::from_args();
-    let catalog = catalog_dir(&o.spec);
+    let catalog = catalog_dir(&o.spec, o.workers);
     let name = Catalog::load(catalog.path()).unwrap().entries()[0]
         .spec
         .model_name
@@ -198,6 +213,7 @@ fn main() {
     let mut figures = serde_json::json!({
         "engine": o.engine,
         "threads": o.threads,
+        "workers": o.workers.unwrap_or(1),
         "single_b32": single_b32,
         "concurrent_64x1": concurrent_64x1,
         "latency_p50_ms": percentile(&latencies, 0.5),

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use dp_spec::{ErrorCode, ModelError};
+use dp_spec::{ErrorCode, ModelError, WorkerSlot};
 
 use crate::cancel::{CancelToken, CancelWaiter, cancelled};
 use crate::sync::{Condvar, Mutex, MutexGuard};
@@ -374,7 +374,8 @@ impl Batchers {
     ///
     /// `run` is told which worker runs the call: the lowest-numbered one with no call
     /// running, below `workers` (at most 64), so a caller can give each worker its own
-    /// executor (the model's GPUs in turn) and know from [`Served::worker`] where its rows
+    /// executor (the model's GPUs in turn, or its share of the CPU threads while other
+    /// calls run: [`WorkerSlot::running`]) and know from [`Served::worker`] where its rows
     /// were made.
     ///
     /// # Errors
@@ -387,13 +388,13 @@ impl Batchers {
         workers: usize,
         texts: &[&str],
         cancel: Option<&CancelToken>,
-        run: &dyn Fn(usize, &[&str]) -> Rows,
+        run: &dyn Fn(WorkerSlot, &[&str]) -> Rows,
     ) -> Outcome {
         if let Some(cancel) = cancel {
             cancel.check()?;
         }
         if texts.is_empty() {
-            return run(0, texts).map(|rows| Served { rows, worker: 0 });
+            return run(WorkerSlot::ALONE, texts).map(|rows| Served { rows, worker: 0 });
         }
         let queue = Arc::clone(
             lock(&self.queues)
@@ -463,6 +464,11 @@ impl Batchers {
         // free for this one.
         let worker = (state.busy.trailing_ones() as usize).min(MAX_WORKERS - 1);
         state.busy |= 1_u64 << worker;
+        let slot = WorkerSlot {
+            index: worker,
+            count: state.workers,
+            running: state.busy.count_ones() as usize,
+        };
         drop(state);
         {
             // Ends the call, frees the worker and passes the lead even if `run` panics: no
@@ -474,7 +480,7 @@ impl Batchers {
                 worker,
             };
             if !batch.is_empty() {
-                run_batch(&batch, worker, run);
+                run_batch(&batch, slot, run);
             }
         }
         let outcome = request.slot().outcome.take();
@@ -609,14 +615,15 @@ fn pass_lead(state: &mut QueueState) {
     }
 }
 
-/// Runs the batch's texts as one call of `worker` and gives each request its rows; when
-/// the merged call fails, each request runs alone so that its error is its own.
-fn run_batch(batch: &[Arc<Request>], worker: usize, run: &dyn Fn(usize, &[&str]) -> Rows) {
+/// Runs the batch's texts as one call of worker `slot` and gives each request its rows;
+/// when the merged call fails, each request runs alone so that its error is its own.
+fn run_batch(batch: &[Arc<Request>], slot: WorkerSlot, run: &dyn Fn(WorkerSlot, &[&str]) -> Rows) {
+    let worker = slot.index;
     let texts: Vec<&str> = batch
         .iter()
         .flat_map(|r| r.texts.iter().map(String::as_str))
         .collect();
-    match run(worker, &texts) {
+    match run(slot, &texts) {
         Ok(rows) if rows.len() == texts.len() => {
             let mut rows = rows.into_iter();
             for request in batch {
@@ -629,7 +636,7 @@ fn run_batch(batch: &[Arc<Request>], worker: usize, run: &dyn Fn(usize, &[&str])
         Ok(_) | Err(_) if batch.len() > 1 => {
             for request in batch {
                 let texts: Vec<&str> = request.texts.iter().map(String::as_str).collect();
-                request.finish(run(worker, &texts), worker);
+                request.finish(run(slot, &texts), worker);
             }
         }
         Ok(rows) => batch[0].finish(
@@ -730,8 +737,8 @@ mod tests {
     };
 
     /// A "model" whose rows are each text's length, recording every call's size.
-    fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(usize, &[&str]) -> Rows + '_ {
-        move |_: usize, texts: &[&str]| {
+    fn lengths(calls: &std::sync::Mutex<Vec<usize>>) -> impl Fn(WorkerSlot, &[&str]) -> Rows + '_ {
+        move |_: WorkerSlot, texts: &[&str]| {
             calls.lock().unwrap().push(texts.len());
             std::thread::sleep(Duration::from_millis(20));
             #[allow(clippy::cast_precision_loss)]
@@ -818,8 +825,13 @@ mod tests {
         in_flight: &'a AtomicUsize,
         most: &'a AtomicUsize,
         workers_busy: &'a AtomicU64,
-    ) -> impl Fn(usize, &[&str]) -> Rows + 'a {
-        move |worker: usize, texts: &[&str]| {
+        most_running: &'a AtomicUsize,
+    ) -> impl Fn(WorkerSlot, &[&str]) -> Rows + 'a {
+        move |slot: WorkerSlot, texts: &[&str]| {
+            let worker = slot.index;
+            assert!(worker < slot.count, "{slot:?}");
+            assert!((1..=slot.count).contains(&slot.running), "{slot:?}");
+            most_running.fetch_max(slot.running, Ordering::SeqCst);
             let bit = 1_u64 << worker;
             let before = workers_busy.fetch_or(bit, Ordering::SeqCst);
             assert_eq!(before & bit, 0, "worker {worker} ran two calls at once");
@@ -843,8 +855,8 @@ mod tests {
                 ..BatchingConfig::default()
             });
             let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            let workers_busy = AtomicU64::new(0);
-            let run = concurrency_probe(&in_flight, &most, &workers_busy);
+            let (workers_busy, most_running) = (AtomicU64::new(0), AtomicUsize::new(0));
+            let run = concurrency_probe(&in_flight, &most, &workers_busy, &most_running);
             let barrier = Barrier::new(24);
             std::thread::scope(|scope| {
                 for i in 0..24_usize {
@@ -886,9 +898,13 @@ mod tests {
                 .sum();
             assert_eq!(queue.texts, texts, "every text ran once");
             assert_eq!(queue.latency_ms.counts.iter().sum::<u64>(), 24 * 20);
+            // Calls are told when they run together, and never count more than the pool.
+            let most_running = most_running.load(Ordering::SeqCst);
             if workers > 1 {
                 assert!(most > 1, "{workers} workers never ran calls together");
+                assert!(most_running > 1, "no call was told of another running");
             }
+            assert!(most_running <= workers, "{most_running} of {workers}");
         }
     }
 
@@ -921,12 +937,13 @@ mod tests {
         let started = Barrier::new(2);
         let release = Barrier::new(2);
         let answered = AtomicUsize::new(0);
-        let ok =
-            |_: usize, texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![2.0]).collect()) };
+        let ok = |_: WorkerSlot, texts: &[&str]| -> Rows {
+            Ok(texts.iter().map(|_| vec![2.0]).collect())
+        };
         std::thread::scope(|scope| {
             // A leader holds the queue busy while others arrive.
             scope.spawn(|| {
-                let slow = |_: usize, texts: &[&str]| -> Rows {
+                let slow = |_: WorkerSlot, texts: &[&str]| -> Rows {
                     if texts.contains(&"first") {
                         started.wait();
                         release.wait();
@@ -971,7 +988,7 @@ mod tests {
         let started = Barrier::new(2);
         let release = Barrier::new(2);
         let calls = std::sync::Mutex::new(Vec::<Vec<String>>::new());
-        let record = |_: usize, texts: &[&str]| -> Rows {
+        let record = |_: WorkerSlot, texts: &[&str]| -> Rows {
             calls
                 .lock()
                 .unwrap()
@@ -1028,7 +1045,7 @@ mod tests {
         );
         assert_eq!(status[0].busy_workers, 0);
         // A token already cancelled is refused before queueing.
-        let never = |_: usize, _: &[&str]| -> Rows { panic!("a cancelled request ran") };
+        let never = |_: WorkerSlot, _: &[&str]| -> Rows { panic!("a cancelled request ran") };
         let err = batchers
             .run(&KEY, 8, 1, &["late"], Some(&token), &never)
             .unwrap_err();
@@ -1065,7 +1082,7 @@ mod tests {
             max_delay: Duration::from_millis(200),
             ..BatchingConfig::default()
         });
-        let run = |_: usize, texts: &[&str]| -> Rows {
+        let run = |_: WorkerSlot, texts: &[&str]| -> Rows {
             if texts.contains(&"bad") {
                 return Err(ModelError::new(ErrorCode::InvalidInput, "bad text"));
             }
@@ -1087,14 +1104,15 @@ mod tests {
     #[test]
     fn a_panicking_call_leaves_no_waiter_behind() {
         let batchers = Batchers::new(BatchingConfig::default());
-        let panicking = |_: usize, _: &[&str]| -> Rows { panic!("provider bug") };
+        let panicking = |_: WorkerSlot, _: &[&str]| -> Rows { panic!("provider bug") };
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             batchers.run(&KEY, 8, 1, &["a"], None, &panicking)
         }));
         assert!(caught.is_err());
         // The queue is free again.
-        let ok =
-            |_: usize, texts: &[&str]| -> Rows { Ok(texts.iter().map(|_| vec![3.0]).collect()) };
+        let ok = |_: WorkerSlot, texts: &[&str]| -> Rows {
+            Ok(texts.iter().map(|_| vec![3.0]).collect())
+        };
         assert_eq!(
             batchers.run(&KEY, 8, 1, &["b"], None, &ok).unwrap(),
             Served {

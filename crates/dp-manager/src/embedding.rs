@@ -19,7 +19,7 @@ use dp_preset::{ImageInput, Preset, PresetInputs, PresetOutput};
 
 use crate::persistent::PersistentEmbeddingCache;
 use dp_signature::ModelsUsedEntry;
-use dp_spec::ModelError;
+use dp_spec::{ModelError, WorkerSlot};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -351,17 +351,18 @@ impl ModelManager {
                 PresetInputs::Texts(texts)
                     if inner.batchers.enabled() && preset.makes_vectors() =>
                 {
-                    let run = |worker: usize, texts: &[&str]| {
-                        let on = route.for_worker(worker);
-                        let texts = PresetInputs::Texts(texts);
-                        if Arc::ptr_eq(on, route) {
-                            preset.run(model, texts).map(PresetOutput::into_rows)
+                    let run = |slot: WorkerSlot, texts: &[&str]| {
+                        let on = route.for_worker(slot.index);
+                        let replica = if Arc::ptr_eq(on, route) {
+                            None
                         } else {
-                            let replica = inner.get_route(on)?;
-                            preset
-                                .run(replica.model(), texts)
-                                .map(PresetOutput::into_rows)
-                        }
+                            Some(inner.get_route(on)?)
+                        };
+                        // The worker's own share of the instance (its CPU threads).
+                        let model = replica.as_ref().map_or(model, ModelHandle::model);
+                        preset
+                            .run(&model.on_worker(slot), PresetInputs::Texts(texts))
+                            .map(PresetOutput::into_rows)
                     };
                     let served = inner.batchers.run(
                         &batch_key,

@@ -45,9 +45,11 @@ mod decoding;
 mod error;
 mod layers;
 mod t5;
+mod threads;
 mod whisper;
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device};
@@ -55,7 +57,7 @@ use dp_spec::TensorDType;
 use dp_spec::tensor_names::{ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS};
 use dp_spec::{
     LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors, Precision,
-    ResolvedDevice, Tensor, TensorData, VerifiedArtifacts, provider_serves,
+    ResolvedDevice, Tensor, TensorData, VerifiedArtifacts, WorkerSlot, provider_serves,
 };
 
 use crate::artifacts::{
@@ -65,6 +67,7 @@ use crate::bert::{Bert, EncoderInput};
 use crate::clip::{Clip, ClipConfig};
 pub use crate::error::CandleError;
 use crate::t5::{T5, T5Config, T5Generator};
+use crate::threads::CpuThreads;
 use crate::whisper::{Whisper, WhisperConfig, WhisperGenerator};
 
 /// The output tensor names of text encoders and of sequence classifiers (defined once, in
@@ -81,11 +84,15 @@ pub struct CandleProviderConfig {
 /// The in-process candle provider (`runtime: inprocess`, `engine: candle`).
 ///
 /// Models loaded by one provider share its worker threads, so the thread count bounds the
-/// CPU the provider uses however many models it holds.
+/// CPU the provider uses however many models it holds. A model the manager runs with N
+/// workers (`num_workers`) on the CPU gives each worker its own share of those threads
+/// ([`LoadedModel::infer_on`]).
 #[derive(Clone, Default)]
 pub struct CandleProvider {
     config: CandleProviderConfig,
-    pool: Arc<OnceLock<Arc<rayon::ThreadPool>>>,
+    threads: Arc<OnceLock<Arc<CpuThreads>>>,
+    /// Models loaded so far: each starts its workers at the next share of the threads.
+    seats: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for CandleProvider {
@@ -118,7 +125,7 @@ impl CandleProvider {
     pub fn with_config(config: CandleProviderConfig) -> Self {
         Self {
             config,
-            pool: Arc::default(),
+            ..Self::default()
         }
     }
 
@@ -131,22 +138,12 @@ impl CandleProvider {
             .map_or(1, NonZeroUsize::get)
     }
 
-    /// The shared worker pool, started on first use.
-    fn pool(&self) -> Result<Arc<rayon::ThreadPool>, CandleError> {
-        if let Some(pool) = self.pool.get() {
-            return Ok(Arc::clone(pool));
-        }
-        let threads = self.threads();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("dp-candle-{i}"))
-            .build()
-            .map_err(|e| CandleError::ThreadPool {
-                threads,
-                reason: e.to_string(),
-            })?;
-        // Another thread may have won the race; either pool is equivalent.
-        Ok(Arc::clone(self.pool.get_or_init(|| Arc::new(pool))))
+    /// The provider's thread pools, shared by its models.
+    fn cpu_threads(&self) -> Arc<CpuThreads> {
+        Arc::clone(
+            self.threads
+                .get_or_init(|| Arc::new(CpuThreads::new(self.threads()))),
+        )
     }
 
     /// Everything `validate_local_artifacts` checks, returning the pieces a load needs.
@@ -389,7 +386,13 @@ impl ModelProvider for CandleProvider {
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn LoadedModel>, ModelError> {
         let device = candle_device(request.device)?;
         let (files, architecture, weights) = Self::open(request.spec, request.artifacts)?;
-        let pool = self.pool()?;
+        let threads = self.cpu_threads();
+        let pool = threads.whole()?;
+        // Workers split the threads only where the model computes on them.
+        let workers = device.is_cpu().then(|| Workers {
+            threads,
+            seat: self.seats.fetch_add(1, Ordering::Relaxed),
+        });
         let dtype = candle_dtype(request.precision)?;
         let config = match architecture {
             Architecture::Bert(config) => config,
@@ -398,7 +401,11 @@ impl ModelProvider for CandleProvider {
                 let clip = pool.install(|| {
                     Clip::load(&config, weights.bytes(), weights.path(), dtype, &device)
                 })?;
-                return Ok(Box::new(ClipModel { clip, pool }));
+                return Ok(Box::new(ClipModel {
+                    clip,
+                    pool,
+                    workers,
+                }));
             }
             Architecture::T5(config) => {
                 t5::check_schema(request.spec)?;
@@ -437,8 +444,29 @@ impl ModelProvider for CandleProvider {
         Ok(Box::new(CandleModel {
             bert,
             pool,
+            workers,
             output_name,
         }))
+    }
+}
+
+/// Where the workers of a CPU model run: their shares of the provider's threads.
+struct Workers {
+    threads: Arc<CpuThreads>,
+    /// The share this model's first worker takes.
+    seat: usize,
+}
+
+/// The pool a call of worker `worker` runs on: its share of the threads on the CPU, else
+/// the whole pool (on a GPU the threads only drive the device).
+fn pool_for(
+    pool: &Arc<rayon::ThreadPool>,
+    workers: Option<&Workers>,
+    worker: WorkerSlot,
+) -> Result<Arc<rayon::ThreadPool>, CandleError> {
+    match workers {
+        Some(w) => w.threads.for_worker(worker, w.seat),
+        None => Ok(Arc::clone(pool)),
     }
 }
 
@@ -446,11 +474,20 @@ impl ModelProvider for CandleProvider {
 struct CandleModel {
     bert: Bert,
     pool: Arc<rayon::ThreadPool>,
+    workers: Option<Workers>,
     output_name: String,
 }
 
 impl LoadedModel for CandleModel {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        self.infer_on(inputs, WorkerSlot::ALONE)
+    }
+
+    fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        worker: WorkerSlot,
+    ) -> Result<NamedTensors, ModelError> {
         let input = self.encoder_input(inputs)?;
         let (batch, seq) = (input.batch, input.seq);
         let values = if batch == 0 {
@@ -466,7 +503,8 @@ impl LoadedModel for CandleModel {
             }
             Vec::new()
         } else {
-            self.pool.install(|| self.bert.forward(&input))?
+            pool_for(&self.pool, self.workers.as_ref(), worker)?
+                .install(|| self.bert.forward(&input))?
         };
         let output = Tensor::new(self.bert.output_shape(batch, seq), TensorData::Fp32(values))?;
         Ok(NamedTensors::from([(self.output_name.clone(), output)]))
@@ -507,11 +545,20 @@ impl LoadedModel for WhisperGenerator {
 struct ClipModel {
     clip: Clip,
     pool: Arc<rayon::ThreadPool>,
+    workers: Option<Workers>,
 }
 
 impl LoadedModel for ClipModel {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
-        self.pool.install(|| self.clip.infer(inputs))
+        self.infer_on(inputs, WorkerSlot::ALONE)
+    }
+
+    fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        worker: WorkerSlot,
+    ) -> Result<NamedTensors, ModelError> {
+        pool_for(&self.pool, self.workers.as_ref(), worker)?.install(|| self.clip.infer(inputs))
     }
 }
 

@@ -1221,6 +1221,65 @@ fn rows_run_in_parallel_groups_equal_each_row_alone_and_the_reference() {
 }
 
 #[test]
+fn every_worker_of_a_pool_computes_what_the_model_computes_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = write_kind(root.path(), Kind::XlmrEncoder, 0);
+    let artifacts = verified_folder(root.path());
+    // Three threads: two workers get shares of 2 and 1, eight workers one each.
+    let provider = CandleProvider::with_config(CandleProviderConfig {
+        threads: NonZeroUsize::new(3),
+    });
+    let model = provider
+        .load(&LoadRequest {
+            spec: &spec,
+            artifacts: &artifacts,
+            models_root: root.path(),
+            device: ResolvedDevice::Cpu,
+            precision: Precision::Fp32,
+        })
+        .unwrap();
+    // Rows of every length, enough of them to be cut into groups on each share's threads.
+    let (rows, seq) = (9, POSITIONS);
+    let ids: Vec<i64> = (0..rows * seq)
+        .map(|i| i64::try_from((i * 5) % (VOCAB - 2)).unwrap() + 2)
+        .collect();
+    let mask: Vec<i64> = (0..rows * seq)
+        .map(|i| i64::from(i % seq < seq - (i / seq) % 7))
+        .collect();
+    let batch = ids_and_mask(ids, mask, [rows, seq]);
+    let alone = output(&model.infer(&batch).unwrap(), LAST_HIDDEN_STATE).1;
+    assert!(alone.iter().any(|&v| v != 0.0));
+    for (index, count, running) in [(0, 2, 2), (1, 2, 2), (5, 8, 3), (1, 2, 1), (0, 1, 1)] {
+        let slot = WorkerSlot {
+            index,
+            count,
+            running,
+        };
+        let direct = output(&model.infer_on(&batch, slot).unwrap(), LAST_HIDDEN_STATE).1;
+        // As a preset sees it: the model bound to the worker.
+        let bound = output(
+            &model.as_ref().on_worker(slot).infer(&batch).unwrap(),
+            LAST_HIDDEN_STATE,
+        )
+        .1;
+        assert_eq!(direct, alone, "worker {index} of {count}");
+        assert_eq!(bound, alone, "worker {index} of {count}, bound");
+    }
+    // Bad input is refused the same way on a worker.
+    let err = model
+        .infer_on(
+            &NamedTensors::new(),
+            WorkerSlot {
+                index: 1,
+                count: 2,
+                running: 2,
+            },
+        )
+        .unwrap_err();
+    assert_error(&err, ErrorCode::InvalidInput, &["input_ids"]);
+}
+
+#[test]
 fn an_xlmr_sequence_takes_as_many_tokens_as_positions_past_the_padding_index() {
     let root = tempfile::tempdir().unwrap();
     let spec = write_kind(root.path(), Kind::XlmrEncoder, 0);

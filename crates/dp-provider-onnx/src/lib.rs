@@ -28,7 +28,7 @@ use std::sync::Arc;
 use dp_spec::{
     LoadRequest, LoadedModel, ModelError, ModelProvider, ModelSpec, NamedTensors,
     OnnxGraphOptimization, ProviderHealth, ResolvedDevice, VerifiedArtifacts, VerifiedFile,
-    provider_serves,
+    WorkerSlot, provider_serves,
 };
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
@@ -100,62 +100,33 @@ impl OnnxProvider {
         // Every graph's external data is checked before the library is even loaded.
         let mut graphs = Vec::with_capacity(files.len());
         for (rel, file) in files {
-            let external = external_data::external_files(rel, file.bytes(), request.artifacts)?;
-            graphs.push((rel, file, external));
+            let external = external_data::external_files(rel, file.bytes(), request.artifacts)?
+                .into_iter()
+                .map(|f| (f.location, Arc::from(&*f.bytes)))
+                .collect();
+            graphs.push(GraphSource {
+                path: request.artifacts.display_path(rel),
+                model: file.clone(),
+                external,
+            });
         }
         let (library, source_of_path) = self.library_path(request.models_root);
         let environment = library::environment(&library, source_of_path)?;
-        let mut sessions = Vec::with_capacity(graphs.len());
-        for (rel, file, external) in graphs {
-            let path = request.artifacts.display_path(rel);
-            let session = Self::session(request, environment, &path, file, external)?;
-            sessions.push((path, session));
-        }
+        let on_cpu = request.device == ResolvedDevice::Cpu;
+        let recipe = SessionRecipe {
+            environment,
+            spec: spec.clone(),
+            device: request.device,
+            graphs,
+        };
+        let sessions = recipe.sessions(None)?;
         OnnxModel::new(
             &spec.model_name,
             sessions,
             &spec.input_schema,
             &spec.output_schema,
+            on_cpu.then_some(recipe),
         )
-    }
-
-    /// One graph's session, with the spec's settings and device.
-    fn session(
-        request: &LoadRequest<'_>,
-        environment: &ort::environment::Environment,
-        model_path: &Path,
-        model: &VerifiedFile,
-        external: Vec<external_data::ExternalFile>,
-    ) -> Result<Session, OnnxError> {
-        let spec = request.spec;
-        let runtime = |e: String| OnnxError::Runtime(format!("model '{}': {e}", spec.model_name));
-        let settings = spec.onnx.clone().unwrap_or_default();
-        let mut builder = Session::builder(environment)
-            .map_err(|e| runtime(e.to_string()))?
-            .with_optimization_level(optimization_level(settings.graph_optimization_level))
-            .map_err(|e| runtime(e.to_string()))?;
-        if let Some(threads) = settings.intra_op_threads {
-            builder = builder
-                .with_intra_threads(usize::from(threads))
-                .map_err(|e| runtime(e.to_string()))?;
-        }
-        let providers = execution_providers(spec, request.device)?;
-        if !providers.is_empty() {
-            builder = builder
-                .with_execution_providers(providers)
-                .map_err(|e| runtime(e.to_string()))?;
-        }
-        // External data from the verified bytes too: the runtime opens no file of the model.
-        for file in external {
-            builder = builder
-                .with_external_initializer_file_in_memory(&file.location, Arc::from(&*file.bytes))
-                .map_err(|e| runtime(e.to_string()))?;
-        }
-        // From the verified bytes, never from the path: a file swapped since it was
-        // verified is never what the session is built from.
-        builder
-            .commit_from_memory(model.bytes())
-            .map_err(|e| session_error(&spec.model_name, model_path, &e))
     }
 
     /// The spec's `.onnx` files among the verified artifacts.
@@ -185,6 +156,88 @@ impl OnnxProvider {
             external_data::external_files(rel, model.bytes(), artifacts)?;
         }
         Ok(())
+    }
+}
+
+/// One graph of a model, as its sessions are built from it.
+struct GraphSource {
+    /// Its file, for messages.
+    path: PathBuf,
+    /// The verified `.onnx` file.
+    model: VerifiedFile,
+    /// Its external-data files (`location`, verified bytes).
+    external: Vec<(String, Arc<[u8]>)>,
+}
+
+/// Everything a model's sessions are built from, kept by a CPU model so that each of its
+/// workers can build sessions of its own later (with its share of the threads).
+pub(crate) struct SessionRecipe {
+    environment: &'static ort::environment::Environment,
+    spec: ModelSpec,
+    device: ResolvedDevice,
+    graphs: Vec<GraphSource>,
+}
+
+impl SessionRecipe {
+    /// Intra-op threads of the model's first sessions: the spec's, else one per available
+    /// core (what ONNX Runtime picks, near enough, when left to itself).
+    pub(crate) fn threads(&self) -> usize {
+        self.spec
+            .onnx
+            .as_ref()
+            .and_then(|o| o.intra_op_threads)
+            .map(usize::from)
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+    }
+
+    /// One session per graph, with the spec's settings and device; `intra_threads`
+    /// replaces the spec's `intra_op_threads`.
+    pub(crate) fn sessions(
+        &self,
+        intra_threads: Option<usize>,
+    ) -> Result<Vec<(PathBuf, Session)>, OnnxError> {
+        self.graphs
+            .iter()
+            .map(|graph| Ok((graph.path.clone(), self.session(graph, intra_threads)?)))
+            .collect()
+    }
+
+    fn session(
+        &self,
+        graph: &GraphSource,
+        intra_threads: Option<usize>,
+    ) -> Result<Session, OnnxError> {
+        let spec = &self.spec;
+        let runtime = |e: String| OnnxError::Runtime(format!("model '{}': {e}", spec.model_name));
+        let settings = spec.onnx.clone().unwrap_or_default();
+        let mut builder = Session::builder(self.environment)
+            .map_err(|e| runtime(e.to_string()))?
+            .with_optimization_level(optimization_level(settings.graph_optimization_level))
+            .map_err(|e| runtime(e.to_string()))?;
+        if let Some(threads) = intra_threads.or_else(|| settings.intra_op_threads.map(usize::from))
+        {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        let providers = execution_providers(spec, self.device)?;
+        if !providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers)
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        // External data from the verified bytes too: the runtime opens no file of the model.
+        for (location, bytes) in &graph.external {
+            builder = builder
+                .with_external_initializer_file_in_memory(location, Arc::clone(bytes))
+                .map_err(|e| runtime(e.to_string()))?;
+        }
+        // From the verified bytes, never from the path: a file swapped since it was
+        // verified is never what the session is built from.
+        builder
+            .commit_from_memory(graph.model.bytes())
+            .map_err(|e| session_error(&spec.model_name, &graph.path, &e))
     }
 }
 
@@ -265,6 +318,14 @@ struct Loaded(OnnxModel);
 impl LoadedModel for Loaded {
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
         self.0.infer(inputs).map_err(ModelError::from)
+    }
+
+    fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        worker: WorkerSlot,
+    ) -> Result<NamedTensors, ModelError> {
+        self.0.infer_on(inputs, worker).map_err(ModelError::from)
     }
 }
 

@@ -2,14 +2,16 @@
 //! inputs/outputs against the spec, and inference on named tensors.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use dp_spec::{NamedTensors, Tensor, TensorDType, TensorData, TensorSpec};
+use dp_spec::{NamedTensors, Tensor, TensorDType, TensorData, TensorSpec, WorkerSlot};
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
 
+use crate::SessionRecipe;
 use crate::error::OnnxError;
 
 /// A model loaded into ONNX Runtime sessions, one per graph (`.onnx` file).
@@ -17,7 +19,54 @@ pub(crate) struct OnnxModel {
     /// The model's name, for messages.
     name: String,
     /// The graphs, in `local_artifacts` order.
-    graphs: Vec<Graph>,
+    graphs: Arc<[Graph]>,
+    /// The sessions of the workers that split the threads, on the CPU.
+    workers: Option<WorkerGraphs>,
+}
+
+/// Sessions of a CPU model's workers (the manager's `num_workers`): one set of graphs per
+/// share of the threads, each with that share as its intra-op threads, built when a worker
+/// first runs there. A session runs one call at a time, so without them the workers would
+/// queue for the first sessions. Each set holds its own copy of the weights (ONNX
+/// Runtime's prepacked-weights container, tried, saved 9 of MiniLM's 290 MB for two).
+pub(crate) struct WorkerGraphs {
+    recipe: SessionRecipe,
+    /// By (shares, share).
+    made: Mutex<HashMap<(usize, usize), Arc<ShareGraphs>>>,
+}
+
+/// One share's graphs, once built (each share has its own lock, so that building one
+/// holds up no other).
+type ShareGraphs = Mutex<Option<Arc<[Graph]>>>;
+
+impl WorkerGraphs {
+    /// The graphs of share `share` of `shares`, built on first use.
+    fn share(&self, shares: usize, share: usize) -> Result<Arc<[Graph]>, OnnxError> {
+        let slot = {
+            let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(made.entry((shares, share)).or_default())
+        };
+        // Built under the share's own lock: other shares' workers do not wait for it.
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(graphs) = &*slot {
+            return Ok(Arc::clone(graphs));
+        }
+        let threads = share_size(self.recipe.threads(), shares, share);
+        let graphs: Arc<[Graph]> = self
+            .recipe
+            .sessions(Some(threads))?
+            .into_iter()
+            .map(Graph::new)
+            .collect();
+        *slot = Some(Arc::clone(&graphs));
+        Ok(graphs)
+    }
+}
+
+/// Threads of share `share` when `threads` are split into `shares`: the first
+/// `threads % shares` shares get one more.
+const fn share_size(threads: usize, shares: usize, share: usize) -> usize {
+    threads / shares + if share < threads % shares { 1 } else { 0 }
 }
 
 /// One graph of a model.
@@ -25,13 +74,33 @@ struct Graph {
     /// Its file, for messages.
     file: PathBuf,
     /// ort's `run` takes `&mut self`; ONNX Runtime parallelizes inside one run
-    /// (intra-op threads), so runs on one graph are serialized here.
+    /// (intra-op threads), so runs on one session are serialized here (a model's workers
+    /// each have sessions of their own: [`WorkerGraphs`]).
     session: Mutex<Session>,
     /// The graph's input names, in the graph's order.
     inputs: Vec<(String, TensorElementType)>,
 }
 
 impl Graph {
+    fn new((file, session): (PathBuf, Session)) -> Self {
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| {
+                let ty = match o.dtype() {
+                    ValueType::Tensor { ty, .. } => *ty,
+                    _ => TensorElementType::String,
+                };
+                (o.name().to_owned(), ty)
+            })
+            .collect();
+        Self {
+            file,
+            session: Mutex::new(session),
+            inputs,
+        }
+    }
+
     fn input_names(&self) -> Vec<&str> {
         self.inputs.iter().map(|(n, _)| n.as_str()).collect()
     }
@@ -130,36 +199,42 @@ impl OnnxModel {
         sessions: Vec<(PathBuf, Session)>,
         input_schema: &[TensorSpec],
         output_schema: &[TensorSpec],
+        workers: Option<SessionRecipe>,
     ) -> Result<Self, OnnxError> {
         let inputs: Vec<&Outlet> = sessions.iter().flat_map(|(_, s)| s.inputs()).collect();
         let outputs: Vec<&Outlet> = sessions.iter().flat_map(|(_, s)| s.outputs()).collect();
         check_outlets(name, "input", input_schema, &inputs, true)?;
         check_outlets(name, "output", output_schema, &outputs, false)?;
-        let graphs = sessions
-            .into_iter()
-            .map(|(file, session)| {
-                let inputs = session
-                    .inputs()
-                    .iter()
-                    .map(|o| {
-                        let ty = match o.dtype() {
-                            ValueType::Tensor { ty, .. } => *ty,
-                            _ => TensorElementType::String,
-                        };
-                        (o.name().to_owned(), ty)
-                    })
-                    .collect();
-                Graph {
-                    file,
-                    session: Mutex::new(session),
-                    inputs,
-                }
-            })
-            .collect();
         Ok(Self {
             name: name.to_owned(),
-            graphs,
+            graphs: sessions.into_iter().map(Graph::new).collect(),
+            workers: workers.map(|recipe| WorkerGraphs {
+                recipe,
+                made: Mutex::default(),
+            }),
         })
+    }
+
+    /// [`Self::infer`] as worker `slot` of the model's pool: on a CPU model with more than
+    /// one worker and thread, a call that starts while others run does so on the sessions
+    /// of the worker's share of the threads (`threads` split into `min(count, threads)`
+    /// shares as evenly as they go, worker `index` on share `index mod shares`), so that
+    /// workers run side by side instead of queueing for one session; a call that starts
+    /// alone takes the model's own sessions and all their threads.
+    pub(crate) fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        slot: WorkerSlot,
+    ) -> Result<NamedTensors, OnnxError> {
+        let Some(workers) = &self.workers else {
+            return self.infer(inputs);
+        };
+        let shares = slot.count.min(workers.recipe.threads());
+        if shares <= 1 || slot.running <= 1 {
+            return self.infer(inputs);
+        }
+        let graphs = workers.share(shares, slot.index % shares)?;
+        self.infer_graphs(&graphs, inputs)
     }
 
     /// Runs the model. Inputs are handed to ONNX Runtime as views of the caller's buffers
@@ -169,9 +244,18 @@ impl OnnxModel {
     /// are merged (an output name already returned by an earlier graph is not replaced).
     /// Every given input must be taken by a graph that runs: none is silently ignored.
     pub(crate) fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, OnnxError> {
+        self.infer_graphs(&self.graphs, inputs)
+    }
+
+    /// [`Self::infer`] on `graphs` (the model's own, or a worker's).
+    fn infer_graphs(
+        &self,
+        graphs: &[Graph],
+        inputs: &NamedTensors,
+    ) -> Result<NamedTensors, OnnxError> {
         let invalid =
             |msg: String| OnnxError::InvalidInput(format!("model '{}': {msg}", self.name));
-        if let [graph] = self.graphs.as_slice() {
+        if let [graph] = graphs {
             if let Some(extra) = inputs.keys().find(|k| !graph.takes(k)) {
                 return Err(invalid(format!(
                     "no input named '{extra}' (the model takes {:?})",
@@ -181,19 +265,18 @@ impl OnnxModel {
             return self.run(graph, inputs);
         }
         let describe = || {
-            self.graphs
+            graphs
                 .iter()
                 .map(|g| format!("{} takes {:?}", g.file.display(), g.input_names()))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let runnable: Vec<&Graph> = self
-            .graphs
+        let runnable: Vec<&Graph> = graphs
             .iter()
             .filter(|g| g.inputs.iter().all(|(n, _)| inputs.contains_key(n)))
             .collect();
         if let Some(unused) = inputs.keys().find(|k| !runnable.iter().any(|g| g.takes(k))) {
-            let problem = match self.graphs.iter().find(|g| g.takes(unused)) {
+            let problem = match graphs.iter().find(|g| g.takes(unused)) {
                 None => format!("no input named '{unused}'"),
                 Some(graph) => {
                     let missing: Vec<&str> = graph

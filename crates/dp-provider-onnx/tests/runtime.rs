@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use dp_provider_onnx::{OnnxProvider, OnnxProviderConfig};
 use dp_spec::{
     ErrorCode, LoadRequest, LoadedModel, ModelProvider, ModelSpec, NamedTensors, Precision,
-    ResolvedDevice, Tensor, TensorData,
+    ResolvedDevice, Tensor, TensorData, WorkerSlot,
 };
 use serde_json::{Value, json};
 
@@ -266,6 +266,72 @@ fn external_data_inside_the_model_folder_loads() {
     let model = load(&provider(lib), &spec).unwrap();
     let out = model.infer(&affine_input(vec![1.0, 1.0, 1.0])).unwrap();
     assert_eq!(out["y"].data(), &TensorData::Fp32(vec![9.5, 11.0]));
+    // A worker's own sessions are built from the same verified data.
+    let out = model
+        .infer_on(
+            &affine_input(vec![1.0, 1.0, 1.0]),
+            WorkerSlot {
+                index: 1,
+                count: 2,
+                running: 2,
+            },
+        )
+        .unwrap();
+    assert_eq!(out["y"].data(), &TensorData::Fp32(vec![9.5, 11.0]));
+}
+
+#[test]
+fn workers_run_side_by_side_on_sessions_of_their_own() {
+    let Some(lib) = library() else { return };
+    let provider = provider(lib);
+    let mut spec = affine_spec();
+    // Three threads: two workers get shares of 2 and 1; four workers, 1 each (the fourth
+    // shares the first's sessions); a call that starts alone, the model's own sessions.
+    spec.onnx.as_mut().unwrap().intra_op_threads = Some(3);
+    let model = load(&provider, &spec).unwrap();
+    let x = affine_input(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+    let want = TensorData::Fp32(vec![1.5, 1.0, 9.5, 11.0]);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = [
+            (0, 2, 2),
+            (1, 2, 2),
+            (0, 4, 3),
+            (3, 4, 4),
+            (2, 4, 2),
+            (1, 2, 1),
+        ]
+        .into_iter()
+        .flat_map(|worker| [worker; 3])
+        .map(|(index, count, running)| {
+            let (model, x) = (&model, &x);
+            scope.spawn(move || {
+                let slot = WorkerSlot {
+                    index,
+                    count,
+                    running,
+                };
+                (slot, model.infer_on(x, slot).unwrap())
+            })
+        })
+        .collect();
+        for run in runs {
+            let (slot, out) = run.join().unwrap();
+            assert_eq!(out["y"].data(), &want, "{slot:?}");
+        }
+    });
+    // Bad input on a worker is the same invalid_input as on the model.
+    let err = model
+        .infer_on(
+            &NamedTensors::new(),
+            WorkerSlot {
+                index: 1,
+                count: 2,
+                running: 2,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.error_code, ErrorCode::InvalidInput, "{err}");
+    assert!(err.message.contains("'x' is missing"), "{err}");
 }
 
 #[test]

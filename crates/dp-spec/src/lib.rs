@@ -45,8 +45,8 @@ pub use model_spec::{
 };
 pub use provider::{
     CudaDeviceInfo, DEFAULT_CALL_OVERHEAD_TOKENS, LoadRequest, LoadedModel, ModelProvider,
-    NamedTensors, PROVIDER_MATRIX, ProviderHealth, ProviderRoute, ResolvedDevice, Tensor,
-    TensorData, provider_route, provider_serves, tensor_names,
+    NamedTensors, OnWorker, PROVIDER_MATRIX, ProviderHealth, ProviderRoute, ResolvedDevice, Tensor,
+    TensorData, WorkerSlot, provider_route, provider_serves, tensor_names,
 };
 pub use rules::{
     PRESET_NAMES, RuleViolation, check_artifact_path, check_spec, check_triton_endpoint,

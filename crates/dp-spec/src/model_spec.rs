@@ -458,9 +458,10 @@ pub struct ResourceRequirements {
     #[schemars(range(min = 1))]
     pub max_batch_tokens: Option<u32>,
     /// How many model calls one loaded instance runs at once for concurrent callers (1 when
-    /// absent): the workers of its batching queue, sharing the instance's weights (and, on
-    /// the CPU, its threads). More than one overlaps one call's preprocessing with
-    /// another's model run.
+    /// absent): the workers of its batching queue. On the CPU, calls that run together each
+    /// get a share of the provider's threads (a call that starts alone gets them all); a
+    /// model placed by `auto` or `cuda` on a machine with several GPUs runs its workers
+    /// round robin over them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub num_workers: Option<u32>,

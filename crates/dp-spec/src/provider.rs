@@ -284,6 +284,24 @@ pub trait LoadedModel: Send + Sync {
     /// Inputs that do not fit the model (`invalid_input`) or a runtime failure.
     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError>;
 
+    /// [`Self::infer`] as worker `worker.index` of a pool of `worker.count` that run this
+    /// model side by side (the manager's `num_workers`). A runtime that computes on the CPU
+    /// can give each worker its own share of its threads while other workers' calls run
+    /// (`worker.running` > 1), so that concurrent calls do not contend for one pool; the
+    /// default ignores the worker and calls [`Self::infer`]. The outputs must not depend on
+    /// the worker.
+    ///
+    /// # Errors
+    /// As [`Self::infer`].
+    fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        worker: WorkerSlot,
+    ) -> Result<NamedTensors, ModelError> {
+        let _ = worker;
+        self.infer(inputs)
+    }
+
     /// The model's generation capability, when it is an encoder–decoder that can generate
     /// (T5, Whisper); `None` (the default) for every other model.
     fn generator(&self) -> Option<&dyn crate::Seq2SeqGenerator> {
@@ -299,6 +317,91 @@ pub trait LoadedModel: Send + Sync {
     /// instead of 64 was no faster with ONNX Runtime on MiniLM, XLM-R or the reranker).
     fn call_overhead_tokens(&self) -> Option<usize> {
         Some(DEFAULT_CALL_OVERHEAD_TOKENS)
+    }
+}
+
+/// Which worker of a model's pool runs a call: `index` of `count`, with `running` calls of
+/// the pool under way as it starts (see [`LoadedModel::infer_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSlot {
+    /// The worker, `0..count`.
+    pub index: usize,
+    /// The workers in the pool, at least 1.
+    pub count: usize,
+    /// The pool's calls running when this one started, itself included: 1 when it runs
+    /// alone (and may take every thread), up to `count`.
+    pub running: usize,
+}
+
+impl WorkerSlot {
+    /// The one worker of a pool of one: what [`LoadedModel::infer`] runs as.
+    pub const ALONE: Self = Self {
+        index: 0,
+        count: 1,
+        running: 1,
+    };
+}
+
+impl dyn LoadedModel + '_ {
+    /// This model as seen by worker `worker` of its pool: a [`LoadedModel`] whose
+    /// [`LoadedModel::infer`] is this model's [`LoadedModel::infer_on`] `worker`, for code
+    /// that takes any model (a preset) to run on one worker's share.
+    ///
+    /// ```
+    /// use dp_spec::{ErrorCode, LoadedModel, ModelError, NamedTensors, WorkerSlot};
+    ///
+    /// /// Answers with nothing, and says which worker asked in its error.
+    /// struct Echo;
+    /// impl LoadedModel for Echo {
+    ///     fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+    ///         self.infer_on(inputs, WorkerSlot::ALONE)
+    ///     }
+    ///     fn infer_on(&self, _: &NamedTensors, w: WorkerSlot) -> Result<NamedTensors, ModelError> {
+    ///         let message = format!("worker {} of {}", w.index, w.count);
+    ///         Err(ModelError::new(ErrorCode::InvalidInput, message))
+    ///     }
+    /// }
+    ///
+    /// let model: &dyn LoadedModel = &Echo;
+    /// let second = model.on_worker(WorkerSlot { index: 1, count: 2, running: 2 });
+    /// let err = second.infer(&NamedTensors::new()).unwrap_err();
+    /// assert!(err.message.contains("worker 1 of 2"));
+    /// ```
+    #[must_use]
+    pub fn on_worker(&self, worker: WorkerSlot) -> OnWorker<'_> {
+        OnWorker {
+            model: self,
+            worker,
+        }
+    }
+}
+
+/// A loaded model bound to one worker of its pool ([`<dyn LoadedModel>::on_worker`]).
+pub struct OnWorker<'a> {
+    model: &'a dyn LoadedModel,
+    worker: WorkerSlot,
+}
+
+impl LoadedModel for OnWorker<'_> {
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors, ModelError> {
+        self.model.infer_on(inputs, self.worker)
+    }
+
+    fn infer_on(
+        &self,
+        inputs: &NamedTensors,
+        _worker: WorkerSlot,
+    ) -> Result<NamedTensors, ModelError> {
+        // Bound already: the worker it was made for decides.
+        self.model.infer_on(inputs, self.worker)
+    }
+
+    fn generator(&self) -> Option<&dyn crate::Seq2SeqGenerator> {
+        self.model.generator()
+    }
+
+    fn call_overhead_tokens(&self) -> Option<usize> {
+        self.model.call_overhead_tokens()
     }
 }
 
