@@ -69,6 +69,21 @@ fn onnx_manager(models_root: &Path) -> ModelManager {
         .unwrap()
 }
 
+/// Both providers, no embedding cache (every vector computed), once the candle MiniLM is
+/// set up too.
+fn onnx_and_candle_manager(test: &str) -> Option<ModelManager> {
+    let root = models_root(test)?;
+    dp_tests::asset("models/all-minilm-l6-v2/model.safetensors", test)?;
+    let manager = ModelManager::builder(catalog(), &root)
+        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
+        .provider(Arc::new(CandleProvider::new()))
+        .embedding_cache(dp_manager::EmbeddingCacheConfig::disabled())
+        .reaper(false)
+        .build()
+        .unwrap();
+    Some(manager)
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
@@ -109,18 +124,9 @@ fn onnx_minilm_matches_sentence_transformers_on_every_reference_sentence() {
 #[test]
 fn onnx_and_candle_agree_on_the_same_weights() {
     let test = "onnx_and_candle_agree_on_the_same_weights";
-    let Some(root) = models_root(test) else {
+    let Some(manager) = onnx_and_candle_manager(test) else {
         return;
     };
-    if dp_tests::asset("models/all-minilm-l6-v2/model.safetensors", test).is_none() {
-        return;
-    }
-    let manager = ModelManager::builder(catalog(), &root)
-        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
-        .provider(Arc::new(CandleProvider::new()))
-        .reaper(false)
-        .build()
-        .unwrap();
     let reference = reference();
     let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
     let onnx = embed(&manager, MODEL, &sentences);
@@ -217,27 +223,17 @@ fn int8_minilm_stays_within_its_recorded_accuracy() {
     }
 }
 
-/// Concurrent callers of a model run by two workers (`num_workers`), each worker on its
-/// own share of the threads (candle: a pool of its own; ONNX Runtime: sessions of its own,
-/// sharing the packed weights): every caller gets its sentence's reference vector, the
+/// Concurrent callers of a model run by two workers (`num_workers`), calls that run
+/// together each on its worker's share of the threads (candle: a pool of its own; ONNX
+/// Runtime: sessions of its own): every caller gets its sentence's reference vector, the
 /// same one worker gives.
 #[test]
 fn two_workers_give_every_concurrent_caller_its_reference_vector() {
     use dp_manager::{TaskData, TaskOutput, TaskRequest, TaskType};
     let test = "two_workers_give_every_concurrent_caller_its_reference_vector";
-    let Some(root) = models_root(test) else {
+    let Some(manager) = onnx_and_candle_manager(test) else {
         return;
     };
-    if dp_tests::asset("models/all-minilm-l6-v2/model.safetensors", test).is_none() {
-        return;
-    }
-    let manager = ModelManager::builder(catalog(), &root)
-        .provider(Arc::new(OnnxProvider::new(OnnxProviderConfig::default())))
-        .provider(Arc::new(CandleProvider::new()))
-        .embedding_cache(dp_manager::EmbeddingCacheConfig::disabled())
-        .reaper(false)
-        .build()
-        .unwrap();
     let reference = reference();
     let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
     for model in [MODEL, "all-minilm-l6-v2"] {

@@ -871,9 +871,18 @@ fn verified_folder(root: &Path) -> VerifiedArtifacts {
 
 /// Validates then loads `spec`'s model from `root` on the CPU at fp32.
 fn load_spec(root: &Path, spec: &ModelSpec) -> Result<Box<dyn LoadedModel>, ModelError> {
+    load_spec_on(&CandleProvider::new(), root, spec)
+}
+
+/// [`load_spec`] by `provider`.
+fn load_spec_on(
+    provider: &CandleProvider,
+    root: &Path,
+    spec: &ModelSpec,
+) -> Result<Box<dyn LoadedModel>, ModelError> {
     let artifacts = verified_folder(root);
-    CandleProvider::new().validate_local_artifacts(spec, &artifacts)?;
-    CandleProvider::new().load(&LoadRequest {
+    provider.validate_local_artifacts(spec, &artifacts)?;
+    provider.load(&LoadRequest {
         spec,
         artifacts: &artifacts,
         models_root: root,
@@ -1224,20 +1233,11 @@ fn rows_run_in_parallel_groups_equal_each_row_alone_and_the_reference() {
 fn every_worker_of_a_pool_computes_what_the_model_computes_alone() {
     let root = tempfile::tempdir().unwrap();
     let spec = write_kind(root.path(), Kind::XlmrEncoder, 0);
-    let artifacts = verified_folder(root.path());
     // Three threads: two workers get shares of 2 and 1, eight workers one each.
     let provider = CandleProvider::with_config(CandleProviderConfig {
         threads: NonZeroUsize::new(3),
     });
-    let model = provider
-        .load(&LoadRequest {
-            spec: &spec,
-            artifacts: &artifacts,
-            models_root: root.path(),
-            device: ResolvedDevice::Cpu,
-            precision: Precision::Fp32,
-        })
-        .unwrap();
+    let model = load_spec_on(&provider, root.path(), &spec).unwrap();
     // Rows of every length, enough of them to be cut into groups on each share's threads.
     let (rows, seq) = (9, POSITIONS);
     let ids: Vec<i64> = (0..rows * seq)
