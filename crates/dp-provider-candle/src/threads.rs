@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use dp_spec::WorkerSlot;
+use dp_spec::{WorkerSlot, thread_share_size};
 
 use crate::error::CandleError;
 
@@ -59,10 +59,9 @@ impl CpuThreads {
         slot: WorkerSlot,
         seat: usize,
     ) -> Result<Arc<rayon::ThreadPool>, CandleError> {
-        let shares = slot.count.min(self.threads);
-        if shares <= 1 || slot.running <= 1 {
+        let Some((share, shares)) = slot.thread_share(self.threads, seat) else {
             return self.whole();
-        }
+        };
         let pools = {
             let mut split = self.split.lock().unwrap_or_else(PoisonError::into_inner);
             match split.get(&shares) {
@@ -70,7 +69,7 @@ impl CpuThreads {
                 None => {
                     let pools = (0..shares)
                         .map(|share| {
-                            let size = share_size(self.threads, shares, share);
+                            let size = thread_share_size(self.threads, shares, share);
                             start(size, move |i| format!("dp-candle-{share}of{shares}-{i}"))
                         })
                         .collect::<Result<Arc<[_]>, _>>()?;
@@ -79,15 +78,8 @@ impl CpuThreads {
                 }
             }
         };
-        let share = slot.index.wrapping_add(seat) % shares;
         Ok(Arc::clone(&pools[share]))
     }
-}
-
-/// Threads of share `share` when `threads` are split into `shares`: the first
-/// `threads % shares` shares get one more.
-const fn share_size(threads: usize, shares: usize, share: usize) -> usize {
-    threads / shares + if share < threads % shares { 1 } else { 0 }
 }
 
 fn start(
@@ -116,20 +108,6 @@ mod tests {
             index,
             count,
             running: 2,
-        }
-    }
-
-    #[test]
-    fn shares_add_up_to_the_threads_and_differ_by_at_most_one() {
-        for threads in 1..=17 {
-            for shares in 1..=threads {
-                let sizes: Vec<usize> = (0..shares)
-                    .map(|s| share_size(threads, shares, s))
-                    .collect();
-                assert_eq!(sizes.iter().sum::<usize>(), threads, "{threads}/{shares}");
-                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-                assert!(*min >= 1 && max - min <= 1, "{threads}/{shares}: {sizes:?}");
-            }
         }
     }
 

@@ -100,10 +100,7 @@ impl OnnxProvider {
         // Every graph's external data is checked before the library is even loaded.
         let mut graphs = Vec::with_capacity(files.len());
         for (rel, file) in files {
-            let external = external_data::external_files(rel, file.bytes(), request.artifacts)?
-                .into_iter()
-                .map(|f| (f.location, Arc::from(&*f.bytes)))
-                .collect();
+            let external = external_data::external_files(rel, file.bytes(), request.artifacts)?;
             graphs.push(GraphSource {
                 path: request.artifacts.display_path(rel),
                 model: file.clone(),
@@ -165,8 +162,9 @@ struct GraphSource {
     path: PathBuf,
     /// The verified `.onnx` file.
     model: VerifiedFile,
-    /// Its external-data files (`location`, verified bytes).
-    external: Vec<(String, Arc<[u8]>)>,
+    /// Its external-data files, as verified (mapped, not copied: each session gets its
+    /// own copy while it is built).
+    external: Vec<external_data::ExternalFile>,
 }
 
 /// Everything a model's sessions are built from, kept by a CPU model so that each of its
@@ -228,9 +226,9 @@ impl SessionRecipe {
                 .map_err(|e| runtime(e.to_string()))?;
         }
         // External data from the verified bytes too: the runtime opens no file of the model.
-        for (location, bytes) in &graph.external {
+        for file in &graph.external {
             builder = builder
-                .with_external_initializer_file_in_memory(location, Arc::clone(bytes))
+                .with_external_initializer_file_in_memory(&file.location, Arc::from(&*file.bytes))
                 .map_err(|e| runtime(e.to_string()))?;
         }
         // From the verified bytes, never from the path: a file swapped since it was

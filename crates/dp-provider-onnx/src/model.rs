@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dp_spec::{NamedTensors, Tensor, TensorDType, TensorData, TensorSpec, WorkerSlot};
+use dp_spec::{
+    NamedTensors, Tensor, TensorDType, TensorData, TensorSpec, WorkerSlot, thread_share_size,
+};
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
@@ -51,7 +53,7 @@ impl WorkerGraphs {
         if let Some(graphs) = &*slot {
             return Ok(Arc::clone(graphs));
         }
-        let threads = share_size(self.recipe.threads(), shares, share);
+        let threads = thread_share_size(self.recipe.threads(), shares, share);
         let graphs: Arc<[Graph]> = self
             .recipe
             .sessions(Some(threads))?
@@ -61,12 +63,6 @@ impl WorkerGraphs {
         *slot = Some(Arc::clone(&graphs));
         Ok(graphs)
     }
-}
-
-/// Threads of share `share` when `threads` are split into `shares`: the first
-/// `threads % shares` shares get one more.
-const fn share_size(threads: usize, shares: usize, share: usize) -> usize {
-    threads / shares + if share < threads % shares { 1 } else { 0 }
 }
 
 /// One graph of a model.
@@ -229,11 +225,10 @@ impl OnnxModel {
         let Some(workers) = &self.workers else {
             return self.infer(inputs);
         };
-        let shares = slot.count.min(workers.recipe.threads());
-        if shares <= 1 || slot.running <= 1 {
+        let Some((share, shares)) = slot.thread_share(workers.recipe.threads(), 0) else {
             return self.infer(inputs);
-        }
-        let graphs = workers.share(shares, slot.index % shares)?;
+        };
+        let graphs = workers.share(shares, share)?;
         self.infer_graphs(&graphs, inputs)
     }
 

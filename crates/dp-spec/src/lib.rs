@@ -46,7 +46,7 @@ pub use model_spec::{
 pub use provider::{
     CudaDeviceInfo, DEFAULT_CALL_OVERHEAD_TOKENS, LoadRequest, LoadedModel, ModelProvider,
     NamedTensors, OnWorker, PROVIDER_MATRIX, ProviderHealth, ProviderRoute, ResolvedDevice, Tensor,
-    TensorData, WorkerSlot, provider_route, provider_serves, tensor_names,
+    TensorData, WorkerSlot, provider_route, provider_serves, tensor_names, thread_share_size,
 };
 pub use rules::{
     PRESET_NAMES, RuleViolation, check_artifact_path, check_spec, check_triton_endpoint,

@@ -340,6 +340,41 @@ impl WorkerSlot {
         count: 1,
         running: 1,
     };
+
+    /// Where this call runs on a runtime with `threads` CPU threads: `None` when it takes
+    /// them all (it starts alone, its pool has one worker, or there is one thread); else
+    /// `(share, shares)`: the threads split into `shares = min(count, threads)` parts as
+    /// evenly as they go ([`thread_share_size`]), this call on share `(index + seat) mod
+    /// shares`. `seat` lets a runtime whose shares serve several models start each model's
+    /// workers on a different share.
+    ///
+    /// ```
+    /// use dp_spec::WorkerSlot;
+    ///
+    /// let busy = WorkerSlot { index: 1, count: 2, running: 2 };
+    /// assert_eq!(busy.thread_share(8, 0), Some((1, 2)));
+    /// assert_eq!(busy.thread_share(8, 1), Some((0, 2)));
+    /// assert_eq!(WorkerSlot { running: 1, ..busy }.thread_share(8, 0), None);
+    /// ```
+    #[must_use]
+    pub const fn thread_share(self, threads: usize, seat: usize) -> Option<(usize, usize)> {
+        let shares = if self.count < threads {
+            self.count
+        } else {
+            threads
+        };
+        if shares <= 1 || self.running <= 1 {
+            return None;
+        }
+        Some((self.index.wrapping_add(seat) % shares, shares))
+    }
+}
+
+/// Threads of share `share` when `threads` are split into `shares` as evenly as they go:
+/// the first `threads % shares` shares get one more (3 threads in 2 shares: 2 and 1).
+#[must_use]
+pub const fn thread_share_size(threads: usize, shares: usize, share: usize) -> usize {
+    threads / shares + if share < threads % shares { 1 } else { 0 }
 }
 
 impl dyn LoadedModel + '_ {
@@ -532,5 +567,25 @@ impl Tensor {
     #[must_use]
     pub fn into_parts(self) -> (Vec<usize>, TensorData) {
         (self.shape, self.data)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_threads_and_differ_by_at_most_one() {
+        for threads in 1..=17 {
+            for shares in 1..=threads {
+                let sizes: Vec<usize> = (0..shares)
+                    .map(|s| thread_share_size(threads, shares, s))
+                    .collect();
+                assert_eq!(sizes.iter().sum::<usize>(), threads, "{threads}/{shares}");
+                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(*min >= 1 && max - min <= 1, "{threads}/{shares}: {sizes:?}");
+            }
+        }
     }
 }
