@@ -22,6 +22,19 @@ sentences that took the minimum cosine to the fp32 graph from 0.977 to 0.991 (me
 saturating 16 bits; 2 x 255 x 64 = 32640 always fits, so every CPU computes the same exact
 integers (with 8-bit weights, 0.9935 on VNNI but saturated sums elsewhere).
 
+Before quantizing, two constant shifts move out of the products' inputs into biases, which
+is exact in real arithmetic and changes what is quantized, not what is computed:
+
+- a layer norm whose outputs feed only weight products and residual sums loses its bias
+  `beta`: each product's bias gains `beta @ W`, each residual partner's bias gains `beta`;
+- the value projection's bias passes through the attention unchanged (softmax rows sum to
+  one), so it moves onto the attention output product's bias (`b_v @ W_o`).
+
+Per-row ranges are then taken around the data, not around a constant per-channel offset:
+on the 21 reference sentences the minimum cosine to the fp32 graph rose from 0.9915 to 0.9931.
+A folding the script cannot prove (a node read elsewhere, an unexpected pattern) is left
+out, and it runs both fp32 graphs on a padded batch and stops if their outputs differ.
+
 The bias `Add` after each product stays a node of its own: given a bias, ONNX Runtime 1.31's
 MatMulIntegerToFloat with per-row activation scales returned wrong values (cosine 0.46).
 The attention's products of two activations, the embeddings and the normalizations stay fp32.
@@ -43,6 +56,157 @@ ACTIVATION_LEVELS = 255.0
 WEIGHT_LEVELS = 64.0
 #: ONNX Runtime's contrib operators.
 CONTRIB = "com.microsoft"
+
+
+class ShiftFolder:
+    """Moves constant per-channel shifts out of the weight products' inputs into biases."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.initializers = {i.name: i for i in graph.initializer}
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in graph.output}
+        self.folded_norms = 0
+        self.reads = {}
+        for n in graph.node:
+            for i in n.input:
+                self.reads[i] = self.reads.get(i, 0) + 1
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.initializers[name]).astype(np.float64)
+
+    def weight_of(self, node) -> "np.ndarray | None":
+        """A weight product's matrix, if `node` is one."""
+        if node.op_type != "MatMul" or node.input[1] not in self.initializers:
+            return None
+        weight = self.initializers[node.input[1]]
+        return self.array(weight.name) if len(weight.dims) == 2 else None
+
+    def bias_after(self, node) -> "str | None":
+        """The bias initializer of the `Add` that alone reads `node`'s output, read nowhere
+        else (so changing it changes only this sum)."""
+        readers = self.consumers.get(node.output[0], [])
+        if len(readers) != 1 or node.output[0] in self.outputs:
+            return None
+        (add,) = readers
+        if add.op_type != "Add" or add.input[0] != node.output[0]:
+            return None
+        bias = add.input[1]
+        return bias if bias in self.initializers and self.reads.get(bias) == 1 else None
+
+    def only_reader(self, name: str):
+        readers = self.consumers.get(name, [])
+        return readers[0] if len(readers) == 1 and name not in self.outputs else None
+
+    def layer_norm_shifts(self) -> dict:
+        """`beta` of each layer norm read only by weight products and residual sums."""
+        moves: dict = {}
+        for norm in self.graph.node:
+            if norm.op_type != "LayerNormalization" or len(norm.input) < 3 or not norm.input[2]:
+                continue
+            out = norm.output[0]
+            if out in self.outputs or self.reads.get(norm.input[2]) != 1:
+                continue
+            beta = self.array(norm.input[2])
+            plan = []
+            for reader in self.consumers.get(out, []):
+                weight = self.weight_of(reader)
+                if weight is not None and reader.input[0] == out and (bias := self.bias_after(reader)):
+                    plan.append((bias, beta @ weight))
+                    continue
+                if reader.op_type == "Add":
+                    partner = reader.input[1] if reader.input[0] == out else reader.input[0]
+                    sum_node = self.producer.get(partner)
+                    if sum_node is not None and sum_node.op_type == "Add" and self.only_reader(partner) is reader:
+                        bias = sum_node.input[1]
+                        if bias in self.initializers and self.reads.get(bias) == 1:
+                            plan.append((bias, beta))
+                            continue
+                plan = None
+                break
+            if plan:
+                for bias, shift in plan:
+                    moves[bias] = moves.get(bias, 0.0) + shift
+                del norm.input[2]
+                self.folded_norms += 1
+        return moves
+
+    def value_shifts(self, moves: dict) -> int:
+        """The value bias of each attention, moved onto its output product's bias."""
+        count = 0
+        # A copy: the loop removes the value sums it folds from the graph.
+        for product in list(self.graph.node):
+            probabilities = self.producer.get(product.input[0]) if product.op_type == "MatMul" else None
+            if probabilities is None or probabilities.op_type != "Softmax":
+                continue
+            values = product.input[1]
+            while values in self.producer and self.producer[values].op_type in ("Reshape", "Transpose"):
+                if self.only_reader(values) is None:
+                    break
+                values = self.producer[values].input[0]
+            value_add = self.producer.get(values)
+            if value_add is None or value_add.op_type != "Add" or self.only_reader(values) is None:
+                continue
+            value_bias = value_add.input[1]
+            if value_bias not in self.initializers or self.reads.get(value_bias) != 1:
+                continue
+            value_product = self.producer.get(value_add.input[0])
+            if value_product is None or self.only_reader(value_add.input[0]) is not value_add:
+                continue
+            context, reader = product.output[0], self.only_reader(product.output[0])
+            while reader is not None and reader.op_type in ("Reshape", "Transpose"):
+                context, reader = reader.output[0], self.only_reader(reader.output[0])
+            weight = self.weight_of(reader) if reader is not None else None
+            output_bias = self.bias_after(reader) if weight is not None else None
+            if output_bias is None:
+                continue
+            shift = self.array(value_bias) + moves.pop(value_bias, 0.0)
+            moves[output_bias] = moves.get(output_bias, 0.0) + shift @ weight
+            # The value sum goes: its product writes what the sum wrote.
+            value_product.output[0] = value_add.output[0]
+            self.graph.node.remove(value_add)
+            count += 1
+        return count
+
+    def fold(self) -> tuple:
+        """Folds every shift it can prove constant; returns (layer norms, attentions) folded."""
+        moves = self.layer_norm_shifts()
+        attentions = self.value_shifts(moves)
+        for name, shift in moves.items():
+            old = self.initializers[name]
+            new = (self.array(name) + shift).astype(numpy_helper.to_array(old).dtype)
+            old.CopyFrom(numpy_helper.from_array(new, name))
+        return self.folded_norms, attentions
+
+
+def check_folding_is_exact(original: bytes, folded: onnx.ModelProto) -> None:
+    """Runs both fp32 graphs on one padded batch: the folding must not change what the
+    graph computes beyond float rounding (a graph builder whose pattern it misreads stops
+    here, not in a model that quietly computes something else)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (2, 11))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    feeds = {}
+    for value in folded.graph.input:
+        name = value.name
+        feeds[name] = mask if "mask" in name else np.zeros_like(ids) if "type" in name else ids
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+
+    def run(model: bytes) -> list:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    for want, got in zip(run(original), run(folded.SerializeToString())):
+        diff = float(np.abs(want - got).max())
+        if not diff <= 1e-4 * max(1.0, float(np.abs(want).max())):
+            sys.exit(f"folding the shifts changed the fp32 graph's output by {diff}: not exact")
 
 
 class Rewriter:
@@ -144,11 +308,15 @@ def main() -> None:
     model = onnx.load(source)
     if not any(o.domain == CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+    original = model.SerializeToString()
+    norms, attentions = ShiftFolder(model.graph).fold()
+    check_folding_is_exact(original, model)
     count = Rewriter(model.graph).rewrite()
     if count == 0:
         sys.exit(f"{source}: no MatMul with a weight matrix to quantize")
     onnx.checker.check_model(model)
     onnx.save(model, target)
+    print(f"{count} weight products quantized; shifts folded: {norms} layer norm biases, {attentions} value biases")
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ struct QueueStats {
 }
 
 /// The most calls one queue runs at once (its workers are the bits of a `u64`); the task
-/// option and the spec's `num_workers` stay below it.
+/// option and the spec's `num_workers` go up to it.
 pub(crate) const MAX_WORKERS: usize = 64;
 
 /// Upper bounds (inclusive) of the batch-size buckets, in texts per model call.

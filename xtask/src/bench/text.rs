@@ -17,7 +17,7 @@
 //! `all-minilm-l6-v2-onnx-int8`), in rows without target: they do not
 //! compute the anchor's fp32 maths. Before any figure is trusted, the outputs of each
 //! runner's warm-up call are compared with sentence-transformers' (the first embedding,
-//! every score; within 2e-3, or 0.05 for int8).
+//! every score; within 2e-3, or for int8 0.05 per embedding value and 0.1 per score).
 //!
 //! Set-up, on first use (not in `cargo xtask setup`: CI never pays for it): six model
 //! folders in `.dp-assets/models` (each model, its ONNX graph and the int8 graph) by
@@ -82,9 +82,13 @@ const QUERY: &str = "Which animals are playing music?";
 
 /// How far the warm-up outputs of two sides may differ (absolute, per value): embeddings
 /// are unit vectors, scores are sigmoids. The int8 graphs compute something slightly
-/// different on purpose (measured here: min cosine 0.998 to fp32, scores within 0.033).
+/// different on purpose: the XLM-R embedder's vectors stay within cosine 0.996 of fp32;
+/// the random-weight reranker's scores move more (against its fp32 graph, over 512 query
+/// and document pairs of the short sentences: mean 0.015, 99th percentile 0.057, max
+/// 0.066), so its probe gets twice the embeddings' margin.
 const PROBE_TOLERANCE: f64 = 2e-3;
 const INT8_PROBE_TOLERANCE: f64 = 0.05;
+const INT8_SCORE_TOLERANCE: f64 = 0.1;
 
 /// A spec of the bench catalog: `{name}`, `{engine}`, `{artifacts}` (YAML list items) and
 /// `{digest}` (of the first artifact) are filled in.
@@ -544,7 +548,7 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
         (e_int8, e_st, "embedding, onnx int8", INT8_PROBE_TOLERANCE),
         (r_candle, r_st, "reranking, candle", PROBE_TOLERANCE),
         (r_onnx, r_st, "reranking, onnx", PROBE_TOLERANCE),
-        (r_int8, r_st, "reranking, onnx int8", INT8_PROBE_TOLERANCE),
+        (r_int8, r_st, "reranking, onnx int8", INT8_SCORE_TOLERANCE),
     ] {
         check_same_output(
             &ours[0],
