@@ -71,10 +71,10 @@ class ShiftFolder:
                 self.consumers.setdefault(i, []).append(n)
         self.outputs = {o.name for o in graph.output}
         self.folded_norms = 0
-        self.reads = {}
-        for n in graph.node:
-            for i in n.input:
-                self.reads[i] = self.reads.get(i, 0) + 1
+
+    def private_initializer(self, name: str) -> bool:
+        """An initializer one node reads once: changing it changes only that node."""
+        return name in self.initializers and len(self.consumers.get(name, [])) == 1
 
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.initializers[name]).astype(np.float64)
@@ -96,7 +96,7 @@ class ShiftFolder:
         if add.op_type != "Add" or add.input[0] != node.output[0]:
             return None
         bias = add.input[1]
-        return bias if bias in self.initializers and self.reads.get(bias) == 1 else None
+        return bias if self.private_initializer(bias) else None
 
     def only_reader(self, name: str):
         readers = self.consumers.get(name, [])
@@ -109,7 +109,7 @@ class ShiftFolder:
             if norm.op_type != "LayerNormalization" or len(norm.input) < 3 or not norm.input[2]:
                 continue
             out = norm.output[0]
-            if out in self.outputs or self.reads.get(norm.input[2]) != 1:
+            if out in self.outputs or not self.private_initializer(norm.input[2]):
                 continue
             beta = self.array(norm.input[2])
             plan = []
@@ -122,9 +122,8 @@ class ShiftFolder:
                     partner = reader.input[1] if reader.input[0] == out else reader.input[0]
                     sum_node = self.producer.get(partner)
                     if sum_node is not None and sum_node.op_type == "Add" and self.only_reader(partner) is reader:
-                        bias = sum_node.input[1]
-                        if bias in self.initializers and self.reads.get(bias) == 1:
-                            plan.append((bias, beta))
+                        if self.private_initializer(sum_node.input[1]):
+                            plan.append((sum_node.input[1], beta))
                             continue
                 plan = None
                 break
@@ -152,14 +151,14 @@ class ShiftFolder:
             if value_add is None or value_add.op_type != "Add" or self.only_reader(values) is None:
                 continue
             value_bias = value_add.input[1]
-            if value_bias not in self.initializers or self.reads.get(value_bias) != 1:
+            if not self.private_initializer(value_bias):
                 continue
             value_product = self.producer.get(value_add.input[0])
             if value_product is None or self.only_reader(value_add.input[0]) is not value_add:
                 continue
-            context, reader = product.output[0], self.only_reader(product.output[0])
+            reader = self.only_reader(product.output[0])
             while reader is not None and reader.op_type in ("Reshape", "Transpose"):
-                context, reader = reader.output[0], self.only_reader(reader.output[0])
+                reader = self.only_reader(reader.output[0])
             weight = self.weight_of(reader) if reader is not None else None
             output_bias = self.bias_after(reader) if weight is not None else None
             if output_bias is None:
