@@ -148,7 +148,7 @@ fn onnx_and_candle_agree_on_the_same_weights() {
 const INT8_MIN_COSINE: f64 = 0.99;
 
 /// The int8 MiniLM (`cargo xtask setup` asset `minilm-onnx-int8`: the fp32 graph's weight
-/// products on int8 weights and uint8 activations quantized per row) on the same provider
+/// products on int8 weights and uint8 activations on calibrated scales) on the same provider
 /// and preset: its accuracy against the fp32 graph and sentence-transformers, as its spec
 /// records it, the same however the sentences are batched.
 #[test]
@@ -172,8 +172,9 @@ fn int8_minilm_stays_within_its_recorded_accuracy() {
     let int8_vectors = one_call(&manager, int8, &sentences);
     let parity = dp_manager::EmbeddingParity::compare(&fp32, &int8_vectors).unwrap();
     println!("int8 vs fp32 ONNX, one call: {parity:?}");
-    // Scales per row: a sentence's vector does not depend on what shares its call (the
-    // manager's length groups, or a call of its own), up to float rounding.
+    // The scales are constants of the graph: a sentence's vector does not depend on what
+    // shares its call (the manager's length groups, or a call of its own), up to float
+    // rounding.
     for (i, sentence) in sentences.iter().enumerate() {
         let alone = one_call(&manager, int8, &[sentence]);
         for (got, want) in [

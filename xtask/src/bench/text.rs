@@ -13,7 +13,7 @@
 //!
 //! The issue's bar is on the best provider (`≥ 1.5×` sentence-transformers), so each
 //! workload's target sits on the row of whichever fp32 provider has the higher median in
-//! the run. Each ONNX graph is also run with int8 weights (per-row activation scales, as
+//! the run. Each ONNX graph is also run with int8 weights (calibrated activation scales, as
 //! `all-minilm-l6-v2-onnx-int8`), in rows without target: they do not
 //! compute the anchor's fp32 maths. Before any figure is trusted, the outputs of each
 //! runner's warm-up call are compared with sentence-transformers' (the first embedding,
@@ -296,10 +296,16 @@ fn ensure_assets(root: &Path) -> Result<PathBuf> {
         )?;
         copy_beside(&work.join(model), &work.join(onnx))?;
         std::fs::create_dir_all(work.join(int8))?;
+        let mut quantize = Command::new(&onnx_python);
+        quantize.arg(root.join(QUANTIZE_SCRIPT));
+        if model == RERANK_MODEL {
+            // A cross-encoder reads (query, document) pairs: calibrate on pairs.
+            quantize.arg("--pairs");
+        }
         process::run(
-            Command::new(&onnx_python)
-                .arg(root.join(QUANTIZE_SCRIPT))
+            quantize
                 .arg(work.join(onnx).join("model.onnx"))
+                .arg(work.join(onnx).join("tokenizer.json"))
                 .arg(work.join(int8).join("model.onnx")),
             hint,
         )?;
@@ -593,8 +599,8 @@ pub(crate) fn run(root: &Path, exes: &Executables, pairs: usize) -> Result<Vec<R
     let int8_note = |model: &str| {
         format!(
             "{model}: the fp32 graph's weight products quantized by {QUANTIZE_SCRIPT} \
-             (int8 weights per column, uint8 activations per row); not the anchor's fp32 \
-             maths, so no target"
+             (int8 weights per column, uint8 activations on calibrated scales); not the \
+             anchor's fp32 maths, so no target"
         )
     };
     rows.push(
