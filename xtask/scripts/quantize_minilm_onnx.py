@@ -76,7 +76,7 @@ CALIBRATION_BATCH = 8
 CONTRIB = "com.microsoft"
 
 #: What the activation ranges are measured on: varied registers, lengths, languages,
-#: numbers, code and markup. Written for this script; the test and reference sentences
+#: numbers, code and emoji. Written for this script; the test and reference sentences
 #: (tests/data/reference) are not among them, so the accuracy measured there is held out.
 CALIBRATION_TEXTS = [
     "The committee approved the new budget after a long debate.",
